@@ -1,0 +1,115 @@
+"""SQLite catalog of files, items and runs.
+
+Qdrant holds vectors and payload; the catalog remembers what each run saw
+(size, mtime, hash, status, failure reason) so unchanged files cost only a
+stat, failures stay visible, and the dashboard can show run history.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    collection TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    sha256 TEXT,
+    status TEXT NOT NULL,            -- ok | duplicate | failed
+    reason TEXT,
+    point_ids TEXT,                  -- JSON list: one per item (slices give several)
+    model TEXT,
+    run_id TEXT,
+    updated_at REAL,
+    PRIMARY KEY (collection, path)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    collection TEXT NOT NULL,
+    source TEXT,
+    model TEXT,
+    started_at REAL,
+    finished_at REAL,
+    status TEXT,
+    report TEXT                      -- JSON run report
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What the catalog knows of one source file."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    status: str
+    reason: str | None
+    point_ids: list[str]
+
+
+class Catalog:
+    """Thin, transactional access to the catalog database."""
+
+    def __init__(self, path: Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def files(self, collection: str) -> dict[str, FileRecord]:
+        """All file records of a collection, by absolute path."""
+        rows = self.conn.execute(
+            "SELECT path, size, mtime_ns, sha256, status, reason, point_ids FROM files WHERE collection=?",
+            (collection,),
+        )
+        return {r[0]: FileRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "[]")) for r in rows}
+
+    def record_files(self, collection: str, model: str, run_id: str, records: Iterable[FileRecord]) -> None:
+        """Upsert file records in one transaction (after their points are written)."""
+        now = time.time()
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (collection, r.path, r.size, r.mtime_ns, r.sha256, r.status, r.reason,
+                     json.dumps(r.point_ids), model, run_id, now)
+                    for r in records
+                ],
+            )
+
+    def start_run(self, run_id: str, collection: str, source: str, model: str) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, collection, source, model, time.time(), None, "running", None),
+            )
+
+    def finish_run(self, run_id: str, status: str, report: dict[str, Any]) -> None:
+        with self.conn:
+            self.conn.execute(
+                "UPDATE runs SET finished_at=?, status=?, report=? WHERE run_id=?",
+                (time.time(), status, json.dumps(report), run_id),
+            )
+
+    def runs(self, collection: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Most recent runs first, with their reports decoded."""
+        sql = "SELECT run_id, collection, source, model, started_at, finished_at, status, report FROM runs"
+        args: tuple = ()
+        if collection:
+            sql += " WHERE collection=?"
+            args = (collection,)
+        sql += " ORDER BY started_at DESC LIMIT ?"
+        rows = self.conn.execute(sql, (*args, limit)).fetchall()
+        keys = ("run_id", "collection", "source", "model", "started_at", "finished_at", "status", "report")
+        return [dict(zip(keys, r[:-1] + (json.loads(r[-1]) if r[-1] else None,))) for r in rows]

@@ -1,0 +1,138 @@
+"""The embedder interface every model family implements.
+
+Preprocessing is split in two so that decoded images stay small while they
+wait in queues: `prepare` (decode workers, CPU) resizes and crops a PIL image
+into a uint8 CHW tensor — 4x less memory than float32 — and `embed_batch`
+converts a stacked uint8 batch to float and normalises it on the model's
+device just before the forward pass. `preprocess` (PIL -> normalised float)
+is kept for callers that want the classic one-step transform.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from recommender.errors import RecommenderError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model declares about itself: vector size, input, normalisation, text support."""
+
+    name: str
+    family: str  # "cnn" or "clip"
+    dim: int
+    input_size: int  # square side the model sees after resize + centre crop
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    supports_text: bool
+    device: str
+
+
+class Embedder(ABC):
+    """Maps images (and, for CLIP, text) into one L2-normalised vector space.
+
+    `prepare`/`preprocess` run in decode workers (CPU, picklable); `embed_batch`
+    runs the model on a stacked batch, so decoding can overlap model compute.
+    """
+
+    name: str
+    dim: int
+    family: str = "cnn"
+    supports_text: bool = False
+
+    def __init__(
+        self,
+        name: str,
+        dim: int,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        device: torch.device,
+        *,
+        prepare: Callable[[Image.Image], torch.Tensor] | None = None,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        input_size: int = 224,
+        decode_size: int | None = None,
+        max_batch: int = 64,
+        channels_last: bool | None = None,
+    ):
+        self.name = name
+        self.dim = dim
+        self.preprocess = preprocess
+        self.prepare = prepare or preprocess
+        self.device = device
+        self.input_size = int(input_size)
+        # smallest short side a decoder may deliver without losing detail (JPEG draft mode uses it)
+        self.decode_size = int(decode_size or input_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.max_batch = max_batch
+        # channels_last helps CUDA tensor cores; on CPU the benchmark decides (see docs/benchmarks_embed.md)
+        self.channels_last = (device.type == "cuda") if channels_last is None else channels_last
+        self._mean_t = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        self._std_t = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model's declared properties (dim, input size, normalisation, text support)."""
+        return ModelInfo(self.name, self.family, self.dim, self.input_size, self.mean, self.std,  # type: ignore[arg-type]
+                         self.supports_text, str(self.device))
+
+    @abstractmethod
+    def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) image features for a normalised float batch on self.device."""
+
+    def _to_model_input(self, batch: torch.Tensor) -> torch.Tensor:
+        """Move a batch to the device; uint8 batches are scaled and normalised there."""
+        if self.device.type == "cuda" and batch.device.type == "cpu" and not batch.is_pinned():
+            batch = batch.pin_memory()
+        batch = batch.to(self.device, non_blocking=True)
+        if batch.dtype == torch.uint8:
+            batch = (batch.float().div_(255.0) - self._mean_t) / self._std_t
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def embed_batch(self, batch: torch.Tensor) -> np.ndarray:
+        """Embed a stacked batch (uint8 from `prepare` or float from `preprocess`) into float32 (n, dim) unit vectors.
+
+        Large batches (e.g. all slices of a volume) are split into chunks of
+        `max_batch` so peak memory is bounded by the chunk, not the input.
+        """
+        if batch.shape[0] == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, batch.shape[0], self.max_batch):
+                x = self._to_model_input(batch[start : start + self.max_batch])
+                feats = torch.nn.functional.normalize(self._forward_images(x).float(), dim=-1)
+                out.append(feats.cpu().numpy().astype(np.float32, copy=False))
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Convenience path for a few in-memory images (queries, tests)."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch = torch.stack([self.prepare(img.convert("RGB")) for img in images])
+        return self.embed_batch(batch)
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Text vectors in the image space; only models with a text tower can."""
+        raise RecommenderError(
+            f"Model '{self.name}' has no text tower, so text embedding/search is not available. "
+            "Use a CLIP model (e.g. --model clip:ViT-B-32:laion2b_s34b_b79k) and re-ingest with it."
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA (fp16 where bf16 is unsupported); full precision elsewhere."""
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()

@@ -1,0 +1,283 @@
+"""Ingest stages: scan -> plan -> decode -> embed -> dedupe -> upsert -> report.
+
+Each stage is a method of `IngestJob`, timed by a `StageTimer`, with no
+Prefect in it: `flows/ingest.py` composes the stages into tasks, so the same
+pipeline runs under a Prefect worker, from the CLI, or in a benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from recommender.catalog import Catalog, FileRecord
+from recommender.decode import DecodeError, decode_file
+from recommender.metadata import keyword_fields, load_metadata
+from recommender.models import Embedder, create_embedder
+from recommender.scan import SourceFile, scan_source
+from recommender.settings import Settings
+from recommender.store import VectorStore, open_store, point_id_for
+
+
+class StageTimer:
+    """Accumulates wall seconds per named stage (the clip-retrieval runner habit)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class DecodedFile:
+    """A source file after decoding: its items' metadata and preprocessed tensors, or why it failed."""
+
+    file: SourceFile
+    keys: list[str] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+    tensors: list[torch.Tensor] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Batch:
+    """Decoded files whose items travel together through embed, dedupe and upsert."""
+
+    files: list[DecodedFile]
+    vectors: np.ndarray | None = None  # one row per item of `todo`
+    todo: list[tuple[int, int]] = field(default_factory=list)  # (file index, item index) that need embedding
+    statuses: dict[int, str] = field(default_factory=dict)  # file index -> new | unchanged | duplicate | failed
+
+
+@dataclass
+class RunReport:
+    """What one ingestion run did; printed by `ingest --json` and stored in the catalog."""
+
+    run_id: str
+    collection: str
+    model: str
+    source: str
+    scanned: int = 0
+    new: int = 0
+    unchanged: int = 0
+    duplicate: int = 0
+    failed: int = 0
+    items: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    points: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class IngestJob:
+    """Holds the resources of one run (store, catalog, model) and exposes its stages."""
+
+    def __init__(self, settings: Settings, source: Path, metadata: Path | None = None, run_id: str | None = None):
+        self.settings = settings
+        self.source = Path(source).expanduser().resolve()
+        self.metadata_path = Path(metadata).expanduser().resolve() if metadata else None
+        self.run_id = run_id or uuid.uuid4().hex
+        self.timer = StageTimer()
+        self.started = time.perf_counter()
+        self.report = RunReport(self.run_id, settings.collection, settings.model, str(self.source))
+        self.metadata = load_metadata(self.metadata_path, self.source) if self.metadata_path else {}
+        self.store: VectorStore = open_store(settings)
+        self.catalog = Catalog(settings.catalog_path)
+        self._seen: set[str] = set()
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()  # never keep the embedded store locked after a refused start
+            raise
+
+    def _prepare(self) -> None:
+        """Check the collection's model before loading ours, then create the collection and the run."""
+        cfg = self.settings
+        existing = self.store.model_name()
+        if existing and existing != cfg.model:
+            self.store.ensure_collection(cfg.model, 0)  # raises ModelMismatchError before loading a model
+        with self.timer.stage("load_model"):
+            self.embedder: Embedder = create_embedder(cfg.model, cfg.device)
+        self.store.ensure_collection(self.embedder.name, self.embedder.dim, keyword_fields(self.metadata))
+        self.catalog.start_run(self.run_id, cfg.collection, str(self.source), self.embedder.name)
+
+    def close(self) -> None:
+        self.store.close()
+        self.catalog.close()
+
+    # -- scan and plan ---------------------------------------------------------
+    def scan(self) -> list[SourceFile]:
+        """List candidate files (metadata table and ignored suffixes left out)."""
+        with self.timer.stage("scan"):
+            exclude = [self.metadata_path] if self.metadata_path else []
+            files = scan_source(self.source, self.settings.ignore_suffixes, exclude)
+        self.report.scanned = len(files)
+        return files
+
+    def plan(self, files: Sequence[SourceFile]) -> list[SourceFile]:
+        """Drop files the catalog already holds with the same size and mtime (cost: one stat)."""
+        with self.timer.stage("plan"):
+            known = self.catalog.files(self.settings.collection)
+            todo = []
+            for f in files:
+                rec = known.get(f.path)
+                if rec and rec.status in ("ok", "duplicate") and rec.size == f.size and rec.mtime_ns == f.mtime_ns:
+                    self.report.unchanged += 1
+                else:
+                    todo.append(f)
+        return todo
+
+    # -- decode ------------------------------------------------------------------
+    def _decode_one(self, f: SourceFile) -> DecodedFile:
+        out = DecodedFile(f)
+        try:
+            for item in decode_file(Path(f.path), self.settings.max_image_pixels):
+                out.keys.append(item.key)
+                out.hashes.append(item.content_hash)
+                out.payloads.append(item.payload)
+                out.tensors.append(self.embedder.preprocess(item.image))
+        except DecodeError as exc:
+            out = DecodedFile(f, error=exc.reason)
+        except Exception as exc:  # a decoder bug must not stop the run; report it per file
+            out = DecodedFile(f, error=f"unexpected decoding error: {type(exc).__name__}: {exc}")
+        return out
+
+    def decode(self, files: Sequence[SourceFile]) -> Iterator[Batch]:
+        """Decode files in parallel threads, a bounded window ahead, yielding batches of about batch_size items."""
+        workers = max(1, self.settings.decode_workers)
+        window = workers * 4
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            pending: deque[Future[DecodedFile]] = deque()
+            it = iter(files)
+            current: list[DecodedFile] = []
+            n_items = 0
+            while True:
+                while len(pending) < window:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        break
+                    pending.append(pool.submit(self._decode_one, nxt))
+                if not pending:
+                    break
+                start = time.perf_counter()
+                done = pending.popleft().result()
+                self.timer.seconds["decode_wait"] = self.timer.seconds.get("decode_wait", 0.0) + time.perf_counter() - start
+                current.append(done)
+                n_items += len(done.keys)
+                if n_items >= self.settings.batch_size:
+                    yield Batch(current)
+                    current, n_items = [], 0
+            if current:
+                yield Batch(current)
+
+    # -- dedupe (exact content), embed, upsert ---------------------------------
+    def dedupe(self, batch: Batch) -> Batch:
+        """Classify each file: failed, unchanged (same content at same path), duplicate of another path, or new."""
+        with self.timer.stage("dedupe"):
+            ids = [point_id_for(h) for df in batch.files for h in df.hashes]
+            stored = self.store.existing(ids)
+            for fi, df in enumerate(batch.files):
+                if df.error:
+                    batch.statuses[fi] = "failed"
+                    continue
+                pids = [point_id_for(h) for h in df.hashes]
+                if pids and all(stored.get(p, {}).get("path") == df.file.path for p in pids):
+                    batch.statuses[fi] = "unchanged"
+                elif pids and all(p in stored or p in self._seen for p in pids):
+                    batch.statuses[fi] = "duplicate"
+                else:
+                    batch.statuses[fi] = "new"
+                    for ii, p in enumerate(pids):
+                        if p not in stored and p not in self._seen:
+                            batch.todo.append((fi, ii))
+                            self._seen.add(p)
+        return batch
+
+    def embed(self, batch: Batch) -> Batch:
+        """Run the model on the items that are not stored yet."""
+        with self.timer.stage("embed"):
+            if batch.todo:
+                tensors = torch.stack([batch.files[fi].tensors[ii] for fi, ii in batch.todo])
+                batch.vectors = self.embedder.embed_batch(tensors)
+            for df in batch.files:
+                df.tensors = []  # free memory as soon as the model has seen them
+        return batch
+
+    def upsert(self, batch: Batch) -> Batch:
+        """Write new points, then record every file of the batch in the catalog."""
+        with self.timer.stage("upsert"):
+            ids, payloads = [], []
+            for fi, ii in batch.todo:
+                df = batch.files[fi]
+                ids.append(point_id_for(df.hashes[ii]))
+                payloads.append(self._payload(df, ii))
+            step = self.settings.upsert_batch
+            for s in range(0, len(ids), step):
+                self.store.upsert(ids[s : s + step], batch.vectors[s : s + step], payloads[s : s + step])
+            self._record(batch)
+        return batch
+
+    def _payload(self, df: DecodedFile, ii: int) -> dict[str, Any]:
+        payload = {
+            "path": df.file.path,
+            "relpath": df.file.relpath,
+            "item_key": df.keys[ii],
+            "sha256": df.hashes[ii],
+            "source": str(self.source),
+            "model": self.embedder.name,
+            "run_id": self.run_id,
+            "ingested_at": time.time(),
+        }
+        payload.update(df.payloads[ii])
+        payload.update(self.metadata.get(df.file.path, {}))
+        return payload
+
+    def _record(self, batch: Batch) -> None:
+        records = []
+        for fi, df in enumerate(batch.files):
+            status = batch.statuses[fi]
+            setattr(self.report, status, getattr(self.report, status) + 1)
+            if status == "failed":
+                self.report.failures.append({"path": df.file.path, "reason": df.error or "unknown"})
+            else:
+                self.report.items += len(df.keys) if status == "new" else 0
+            records.append(
+                FileRecord(
+                    df.file.path, df.file.size, df.file.mtime_ns, df.hashes[0] if df.hashes else None,
+                    "failed" if status == "failed" else ("duplicate" if status == "duplicate" else "ok"),
+                    df.error, [point_id_for(h) for h in df.hashes],
+                )
+            )
+        self.catalog.record_files(self.settings.collection, self.embedder.name, self.run_id, records)
+
+    # -- report ----------------------------------------------------------------
+    def finish(self, status: str = "completed") -> RunReport:
+        """Fill in totals and throughput, store the report in the catalog."""
+        r = self.report
+        r.seconds = round(time.perf_counter() - self.started, 3)
+        processed = r.new + r.unchanged + r.duplicate + r.failed
+        r.images_per_second = round(processed / r.seconds, 2) if r.seconds else 0.0
+        r.points = self.store.count()
+        r.stage_seconds = {k: round(v, 3) for k, v in self.timer.seconds.items()}
+        self.catalog.finish_run(self.run_id, status, r.to_dict())
+        return r

@@ -1,0 +1,48 @@
+"""Shared fixtures: one Prefect test harness per session, isolated data homes, the sample corpus."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+CORPORA = REPO.parent / "shared" / "corpora"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness():
+    """All flows in the suite run against one temporary Prefect API (SQLite)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """No test may write into ./var: point RECOMMENDER_HOME at a fresh folder."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("RECOMMENDER_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def sample_copy(tmp_path) -> Path:
+    """A writable copy of the bundled sample corpus (images and metadata.csv)."""
+    dst = tmp_path / "samples"
+    shutil.copytree(SAMPLES, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def corpora() -> Path:
+    """The shared real corpora (../shared/corpora); CI has them too."""
+    assert CORPORA.is_dir(), f"shared corpora not found at {CORPORA}; clone the repo next to shared/"
+    return CORPORA
