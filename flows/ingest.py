@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from recommender.pipeline import Batch, IngestJob
+from recommender.progress import progress_bar
 from recommender.scan import SourceFile
 from recommender.settings import Settings, get_settings
 
@@ -89,14 +90,16 @@ def ingest_flow(source: str, metadata: str | None = None, settings: dict[str, An
     try:
         todo = plan_task(job, scan_task(job))
         chunks = _chunks(todo, cfg.batch_size * 8)
-        pending = decode_task.submit(job, chunks[0]) if chunks else None
-        for i in range(len(chunks)):
-            batches = pending.result()
-            pending = decode_task.submit(job, chunks[i + 1]) if i + 1 < len(chunks) else None
-            upsert_task(job, embed_task(job, dedupe_task(job, batches)))
+        with progress_bar(len(todo), enabled=cfg.progress) as advance:
+            pending = decode_task.submit(job, chunks[0]) if chunks else None
+            for i in range(len(chunks)):
+                batches = pending.result()
+                pending = decode_task.submit(job, chunks[i + 1]) if i + 1 < len(chunks) else None
+                upsert_task(job, embed_task(job, dedupe_task(job, batches)))
+                advance(len(chunks[i]))
         return report_task(job)
-    except BaseException:
-        job.finish("failed")
+    except BaseException as exc:
+        job.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         job.close()

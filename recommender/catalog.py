@@ -29,6 +29,13 @@ CREATE TABLE IF NOT EXISTS files (
     updated_at REAL,
     PRIMARY KEY (collection, path)
 );
+CREATE TABLE IF NOT EXISTS file_points (   -- which files reference which point (exact duplicates share one)
+    collection TEXT NOT NULL,
+    path TEXT NOT NULL,
+    point_id TEXT NOT NULL,
+    PRIMARY KEY (collection, path, point_id)
+);
+CREATE INDEX IF NOT EXISTS file_points_by_point ON file_points (collection, point_id);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     collection TEXT NOT NULL,
@@ -67,17 +74,19 @@ class Catalog:
     def close(self) -> None:
         self.conn.close()
 
-    def files(self, collection: str) -> dict[str, FileRecord]:
-        """All file records of a collection, by absolute path."""
-        rows = self.conn.execute(
-            "SELECT path, size, mtime_ns, sha256, status, reason, point_ids FROM files WHERE collection=?",
-            (collection,),
-        )
+    def files(self, collection: str, paths: Iterable[str] | None = None) -> dict[str, FileRecord]:
+        """File records of a collection by absolute path (all, or just the given paths)."""
+        sql = "SELECT path, size, mtime_ns, sha256, status, reason, point_ids FROM files WHERE collection=?"
+        if paths is None:
+            rows = self.conn.execute(sql, (collection,)).fetchall()
+        else:
+            rows = [r for p in paths for r in self.conn.execute(sql + " AND path=?", (collection, p))]
         return {r[0]: FileRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "[]")) for r in rows}
 
     def record_files(self, collection: str, model: str, run_id: str, records: Iterable[FileRecord]) -> None:
         """Upsert file records in one transaction (after their points are written)."""
         now = time.time()
+        records = list(records)
         with self.conn:
             self.conn.executemany(
                 "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -87,6 +96,47 @@ class Catalog:
                     for r in records
                 ],
             )
+            self.conn.executemany(
+                "DELETE FROM file_points WHERE collection=? AND path=?", [(collection, r.path) for r in records]
+            )
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO file_points VALUES (?,?,?)",
+                [(collection, r.path, pid) for r in records if r.status in ("ok", "duplicate") for pid in r.point_ids],
+            )
+
+    def remove_files(self, collection: str, paths: Iterable[str]) -> None:
+        """Forget files (after their points were released)."""
+        rows = [(collection, p) for p in paths]
+        with self.conn:
+            self.conn.executemany("DELETE FROM files WHERE collection=? AND path=?", rows)
+            self.conn.executemany("DELETE FROM file_points WHERE collection=? AND path=?", rows)
+
+    def mark_deleted(self, collection: str, paths: Iterable[str], run_id: str) -> None:
+        """Keep deleted files' rows, flagged, when the settings ask to mark rather than remove."""
+        rows = [(run_id, time.time(), collection, p) for p in paths]
+        with self.conn:
+            self.conn.executemany(
+                "UPDATE files SET status='deleted', run_id=?, updated_at=? WHERE collection=? AND path=?", rows
+            )
+            self.conn.executemany("DELETE FROM file_points WHERE collection=? AND path=?", [r[2:] for r in rows])
+
+    def other_paths(self, collection: str, point_id: str, path: str) -> list[str]:
+        """Other live files that reference the same point (exact duplicates)."""
+        rows = self.conn.execute(
+            "SELECT path FROM file_points WHERE collection=? AND point_id=? AND path<>? ORDER BY path",
+            (collection, point_id, path),
+        )
+        return [r[0] for r in rows]
+
+    def point_ids(self, collection: str) -> set[str]:
+        """Every point id that a live file references: what the collection must hold."""
+        rows = self.conn.execute("SELECT DISTINCT point_id FROM file_points WHERE collection=?", (collection,))
+        return {r[0] for r in rows}
+
+    def set_model(self, collection: str, model: str) -> None:
+        """After a re-embed, every file of the collection is served by the new model."""
+        with self.conn:
+            self.conn.execute("UPDATE files SET model=? WHERE collection=?", (model, collection))
 
     def start_run(self, run_id: str, collection: str, source: str, model: str) -> None:
         with self.conn:

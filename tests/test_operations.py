@@ -1,0 +1,260 @@
+"""Operations: incremental runs, crash safety, concurrency, retries, model upgrade without downtime."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flows.ingest import ingest_flow
+from recommender.catalog import Catalog
+from recommender.consistency import check
+from recommender.locks import CollectionLock, IngestLockedError
+from recommender.recommend import Recommender
+from recommender.reembed import reembed
+from recommender.settings import get_settings
+from recommender.store import VectorStore, open_store, with_retries
+
+REPO = Path(__file__).resolve().parents[1]
+ART = sorted((REPO / "samples" / "art").rglob("*.jpg"))
+MRI = sorted((REPO / "samples" / "medical").rglob("*.jpg"))
+
+
+def _run(src: Path, cfg, **kw) -> dict:
+    return ingest_flow(str(src), settings=cfg.with_overrides(**kw).model_dump(mode="json"))
+
+
+def _state(cfg) -> tuple[dict, dict]:
+    """What a run leaves behind: points (id -> path, sha, rounded vector) and catalog rows."""
+    store = open_store(cfg)
+    try:
+        points = {pid: (p["path"], p["sha256"], tuple(np.round(v, 4))) for pid, p, v in store.scroll(with_vectors=True)}
+    finally:
+        store.close()
+    cat = Catalog(cfg.catalog_path)
+    try:
+        files = {p: (r.sha256, r.status, tuple(r.point_ids)) for p, r in cat.files(cfg.collection).items()}
+    finally:
+        cat.close()
+    return points, files
+
+
+def test_incremental_add_change_delete(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in ART[:4]:
+        shutil.copy(p, src / p.name)
+    cfg = get_settings(home=tmp_path / "h")
+    assert _run(src, cfg)["new"] == 4
+    shutil.copy(ART[4], src / ART[4].name)                       # added
+    shutil.copy(ART[5], src / ART[0].name)                       # same path, new content
+    os.remove(src / ART[1].name)                                 # deleted
+    r = _run(src, cfg)
+    assert (r["new"], r["changed"], r["deleted"], r["unchanged"]) == (1, 1, 1, 2)
+    points, files = _state(cfg)
+    assert r["points"] == 4 == len(points)
+    assert str((src / ART[1].name).resolve()) not in files
+    assert {v[0] for v in points.values()} == {str(p.resolve()) for p in src.iterdir()}
+    changed = files[str((src / ART[0].name).resolve())]
+    assert points[changed[2][0]][1] == changed[0]                # the point holds the new content
+    assert check(cfg).consistent
+
+
+def test_delete_one_of_two_identical_files_keeps_the_point(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(ART[0], src / "a.jpg")
+    shutil.copy(ART[0], src / "b.jpg")
+    cfg = get_settings(home=tmp_path / "h")
+    _run(src, cfg)
+    os.remove(src / "a.jpg")
+    r = _run(src, cfg)
+    assert r["deleted"] == 1 and r["points"] == 1
+    points, _ = _state(cfg)
+    assert [v[0] for v in points.values()] == [str((src / "b.jpg").resolve())]
+
+
+def test_mark_instead_of_remove(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in ART[:2]:
+        shutil.copy(p, src / p.name)
+    cfg = get_settings(home=tmp_path / "h", on_delete="mark")
+    _run(src, cfg)
+    os.remove(src / ART[0].name)
+    r = _run(src, cfg)
+    assert r["deleted"] == 1 and r["points"] == 2
+    store = open_store(cfg)
+    try:
+        flags = {p["path"]: p.get("deleted", False) for _, p, _ in store.scroll()}
+    finally:
+        store.close()
+    assert flags[str((src / ART[0].name).resolve())] is True
+
+
+def _ingest_subprocess(src: Path, home: Path, tag: str = "") -> subprocess.Popen:
+    """`recommender ingest` in its own process (and its own ephemeral Prefect API)."""
+    (home / f"prefect{tag}").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RECOMMENDER_HOME": str(home), "RECOMMENDER_BATCH_SIZE": "2",
+           "PREFECT_HOME": str(home / f"prefect{tag}"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "recommender.cli", "ingest", str(src), "--json"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _catalog_rows(home: Path) -> int:
+    try:
+        with sqlite3.connect(home / "catalog.sqlite", timeout=1) as conn:
+            return conn.execute("SELECT count(*) FROM files").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.parametrize("kill_after_files", [0, 7])
+def test_sigkill_then_rerun_equals_clean_run(tmp_path, kill_after_files):
+    """Kill the ingest process (SIGKILL) after N files are recorded; a rerun ends exactly like a clean run."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in ART[:10] + MRI[:6]:
+        shutil.copy(p, src / p.name)
+    clean_home, crash_home = tmp_path / "clean", tmp_path / "crash"
+    proc = _ingest_subprocess(src, crash_home)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and _catalog_rows(crash_home) < kill_after_files:
+        time.sleep(0.05)
+    if kill_after_files == 0:
+        while time.time() < deadline and proc.poll() is None and not (crash_home / "qdrant").exists():
+            time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _catalog_rows(crash_home) < 16, "the run finished before it was killed; the test proves nothing"
+    crashed = get_settings(home=crash_home)
+    _run(src, crashed)
+    clean = get_settings(home=clean_home)
+    _run(src, clean)
+    assert _state(crashed) == _state(clean)
+    assert check(crashed).consistent
+
+
+def test_second_ingest_while_one_runs_fails_clearly(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(ART[0], src / "a.jpg")
+    cfg = get_settings(home=tmp_path / "h")
+    holder = CollectionLock(cfg.home, cfg.collection).acquire()   # what a running ingest holds
+    try:
+        with pytest.raises(IngestLockedError, match="Another ingest into collection 'images' is running"):
+            _run(src, cfg)
+        started = time.monotonic()
+        threading.Timer(1.0, holder.release).start()
+        r = _run(src, cfg, lock_timeout=30)                          # waits, then runs
+        assert r["new"] == 1 and time.monotonic() - started >= 1.0
+    finally:
+        holder.release()
+
+
+def test_two_concurrent_ingest_processes_never_corrupt_the_store(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in ART[:8]:
+        shutil.copy(p, src / p.name)
+    home = tmp_path / "h"
+    procs = [_ingest_subprocess(src, home, tag=str(i)) for i in range(2)]
+    codes = sorted(p.wait(timeout=300) for p in procs)
+    assert codes[0] == 0                                              # one ran; the other waited or failed clearly
+    cfg = get_settings(home=home)
+    points, files = _state(cfg)
+    assert len(points) == 8 and len(files) == 8
+    assert check(cfg).consistent
+
+
+class _FlakyClient:
+    """The real local client with a transient failure injected at the Qdrant boundary."""
+
+    def __init__(self, client, failures: int):
+        self._client, self.failures, self.calls = client, failures, 0
+
+    def upsert(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            from qdrant_client.http.exceptions import ResponseHandlingException
+
+            raise ResponseHandlingException(ConnectionError("connection refused (injected)"))
+        return self._client.upsert(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_transient_qdrant_failure_is_retried_permanent_one_is_not(tmp_path):
+    cfg = get_settings(home=tmp_path / "h", retry_backoff=0.01)
+    real = open_store(cfg)
+    flaky = _FlakyClient(real.client, failures=2)
+    store = VectorStore(flaky, cfg.collection, attempts=3, backoff=0.01)
+    try:
+        store.ensure_collection("m", 4)
+        store.upsert(["00000000-0000-0000-0000-000000000001"], np.eye(4, dtype=np.float32)[:1], [{"path": "x"}])
+        assert flaky.calls == 3 and store.count() == 1
+        with pytest.raises(Exception) as info:                         # wrong dimension: permanent, no retry
+            store.upsert(["00000000-0000-0000-0000-000000000002"], np.ones((1, 3), np.float32), [{}])
+        assert flaky.calls == 4 and "ResponseHandling" not in type(info.value).__name__
+        attempts = []
+        with pytest.raises(ConnectionError):
+            with_retries(lambda: attempts.append(1) or (_ for _ in ()).throw(ConnectionError("down")),
+                         attempts=3, backoff=0.0)
+        assert len(attempts) == 3
+    finally:
+        real.close()
+
+
+def test_reembed_switches_alias_while_queries_keep_working(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in ART[:6]:
+        shutil.copy(p, src / p.name)
+    cfg = get_settings(home=tmp_path / "h")
+    _run(src, cfg)
+    ckpt = tmp_path / "resnet50.pth"
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), ckpt)
+    store = open_store(cfg)
+    rec = Recommender(cfg, store=store)
+    errors, answers, stop = [], [], threading.Event()
+    query = str((src / ART[0].name).resolve())
+
+    def keep_querying():
+        while not stop.is_set():
+            try:
+                answers.append(len(rec.similar_to_item(query, k=3)))
+            except Exception as exc:  # any failure during the switch is a bug
+                errors.append(exc)
+
+    t = threading.Thread(target=keep_querying)
+    t.start()
+    try:
+        result = reembed(cfg, f"resnet50:{ckpt}", store=store)
+    finally:
+        stop.set()
+        t.join()
+    try:
+        assert not errors and len(answers) > 0 and set(answers) == {3}
+        assert result["to_model"] == f"resnet50:{ckpt}" and result["points"] == 6
+        assert store.model_name() == f"resnet50:{ckpt}"
+        _, vec = store.get(store.find_by_path(query), with_vector=True)
+        assert vec.shape == (2048,)
+    finally:
+        store.close()
+    assert _run(src, cfg, model=f"resnet50:{ckpt}")["unchanged"] == 6
