@@ -38,6 +38,7 @@ def _quiet_prefect(json_mode: bool) -> None:
     """No telemetry (there is no network); keep stdout clean for --json."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow, busy machines
     if json_mode:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -55,7 +56,8 @@ def ingest(
 ) -> None:
     """Run the Prefect ingest flow over SOURCE."""
     _quiet_prefect(as_json)
-    cfg = _settings(home=home, collection=collection, model=model, device=device, batch_size=batch_size)
+    cfg = _settings(home=home, collection=collection, model=model, device=device, batch_size=batch_size,
+                    progress=None if as_json else sys.stderr.isatty() or None)
     from flows.ingest import ingest_flow
 
     report = ingest_flow(str(source), str(metadata) if metadata else None, settings=cfg.model_dump(mode="json"))
@@ -64,7 +66,8 @@ def ingest(
         return
     err.print(
         f"[bold]{report['collection']}[/]: scanned {report['scanned']}, new {report['new']}, "
-        f"unchanged {report['unchanged']}, duplicate {report['duplicate']}, failed {report['failed']}; "
+        f"changed {report['changed']}, unchanged {report['unchanged']}, duplicate {report['duplicate']}, "
+        f"deleted {report['deleted']}, failed {report['failed']}; "
         f"{report['points']} points; {report['seconds']} s ({report['images_per_second']} images/s)"
     )
     for failure in report["failures"]:
@@ -133,6 +136,10 @@ def models() -> None:
 def _register_commands() -> None:
     """Command modules owned by each subsystem (one line each)."""
     from recommender.commands import __name__ as _pkg  # noqa: F401  (keeps the import path explicit)
+    from recommender.commands import ops; ops.register(app)  # noqa: E702
+    from recommender.commands import schedule; schedule.register(app)  # noqa: E702
+    from recommender.commands import embed; embed.register(app)  # noqa: E702
+    from recommender.commands import serve; serve.register(app)  # noqa: E702
 
 
 _register_commands()
@@ -145,3 +152,7 @@ def main() -> None:
     except RecommenderError as exc:
         err.print(f"[red]error:[/] {exc}")
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

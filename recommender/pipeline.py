@@ -7,6 +7,7 @@ pipeline runs under a Prefect worker, from the CLI, or in a benchmark.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections import deque
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 
 from recommender.catalog import Catalog, FileRecord
-from recommender.decode import DecodeError, decode_file
+from recommender.locks import CollectionLock
+from recommender.decode import DecodeError, DecodeOptions, decode_file
 from recommender.metadata import keyword_fields, load_metadata
 from recommender.models import Embedder, create_embedder
 from recommender.scan import SourceFile, scan_source
@@ -45,7 +47,10 @@ class StageTimer:
 
 @dataclass
 class DecodedFile:
-    """A source file after decoding: its items' metadata and preprocessed tensors, or why it failed."""
+    """A source file after decoding: its items' metadata and uint8 model-ready tensors, or why it failed.
+
+    A DICOM/NIfTI file has one entry per frame/slice (keys `<path>#<index>`); a plain image has one.
+    """
 
     file: SourceFile
     keys: list[str] = field(default_factory=list)
@@ -77,6 +82,8 @@ class RunReport:
     new: int = 0
     unchanged: int = 0
     duplicate: int = 0
+    changed: int = 0
+    deleted: int = 0
     failed: int = 0
     items: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -84,6 +91,8 @@ class RunReport:
     seconds: float = 0.0
     images_per_second: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    status: str = "running"
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,9 +110,15 @@ class IngestJob:
         self.started = time.perf_counter()
         self.report = RunReport(self.run_id, settings.collection, settings.model, str(self.source))
         self.metadata = load_metadata(self.metadata_path, self.source) if self.metadata_path else {}
-        self.store: VectorStore = open_store(settings)
+        self._lock = CollectionLock(settings.home, settings.collection).acquire(settings.lock_timeout)
+        try:
+            self.store: VectorStore = open_store(settings)
+        except BaseException:
+            self._lock.release()
+            raise
         self.catalog = Catalog(settings.catalog_path)
         self._seen: set[str] = set()
+        self._known: dict[str, FileRecord] = {}
         try:
             self._prepare()
         except BaseException:
@@ -124,6 +139,7 @@ class IngestJob:
     def close(self) -> None:
         self.store.close()
         self.catalog.close()
+        self._lock.release()
 
     # -- scan and plan ---------------------------------------------------------
     def scan(self) -> list[SourceFile]:
@@ -135,27 +151,81 @@ class IngestJob:
         return files
 
     def plan(self, files: Sequence[SourceFile]) -> list[SourceFile]:
-        """Drop files the catalog already holds with the same size and mtime (cost: one stat)."""
+        """Files to decode: not in the catalog with the same size and mtime (an unchanged file costs one stat).
+
+        Files the catalog holds under this source that are gone from it are released here.
+        """
         with self.timer.stage("plan"):
-            known = self.catalog.files(self.settings.collection)
+            self._known = self.catalog.files(self.settings.collection)
             todo = []
             for f in files:
-                rec = known.get(f.path)
+                rec = self._known.get(f.path)
                 if rec and rec.status in ("ok", "duplicate") and rec.size == f.size and rec.mtime_ns == f.mtime_ns:
                     self.report.unchanged += 1
                 else:
                     todo.append(f)
+            present = {f.path for f in files}
+            root = str(self.source) + ("" if self.source.is_file() else os.sep)
+            gone = [r for p, r in self._known.items() if r.status != "deleted" and p not in present
+                    and (p == str(self.source) or p.startswith(root))]
+            self._remove_gone(gone)
         return todo
 
+    def _remove_gone(self, gone: Sequence[FileRecord]) -> None:
+        """Deleted source files: release their points (or mark them), then forget or flag the rows."""
+        mark = self.settings.on_delete == "mark"
+        for rec in gone:
+            self._release(rec.path, rec.point_ids, keep=(), mark=mark)
+        paths = [r.path for r in gone]
+        if mark:
+            self.catalog.mark_deleted(self.settings.collection, paths, self.run_id)
+        else:
+            self.catalog.remove_files(self.settings.collection, paths)
+        self.report.deleted += len(gone)
+
+    def _release(self, path: str, old_ids: Sequence[str], keep: Sequence[str], mark: bool = False) -> None:
+        """Stop `path` referencing old_ids: points no other file references are deleted (or marked).
+
+        Idempotent, so a run killed half-way repeats it safely: the catalog row still lists the ids.
+        """
+        gone_ids, reassigned = [], []
+        for pid in set(old_ids) - set(keep):
+            others = self.catalog.other_paths(self.settings.collection, pid, path)
+            if others:
+                reassigned.append((pid, others[0]))
+            else:
+                gone_ids.append(pid)
+        for pid, other in reassigned:
+            payload = self.store.existing([pid]).get(pid)
+            if payload and payload.get("path") == path:
+                rel = os.path.relpath(other, self.source) if other.startswith(str(self.source)) else other
+                self.store.set_payload([pid], {"path": other, "relpath": rel.replace(os.sep, "/")})
+        if mark:
+            self.store.set_payload(gone_ids, {"deleted": True})
+        else:
+            self.store.delete(gone_ids)
+
     # -- decode ------------------------------------------------------------------
+    def _decode_options(self) -> DecodeOptions:
+        """Decode settings for this run; JPEG draft size comes from the model's resize size."""
+        s = self.settings
+        return DecodeOptions(
+            max_pixels=s.max_image_pixels,
+            draft_size=self.embedder.decode_size if s.jpeg_draft else None,
+            volume_axis=s.volume_axis,
+            volume_min_foreground=s.volume_min_foreground,
+        )
+
     def _decode_one(self, f: SourceFile) -> DecodedFile:
+        """Decode one file into uint8 model-ready tensors (or a per-file refusal); runs in decode threads."""
         out = DecodedFile(f)
+        opts = self.__dict__.get("_decode_opts") or self.__dict__.setdefault("_decode_opts", self._decode_options())
         try:
-            for item in decode_file(Path(f.path), self.settings.max_image_pixels):
+            for item in decode_file(Path(f.path), options=opts):
                 out.keys.append(item.key)
                 out.hashes.append(item.content_hash)
                 out.payloads.append(item.payload)
-                out.tensors.append(self.embedder.preprocess(item.image))
+                out.tensors.append(self.embedder.prepare(item.image))  # uint8: 4x smaller while queued
         except DecodeError as exc:
             out = DecodedFile(f, error=exc.reason)
         except Exception as exc:  # a decoder bug must not stop the run; report it per file
@@ -163,15 +233,24 @@ class IngestJob:
         return out
 
     def decode(self, files: Sequence[SourceFile]) -> Iterator[Batch]:
-        """Decode files in parallel threads, a bounded window ahead, yielding batches of about batch_size items."""
+        """Decode files in parallel threads, a bounded window ahead, yielding batches of about batch_size items.
+
+        Threads, not processes: PIL decoding and resizing release the GIL, items need no pickling, and on
+        the 2-core benchmark box threads matched or beat a process pool and a DataLoader
+        (docs/benchmarks_embed.md). The window holds about two batches of items, so workers keep decoding
+        while the model embeds the current batch, and memory stays bounded however large the corpus is;
+        it shrinks in files when files turn out to hold many items (volumes, multi-frame DICOM).
+        """
         workers = max(1, self.settings.decode_workers)
-        window = workers * 4
+        target_items = max(workers * 4, 2 * self.settings.batch_size)
+        items_per_file = 1.0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
             pending: deque[Future[DecodedFile]] = deque()
             it = iter(files)
             current: list[DecodedFile] = []
             n_items = 0
             while True:
+                window = max(workers, int(target_items / items_per_file))
                 while len(pending) < window:
                     nxt = next(it, None)
                     if nxt is None:
@@ -184,6 +263,7 @@ class IngestJob:
                 self.timer.seconds["decode_wait"] = self.timer.seconds.get("decode_wait", 0.0) + time.perf_counter() - start
                 current.append(done)
                 n_items += len(done.keys)
+                items_per_file = 0.8 * items_per_file + 0.2 * max(1, len(done.keys))
                 if n_items >= self.settings.batch_size:
                     yield Batch(current)
                     current, n_items = [], 0
@@ -201,12 +281,14 @@ class IngestJob:
                     batch.statuses[fi] = "failed"
                     continue
                 pids = [point_id_for(h) for h in df.hashes]
+                before = self._known.get(df.file.path)
                 if pids and all(stored.get(p, {}).get("path") == df.file.path for p in pids):
                     batch.statuses[fi] = "unchanged"
                 elif pids and all(p in stored or p in self._seen for p in pids):
                     batch.statuses[fi] = "duplicate"
                 else:
-                    batch.statuses[fi] = "new"
+                    changed = before is not None and before.status in ("ok", "duplicate") and before.sha256 != df.hashes[0]
+                    batch.statuses[fi] = "changed" if changed else "new"
                     for ii, p in enumerate(pids):
                         if p not in stored and p not in self._seen:
                             batch.todo.append((fi, ii))
@@ -219,6 +301,13 @@ class IngestJob:
             if batch.todo:
                 tensors = torch.stack([batch.files[fi].tensors[ii] for fi, ii in batch.todo])
                 batch.vectors = self.embedder.embed_batch(tensors)
+                if self.settings.zero_shot_labels and self.embedder.supports_text:  # CLIP zero-shot tags
+                    from recommender.zeroshot import zero_shot_labels
+
+                    zs = zero_shot_labels(self.embedder, batch.vectors, self.settings.zero_shot_labels,
+                                          self.settings.zero_shot_template)
+                    for (fi, ii), (label, prob) in zip(batch.todo, zs):
+                        batch.files[fi].payloads[ii].update(zs_label=label, zs_prob=prob)
             for df in batch.files:
                 df.tensors = []  # free memory as soon as the model has seen them
         return batch
@@ -253,14 +342,20 @@ class IngestJob:
         return payload
 
     def _record(self, batch: Batch) -> None:
+        """Release points a changed file no longer has, then write the catalog rows (after the points)."""
         records = []
+        before = self.catalog.files(self.settings.collection, [df.file.path for df in batch.files])
         for fi, df in enumerate(batch.files):
             status = batch.statuses[fi]
             setattr(self.report, status, getattr(self.report, status) + 1)
             if status == "failed":
                 self.report.failures.append({"path": df.file.path, "reason": df.error or "unknown"})
             else:
-                self.report.items += len(df.keys) if status == "new" else 0
+                self.report.items += len(df.keys) if status in ("new", "changed") else 0
+            old = before.get(df.file.path)
+            if old and old.point_ids:
+                new_ids = [point_id_for(h) for h in df.hashes] if status != "failed" else []
+                self._release(df.file.path, old.point_ids, keep=new_ids)
             records.append(
                 FileRecord(
                     df.file.path, df.file.size, df.file.mtime_ns, df.hashes[0] if df.hashes else None,
@@ -271,13 +366,17 @@ class IngestJob:
         self.catalog.record_files(self.settings.collection, self.embedder.name, self.run_id, records)
 
     # -- report ----------------------------------------------------------------
-    def finish(self, status: str = "completed") -> RunReport:
+    def finish(self, status: str = "completed", error: str | None = None) -> RunReport:
         """Fill in totals and throughput, store the report in the catalog."""
         r = self.report
+        r.status, r.error = status, error
         r.seconds = round(time.perf_counter() - self.started, 3)
-        processed = r.new + r.unchanged + r.duplicate + r.failed
+        processed = r.new + r.changed + r.unchanged + r.duplicate + r.failed
         r.images_per_second = round(processed / r.seconds, 2) if r.seconds else 0.0
-        r.points = self.store.count()
+        try:
+            r.points = self.store.count()
+        except Exception:  # the store may be what failed; the report must still be written
+            r.points = -1
         r.stage_seconds = {k: round(v, 3) for k, v in self.timer.seconds.items()}
         self.catalog.finish_run(self.run_id, status, r.to_dict())
         return r

@@ -1,48 +1,84 @@
-"""The `Recommender`: one query API for the CLI, the REST API and the dashboard."""
+"""The `Recommender`: one query API for the CLI, the REST API and the dashboard.
+
+Every query kind funnels into `Recommender.recommend`:
+  - seeds: stored items (ids or ingested paths) as positive examples, negative
+    examples, an uploaded image or a text (embedded on the fly, never stored),
+    or a raw vector;
+  - filters (equality, any-of, numeric ranges), a score threshold, limit/offset;
+  - grouping (at most `group_size` results per value of a field);
+  - diversity by maximal marginal relevance (`mmr_lambda`: 1 = pure relevance);
+  - duplicate collapsing on the dedup engine's payload (`cluster_id`, `canonical`):
+    never two members of one cluster, never a member of the query's own cluster,
+    each kept cluster shown by its canonical member.
+The search itself runs on Qdrant, or on an in-process exact index for the
+embedded store (`query_engine`), with identical results.
+"""
 
 from __future__ import annotations
 
+import threading
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from recommender.decode import decode_image_bytes
-from recommender.errors import NotFoundError, RecommenderError
+from recommender.errors import ConfigError, NotFoundError, RecommenderError
 from recommender.models import Embedder, cached_embedder
 from recommender.settings import Settings
-from recommender.store import VECTOR_NAME, VectorStore, open_store
+from recommender.store import VECTOR_NAME, Hit, VectorStore, open_store, validate_filter_spec
+
+MAX_ROUNDS = 6  # over-fetch doublings when collapsing drops candidates
+MMR_POOL = 5  # MMR re-ranks this many times the requested results (at least 50)
 
 
 @dataclass
 class Result:
-    """One recommended item with its score and why it was returned."""
+    """One recommended item with its score, its payload and why it was returned."""
 
     id: str
     path: str
     score: float
     payload: dict[str, Any]
-    reason: dict[str, str] = field(default_factory=dict)
+    reason: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def parse_filters(pairs: list[str] | None) -> dict[str, Any]:
-    """Turn CLI `KEY=VALUE` pairs into an equality filter; numbers stay numbers."""
+    """CLI filters: `KEY=VALUE` equality, `KEY=A|B` any-of, `KEY>=N`, `KEY<N` ... ranges (numbers stay numbers)."""
     out: dict[str, Any] = {}
+    ops = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}
     for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise RecommenderError(f"Filter '{pair}' is not KEY=VALUE (e.g. --filter genre=Landscape).")
-        out[key] = int(value) if value.lstrip("-").isdigit() else value
-    return out
+        for sym, name in ops.items():
+            key, sep, value = pair.partition(sym)
+            if sep and key and "=" not in key:
+                try:
+                    out.setdefault(key.strip(), {})[name] = float(value)
+                except (ValueError, TypeError):
+                    raise ConfigError(f"Filter '{pair}': '{value}' is not a number.") from None
+                break
+        else:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise ConfigError(
+                    f"Filter '{pair}' is not KEY=VALUE, KEY=A|B or KEY>=NUMBER (e.g. --filter genre=Landscape)."
+                )
+            values = [_scalar(v) for v in value.split("|")]
+            out[key.strip()] = values if len(values) > 1 else values[0]
+    return validate_filter_spec(out)
+
+
+def _scalar(value: str) -> Any:
+    return int(value) if value.lstrip("-").isdigit() else {"true": True, "false": False}.get(value, value)
 
 
 class Recommender:
-    """Similar-item queries over one collection, with the collection's own model for uploads."""
+    """Similar-item queries over one collection, with the collection's own model for uploads and text."""
 
     def __init__(self, settings: Settings, store: VectorStore | None = None):
         self.settings = settings
@@ -52,6 +88,18 @@ class Recommender:
                 f"Collection '{settings.collection}' does not exist yet; run `recommender ingest SOURCE` first."
             )
         self.model_name = self.store.model_name() or settings.model
+        self.engine = self._choose_engine()
+        self._index_cache = None
+        self._lock = threading.RLock()
+
+    def _choose_engine(self) -> str:
+        wanted = getattr(self.settings, "query_engine", "auto")
+        embedded = self.store.is_embedded()
+        if wanted == "exact" and not embedded:
+            raise ConfigError(
+                "query_engine=exact mirrors the embedded store only; with a Qdrant server use 'qdrant' or 'auto'."
+            )
+        return "exact" if (wanted == "exact" or (wanted == "auto" and embedded)) else "qdrant"
 
     def close(self) -> None:
         self.store.close()
@@ -59,6 +107,19 @@ class Recommender:
     def embedder(self) -> Embedder:
         """The model the collection was built with (cached per process)."""
         return cached_embedder(self.model_name, self.settings.device)
+
+    def backend(self):
+        """What answers searches: the exact in-process index (embedded) or the store itself (Qdrant)."""
+        if self.engine == "qdrant":
+            return self.store
+        if self._index_cache is None:
+            from recommender.exact_index import IndexCache
+
+            folder = None
+            if getattr(self.settings, "exact_index_cache", True) and not self.settings.qdrant_url:
+                folder = self.settings.home / "exact_index" / self.settings.collection
+            self._index_cache = IndexCache(self.store, folder)
+        return self._index_cache.get()
 
     def resolve(self, item: str) -> str:
         """A point id, or the id of an ingested file given by path."""
@@ -68,37 +129,211 @@ class Recommender:
         path = str(Path(item).expanduser().resolve()) if Path(item).expanduser().exists() else item
         return self.store.find_by_path(path)
 
-    def similar_to_item(self, item: str, k: int = 10, filters: Mapping[str, Any] | None = None) -> list[Result]:
-        """The k nearest stored items to a stored item, excluding the item itself."""
-        pid = self.resolve(item)
-        hits = self.store.query(pid, limit=k, exclude_ids=[pid], must=dict(filters or {}))
-        return self._results(hits, "item")
+    # -- convenience wrappers (CLI, dashboard) -----------------------------------------
+    def similar_to_item(self, item: str, k: int = 10, filters: Mapping[str, Any] | None = None, **options: Any) -> list[Result]:
+        """The k nearest stored items to a stored item (never the item itself or its duplicates)."""
+        return self.recommend([item], k=k, filters=filters, **options)
 
     def similar_to_image(self, image: Image.Image | Path | bytes, k: int = 10,
-                         filters: Mapping[str, Any] | None = None) -> list[Result]:
+                         filters: Mapping[str, Any] | None = None, **options: Any) -> list[Result]:
         """The k nearest stored items to an image that is not stored (embedded on the fly)."""
-        if isinstance(image, (str, Path)):
-            image = Path(image).read_bytes()
-        if isinstance(image, bytes):
-            image = decode_image_bytes(image, "upload", self.settings.max_image_pixels)
-        vector = self.embedder().embed_images([image])[0]
-        return self.similar_to_vector(vector, k, filters, kind="image")
+        return self.recommend(image=image, k=k, filters=filters, **options)
+
+    def similar_to_text(self, text: str, k: int = 10, filters: Mapping[str, Any] | None = None, **options: Any) -> list[Result]:
+        """The k stored items closest to a text (CLIP collections; others raise a clear error)."""
+        return self.recommend(text=text, k=k, filters=filters, **options)
 
     def similar_to_vector(self, vector: np.ndarray, k: int = 10, filters: Mapping[str, Any] | None = None,
-                          kind: str = "vector") -> list[Result]:
-        hits = self.store.query(vector, limit=k, must=dict(filters or {}))
-        return self._results(hits, kind)
+                          kind: str = "vector", **options: Any) -> list[Result]:
+        """The k nearest stored items to a vector in the collection's space."""
+        return self.recommend(vector=vector, k=k, filters=filters, _kind=kind, **options)
 
-    def _results(self, hits, kind: str) -> list[Result]:
-        reason = {"query": kind, "model": self.model_name, "vector": VECTOR_NAME}
-        return [Result(h.id, str(h.payload.get("path", "")), round(h.score, 6), h.payload, dict(reason)) for h in hits]
+    def embed_image(self, image: Image.Image | Path | bytes) -> np.ndarray:
+        """One uploaded image (bytes, file or PIL) as a unit vector of the collection's model."""
+        if isinstance(image, (str, Path)):
+            image = Path(image).read_bytes()
+        if isinstance(image, (bytes, bytearray)):
+            image = decode_image_bytes(bytes(image), "upload", self.settings.max_image_pixels)
+        return self.embedder().embed_images([image])[0]
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """A text as a vector of the collection's model (raises for models without a text tower)."""
+        if not text or not text.strip():
+            raise ConfigError("Text query is empty; give a description such as 'a still life with fruit'.")
+        return self.embedder().embed_text([text.strip()])[0]
+
+    # -- the one query ------------------------------------------------------------------
+    def recommend(
+        self,
+        positive: Sequence[str] = (),
+        negative: Sequence[str] = (),
+        *,
+        vector: np.ndarray | None = None,
+        image: Image.Image | Path | bytes | None = None,
+        text: str | None = None,
+        k: int = 10,
+        offset: int = 0,
+        filters: Mapping[str, Any] | None = None,
+        group_by: str | None = None,
+        group_size: int = 1,
+        mmr_lambda: float | None = None,
+        diversity: float | None = None,
+        score_threshold: float | None = None,
+        collapse_duplicates: bool = True,
+        exclude: Sequence[str] = (),
+        _kind: str | None = None,
+    ) -> list[Result]:
+        """Results for stored examples (ids/paths) and/or one image, text or vector, with all options.
+
+        `diversity` is the dashboard's slider (0 = off) and means `mmr_lambda = 1 - diversity`.
+        Scores are cosine similarity for a single seed, Qdrant's best-score for several
+        examples or any negative (higher is better either way).
+        """
+        if k < 1 or offset < 0 or group_size < 1:
+            raise ConfigError(f"Need k >= 1, offset >= 0 and group_size >= 1 (got k={k}, offset={offset}, group_size={group_size}).")
+        if diversity is not None and mmr_lambda is None and diversity > 0:
+            mmr_lambda = 1.0 - float(diversity)
+        if mmr_lambda is not None and not 0.0 <= mmr_lambda <= 1.0:
+            raise ConfigError(f"mmr_lambda must be between 0 (most diverse) and 1 (pure relevance), got {mmr_lambda}.")
+        seeds = [x for x in (vector is not None, image is not None, text is not None) if x]
+        if len(seeds) > 1:
+            raise ConfigError("Give at most one of an image, a text or a vector as the query.")
+        spec = validate_filter_spec(dict(filters or {}))
+        kind = _kind or ("image" if image is not None else "text" if text is not None else "vector" if vector is not None else None)
+        query_vec = None
+        if image is not None:
+            query_vec = self.embed_image(image)
+        elif text is not None:
+            query_vec = self.embed_text(text)
+        elif vector is not None:
+            query_vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        with self._lock:
+            pos_ids = [self.resolve(p) for p in positive]
+            neg_ids = [self.resolve(n) for n in negative]
+            if not pos_ids and query_vec is None:
+                raise ConfigError("Nothing to query: give an item (id or path), positive examples, an image or a text.")
+            examples: list[Any] = [*pos_ids, *([query_vec] if query_vec is not None else [])]
+            if kind is None or neg_ids or len(examples) > 1:
+                kind = "item" if len(examples) == 1 and not neg_ids else "examples"
+            own = [*pos_ids, *neg_ids]
+            query_clusters = self._clusters_of(own) if collapse_duplicates else set()
+            hits = self._search(examples, neg_ids, [*own, *exclude], spec, offset + k, group_by, group_size,
+                                mmr_lambda, score_threshold, collapse_duplicates, query_clusters)
+        reason = {"query": kind, "model": self.model_name, "vector": VECTOR_NAME, "engine": self.engine}
+        if neg_ids or len(examples) > 1:
+            reason.update(positives=len(examples), negatives=len(neg_ids), strategy="best_score")
+        if mmr_lambda is not None:
+            reason["mmr_lambda"] = mmr_lambda
+        out = []
+        for h in hits[offset:offset + k]:
+            why = dict(reason)
+            if group_by:
+                why["group"] = h.group
+            if getattr(h, "collapsed_from", None):
+                why["collapsed_from"] = h.collapsed_from
+            out.append(Result(h.id, str(h.payload.get("path", "")), round(float(h.score), 6), h.payload, why))
+        return out
+
+    def _clusters_of(self, ids: Sequence[str]) -> set[Any]:
+        if not ids:
+            return set()
+        rows = self.store.get_many(list(ids))
+        return {p.get("cluster_id") for _, p, _ in rows if p.get("cluster_id") is not None}
+
+    def _search(self, examples, neg_ids, exclude, spec, need, group_by, group_size, mmr_lambda,
+                score_threshold, collapse, query_clusters) -> list[Hit]:
+        """Fetch candidates, collapse duplicates, group and diversify, over-fetching until `need` survive."""
+        backend = self.backend()
+        mmr = mmr_lambda is not None and mmr_lambda < 1.0
+        want = max(need * MMR_POOL, 50) if mmr else need
+        fetch = want
+        for _ in range(MAX_ROUNDS):
+            common = dict(exclude_ids=exclude, must=spec, negative=neg_ids, score_threshold=score_threshold,
+                          with_vectors=mmr)
+            if group_by:
+                raw = backend.query_groups(examples, group_by, group_size, fetch, **common)
+                exhausted = len({h.group for h in raw}) < fetch
+            else:
+                raw = backend.query(examples, fetch, **common)
+                exhausted = len(raw) < fetch
+            hits = self._collapse(raw, query_clusters) if collapse else raw
+            if group_by:
+                hits = _cap_groups(sorted(hits, key=lambda h: -h.score), group_size)
+            if len(hits) >= want or exhausted:
+                break
+            if fetch >= (self.store.count() if self.engine == "qdrant" else len(backend)):
+                break
+            fetch *= 4
+        if mmr:
+            hits = _mmr(hits[:want], mmr_lambda, need)
+        return hits[:need]
+
+    def _collapse(self, hits: list[Hit], query_clusters: set[Any]) -> list[Hit]:
+        """One result per duplicate cluster, shown by its canonical member; none from the query's clusters."""
+        seen: set[Any] = set()
+        canonicals: dict[Any, Hit] = {}
+        for h in hits:
+            if h.payload.get("canonical") is True and h.payload.get("cluster_id") is not None:
+                canonicals.setdefault(h.payload["cluster_id"], h)
+        out: list[Hit] = []
+        for h in hits:
+            cid = h.payload.get("cluster_id")
+            if cid is None:
+                out.append(h)
+                continue
+            if cid in query_clusters or cid in seen:
+                continue
+            seen.add(cid)
+            if h.payload.get("canonical") is True:
+                out.append(h)
+                continue
+            canon = canonicals.get(cid)
+            if canon is not None:
+                shown = Hit(canon.id, h.score, canon.payload, canon.vector, h.group)
+                shown.collapsed_from = h.id  # type: ignore[attr-defined]
+                out.append(shown)
+            else:
+                out.append(h)  # canonical filtered out or unknown: the best member stands in
+        return out
+
+
+def _cap_groups(hits: list[Hit], group_size: int) -> list[Hit]:
+    counts: dict[Any, int] = {}
+    out = []
+    for h in hits:
+        if counts.get(h.group, 0) < group_size:
+            counts[h.group] = counts.get(h.group, 0) + 1
+            out.append(h)
+    return out
+
+
+def _mmr(hits: list[Hit], lam: float, n: int) -> list[Hit]:
+    """Greedy maximal marginal relevance: lam * relevance - (1 - lam) * max similarity to picked ones."""
+    cands = [h for h in hits if h.vector is not None]
+    if not cands:
+        return hits[:n]
+    vecs = np.stack([h.vector / (np.linalg.norm(h.vector) or 1.0) for h in cands]).astype(np.float32)
+    rel = np.array([h.score for h in cands], dtype=np.float64)
+    sim = vecs @ vecs.T
+    picked: list[int] = []
+    max_sim = np.full(len(cands), -np.inf)
+    available = np.ones(len(cands), bool)
+    while len(picked) < min(n, len(cands)):
+        red = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        gain = np.where(available, lam * rel - (1 - lam) * red, -np.inf)
+        best = int(np.argmax(gain))
+        picked.append(best)
+        available[best] = False
+        max_sim = np.maximum(max_sim, sim[best])
+    return [cands[i] for i in picked]
 
 
 def _looks_like_id(item: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(item)
         return True
     except ValueError:
         return item.isdigit()
+
+
+__all__ = ["Recommender", "Result", "parse_filters", "RecommenderError"]

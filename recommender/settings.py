@@ -7,7 +7,7 @@ point (CLI, flows, dashboard, API) resolves configuration the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,10 +24,33 @@ class Settings(BaseSettings):
     collection: str = Field("images", description="Qdrant collection name.")
     model: str = Field("mobilenet_v2", description="Embedding model name (see `recommender models`).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
-    batch_size: int = Field(32, ge=1, description="Images per model forward pass.")
+    batch_size: int = Field(16, ge=1, description="Images per model forward pass (16: best measured on CPU, docs/benchmarks_embed.md).")
     decode_workers: int = Field(2, ge=0, description="Parallel decode workers (0 = decode in the main process).")
     max_image_pixels: int = Field(100_000_000, ge=1, description="Refuse images above this many pixels (decompression bombs).")
     upsert_batch: int = Field(256, ge=1, description="Points per Qdrant upsert call.")
+    shard_number: int = Field(1, ge=1, description="Shards of a new collection on a Qdrant cluster (fixed at creation).")
+    replication_factor: int = Field(1, ge=1, description="Copies of each shard on a Qdrant cluster (<= number of nodes).")
+    jpeg_draft: bool = Field(True, description="Decode big JPEGs at a reduced DCT scale that still covers the model input.")
+    volume_axis: int = Field(2, ge=0, le=2, description="NIfTI slicing axis (0, 1 or 2; 2 = axial for RAS volumes).")
+    volume_min_foreground: float = Field(
+        0.01, ge=0, le=1, description="Skip NIfTI slices with less than this fraction of non-background voxels."
+    )
+    zero_shot_labels: tuple[str, ...] = Field(
+        (), description="Label names for CLIP zero-shot tagging; adds payload zs_label/zs_prob when the model has text."
+    )
+    zero_shot_template: str = Field("a photo of {}", description="Prompt template for zero-shot labels.")
+    on_delete: Literal["remove", "mark"] = Field(
+        "remove", description="Files gone from the source: remove their points, or keep them marked deleted=true."
+    )
+    lock_timeout: float = Field(0.0, ge=0, description="Seconds a second ingest waits for the collection lock before failing.")
+    retry_attempts: int = Field(5, ge=1, description="Attempts for a Qdrant call that fails transiently (connection, timeout, 5xx).")
+    retry_backoff: float = Field(0.5, ge=0, description="First retry delay in seconds; doubles each attempt.")
+    progress: bool = Field(False, description="Show a progress bar with images/second (the CLI turns it on).")
+    query_engine: Literal["auto", "qdrant", "exact"] = Field(
+        "auto", description="Who answers queries: auto = in-process exact index for the embedded store, Qdrant for a server."
+    )
+    exact_index_cache: bool = Field(True, description="Cache the exact index's vectors under home/exact_index (memory-mapped).")
+    max_upload_bytes: int = Field(20_000_000, ge=1, description="Largest image upload the REST API accepts (413 above).")
     ignore_suffixes: tuple[str, ...] = Field(
         (".csv", ".parquet", ".md", ".txt", ".json", ".yaml", ".yml"),
         description="File suffixes skipped by the scanner (metadata and docs, not images).",

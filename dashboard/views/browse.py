@@ -1,0 +1,105 @@
+"""Browse: a filtered, paginated thumbnail grid with facet counts and an item detail view."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import resources
+from dashboard.images import full_image
+from dashboard.nav import goto
+from dashboard.widgets import filter_selectors, grid, label_line
+from recommender.browse import cluster_of, get_item
+from recommender.errors import NotFoundError
+
+PAGE_SIZES = (24, 48, 96)
+
+
+def _reset_page() -> None:
+    st.session_state["browse_page"] = 0
+
+
+def _detail(store, point_id: str, fields: list[str]) -> None:
+    try:
+        item = get_item(store, point_id)
+    except NotFoundError as exc:
+        st.warning(str(exc))
+        return
+    with st.container(border=True):
+        head, close = st.columns([6, 1])
+        head.subheader(item.title)
+        close.button("Close", key="detail_close", on_click=goto, args=("Browse",), kwargs={"detail_id": None})
+        left, right = st.columns([3, 2])
+        left.image(full_image(item.path, item.item_key), width="stretch")
+        with right:
+            st.button("Find similar items", key="detail_similar", type="primary", on_click=goto,
+                      args=("Similar",), kwargs={"sim_item": item.id, "sim_pos": [], "sim_neg": []})
+            st.caption(f"id `{item.id}`")
+            st.dataframe(
+                [{"field": k, "value": str(v)} for k, v in sorted(item.payload.items())],
+                hide_index=True, width="stretch",
+            )
+        cid = item.payload.get("cluster_id")
+        if cid:
+            cluster = cluster_of(store, str(cid))
+            st.markdown(f"**Duplicate cluster** `{cid}` — tier **{cluster.tier}**, {len(cluster.members)} items")
+            cards = [{
+                "id": m.id, "path": m.path, "item_key": m.payload.get("item_key", ""),
+                "caption": ("★ **canonical**" if m.canonical else f"tier {m.tier}")
+                + (f" · cos {m.score:.3f}" if m.score is not None else "") + ("  ← this item" if m.id == item.id else ""),
+            } for m in cluster.members]
+            grid(cards, columns=6, key="detail-cluster")
+        else:
+            st.caption("Not in a duplicate cluster (or `recommender dedupe` has not been run).")
+
+
+def _open_detail(card: dict) -> None:
+    st.session_state["detail_id"] = card["id"]
+
+
+def _open_similar(card: dict) -> None:
+    goto("Similar", sim_item=card["id"], sim_pos=[], sim_neg=[])
+
+
+def render() -> None:
+    store = resources.require_collection()
+    browser = resources.browser()
+    total_all = store.count()
+    st.title("Browse")
+    fields = browser.fields()
+
+    with st.sidebar:
+        st.subheader("Filters")
+        current = {f: st.session_state.get(f"browse_f_{f}") for f in fields}
+        current = {k: v for k, v in current.items() if v not in (None, "(any)")}
+        counts = browser.facets(fields, current)
+        filters = filter_selectors(fields, counts, "browse_f", on_change=_reset_page)
+        size = st.selectbox("Items per page", PAGE_SIZES, key="browse_size", on_change=_reset_page)
+
+    if st.session_state.get("detail_id"):
+        _detail(store, st.session_state["detail_id"], fields)
+
+    page_no = int(st.session_state.get("browse_page", 0))
+    page = browser.page(filters, page_no, size)
+    n_pages = max(1, -(-page.total // size))
+    page_no = min(page_no, n_pages - 1)
+
+    info, prev, nxt = st.columns([6, 1, 1])
+    info.markdown(
+        f"**{page.total}** items match"
+        + (f" (of {total_all})" if filters else "")
+        + f" — page {page_no + 1} of {n_pages}"
+    )
+    prev.button("← Prev", key="browse_prev", disabled=page_no == 0,
+                on_click=lambda: st.session_state.update(browse_page=page_no - 1))
+    nxt.button("Next →", key="browse_next", disabled=page.next_offset is None,
+               on_click=lambda: st.session_state.update(browse_page=page_no + 1))
+
+    cards = [{
+        "id": it.id, "path": it.path, "item_key": it.item_key,
+        "caption": f"**{it.title}**  \n{label_line(it.payload, fields)}"
+        + ("  \n:material/content_copy: dup " + str(it.payload.get("tier")) + (" ★" if it.payload.get("canonical") else "")
+           if it.payload.get("cluster_id") else ""),
+    } for it in page.items]
+    grid(cards, columns=6, key="browse", stacked=True,
+         actions=[("details", "Details", _open_detail, "Show the image and its metadata"),
+                  ("similar", "Similar", _open_similar, "Find similar items")])

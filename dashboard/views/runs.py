@@ -1,0 +1,66 @@
+"""Runs: the ingestion history from the catalog, with counts, throughput, duration and failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import resources
+
+
+def _when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def runs_frame(runs: list[dict]) -> pd.DataFrame:
+    """One row per run with the report's counts flattened."""
+    rows = []
+    for r in runs:
+        rep = r.get("report") or {}
+        duration = rep.get("seconds") or ((r["finished_at"] - r["started_at"]) if r.get("finished_at") else None)
+        rows.append({
+            "started": _when(r.get("started_at")), "status": r.get("status"), "source": r.get("source"),
+            "model": r.get("model"), "scanned": rep.get("scanned"), "new": rep.get("new"),
+            "unchanged": rep.get("unchanged"), "duplicate": rep.get("duplicate"), "failed": rep.get("failed"),
+            "points": rep.get("points"), "images/s": rep.get("images_per_second"),
+            "duration s": round(duration, 2) if duration is not None else None, "run_id": r.get("run_id"),
+        })
+    return pd.DataFrame(rows)
+
+
+def render() -> None:
+    cfg = resources.settings()
+    st.title("Ingestion runs")
+    cat = resources.catalog()
+    try:
+        runs = cat.runs(cfg.collection)
+    finally:
+        cat.close()
+    if not runs:
+        st.info(f"No ingestion runs recorded for collection **{cfg.collection}** in `{cfg.catalog_path}`. "
+                f"Run `recommender ingest SOURCE --home {cfg.home} --collection {cfg.collection}`.")
+        return
+    df = runs_frame(runs)
+    st.markdown(f"**{len(df)} runs** of collection **{cfg.collection}**")
+    st.dataframe(df, hide_index=True, width="stretch")
+    labels = [f"{row['started']} — {row['status']} — {row['run_id']}" for _, row in df.iterrows()]
+    choice = st.selectbox("Run details", labels, key="runs_choice")
+    run = runs[labels.index(choice)]
+    rep = run.get("report") or {}
+    cols = st.columns(5)
+    cols[0].metric("scanned", rep.get("scanned", "—"))
+    cols[1].metric("new", rep.get("new", "—"))
+    cols[2].metric("failed", rep.get("failed", "—"))
+    cols[3].metric("images/s", rep.get("images_per_second", "—"))
+    cols[4].metric("duration s", rep.get("seconds", "—"))
+    if rep.get("stage_seconds"):
+        st.markdown("**Seconds per stage**")
+        st.bar_chart(pd.Series(rep["stage_seconds"], name="seconds"))
+    failures = rep.get("failures") or []
+    st.markdown(f"**Failures ({len(failures)})**")
+    if failures:
+        st.dataframe(pd.DataFrame(failures, columns=["path", "reason"]), hide_index=True, width="stretch")
+    else:
+        st.caption("No file failed in this run.")

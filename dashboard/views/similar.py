@@ -1,0 +1,110 @@
+"""Similar: the k nearest items of a chosen item, refined by liked/disliked examples,
+filters, one-per-group and diversity; updates run as a fragment (no page reload)."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from dashboard import resources
+from dashboard.images import thumbnail
+from dashboard.nav import goto
+from dashboard.widgets import ANY, grid, label_line, score_caption
+from recommender.browse import get_item
+from recommender.errors import RecommenderError
+
+
+def _add(kind: str, card: dict) -> None:
+    """Click on a result: add it as a positive or negative example (and not both)."""
+    other = "sim_neg" if kind == "sim_pos" else "sim_pos"
+    st.session_state[kind] = [*st.session_state.get(kind, []), card["id"]]
+    st.session_state[other] = [x for x in st.session_state.get(other, []) if x != card["id"]]
+
+
+def _remove(kind: str, pid: str) -> None:
+    st.session_state[kind] = [x for x in st.session_state.get(kind, []) if x != pid]
+
+
+def _examples(store, kind: str, title: str) -> None:
+    ids = st.session_state.get(kind, [])
+    if not ids:
+        return
+    st.markdown(f"**{title}** ({len(ids)})")
+    cols = st.columns(8)
+    for col, pid in zip(cols * (len(ids) // 8 + 1), ids):
+        item = get_item(store, pid)
+        col.image(thumbnail(item.path, item.item_key, 96), width="stretch")
+        col.button("remove", key=f"rm-{kind}-{pid}", on_click=_remove, args=(kind, pid))
+
+
+@st.fragment
+def _body(fields: list[str]) -> None:
+    from dashboard.query import similar  # imports torch: only when this page is shown
+
+    rec = resources.recommender()
+    store = rec.store
+    st.text_input("Item (point id or ingested file path)", key="sim_item",
+                  on_change=lambda: st.session_state.update(sim_pos=[], sim_neg=[]))
+    item_ref = (st.session_state.get("sim_item") or "").strip()
+    if not item_ref:
+        st.info("Pick an item in **Browse** (button *Similar*) or paste a point id or path above.")
+        return
+    try:
+        seed_id = rec.resolve(item_ref)
+        seed = get_item(store, seed_id)
+    except RecommenderError as exc:
+        resources.show_error(exc)
+        return
+
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
+    k = c1.slider("Results (k)", 4, 48, 12, step=4, key="sim_k")
+    group_by = c2.selectbox("One per group", ["(none)", *fields], key="sim_group")
+    diversity = c3.slider("Diversity", 0.0, 0.9, 0.0, step=0.1, key="sim_div",
+                          help="0 = pure similarity; higher trades relevance for variety (MMR).")
+    with c4.popover("Filters"):
+        counts = resources.browser().facets(fields)
+        filters = {}
+        for f in fields:
+            v = st.selectbox(f, [ANY, *counts.get(f, {})], key=f"sim_f_{f}")
+            if v != ANY:
+                filters[f] = v
+
+    left, right = st.columns([1, 5])
+    left.image(thumbnail(seed.path, seed.item_key, 240), width="stretch")
+    left.caption(f"**query:** {seed.title}  \n{label_line(seed.payload, fields)}")
+    with right:
+        _examples(store, "sim_pos", ":material/thumb_up: More like")
+        _examples(store, "sim_neg", ":material/thumb_down: Less like")
+        if st.session_state.get("sim_pos") or st.session_state.get("sim_neg"):
+            st.button("Clear examples", key="sim_clear", on_click=lambda: st.session_state.update(sim_pos=[], sim_neg=[]))
+
+    start = time.perf_counter()
+    try:
+        results = similar(rec, seed_id, k=k, filters=filters, positives=st.session_state.get("sim_pos", []),
+                          negatives=st.session_state.get("sim_neg", []),
+                          group_by=None if group_by == "(none)" else group_by, diversity=diversity)
+    except RecommenderError as exc:
+        resources.show_error(exc)
+        return
+    elapsed = time.perf_counter() - start
+    st.markdown(f"**{len(results)} results** in {elapsed * 1000:.0f} ms"
+                + (f" — filters: {filters}" if filters else ""))
+    st.session_state["sim_last"] = [(r.id, r.score) for r in results]
+    cards = [{
+        "id": r.id, "path": r.path, "item_key": r.payload.get("item_key", ""),
+        "caption": f"{score_caption(r.score)}  \n{label_line(r.payload, fields)}",
+    } for r in results]
+    grid(cards, columns=4, key="sim",
+         actions=[("like", ":material/thumb_up:", lambda c: _add("sim_pos", c), "More like this (positive example)"),
+                  ("dislike", ":material/thumb_down:", lambda c: _add("sim_neg", c), "Less like this (negative example)"),
+                  ("open", ":material/open_in_new:", lambda c: goto("Similar", sim_item=c["id"], sim_pos=[], sim_neg=[]),
+                   "Make this the query item")])
+
+
+def render() -> None:
+    store = resources.require_collection()
+    st.title("Similar items")
+    st.session_state.setdefault("sim_pos", [])
+    st.session_state.setdefault("sim_neg", [])
+    _body(resources.browser().fields())

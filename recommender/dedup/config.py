@@ -1,0 +1,58 @@
+"""Thresholds of the deduplication tiers, in one frozen object.
+
+The lead wires these into the global `Settings`; keeping them here as plain
+defaults lets the library, its tests and the evaluation harness run without
+any settings machinery. Every number was chosen by measurement on the
+evaluation harness (see docs/dedup.md), not by guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+TIERS: tuple[str, ...] = ("exact", "copy", "near")
+"""Tier labels, strongest first. A pair's tier is the strongest rule it satisfies."""
+
+TIER_RANK: dict[str, int] = {t: i for i, t in enumerate(TIERS)}
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Defaults for every tier; override single fields with `with_overrides`.
+
+    copy rule (measured, docs/dedup.md): a pair is a `copy` when
+      phash distance <= phash_strict and cosine >= copy_cosine   (both say "unchanged"), or
+      (cosine >= verify_cosine or phash distance <= phash_strict) and at least
+      min_inliers ORB matches agree on one similarity transform and cover the
+      picture (crop, rotation, border, resize: verify.py).
+    Without OpenCV (or verify=False) the rule is thresholds alone:
+      d <= phash_strict or cosine >= copy_cosine or (d <= phash_loose and cosine >= copy_cosine_loose).
+    Without embeddings: d <= phash_strict. The phash distance is flip-invariant:
+    min(d(a, b), d(a, mirror(b))).
+    """
+
+    # exact tier: SHA-256 of bytes, or SHA-256 of the decoded RGB pixels (EXIF applied)
+    exact_pixels: bool = True
+    # copy tier
+    phash_strict: int = 2
+    copy_cosine: float = 0.985
+    verify: bool = True
+    verify_cosine: float = 0.80
+    min_inliers: int = 40
+    max_verify_per_item: int = 12
+    phash_loose: int = 16
+    copy_cosine_loose: float = 0.90
+    flip_invariant: bool = True
+    # near tier: embedding cosine only, higher recall
+    near_cosine: float = 0.90
+    # sweep
+    block_size: int = 4096
+    precision: str = "auto"  # "fp32", "bf16" (exact after fp32 re-scoring) or "auto"
+    # fingerprint stage
+    workers: int = 2  # fingerprint processes (0 = in the calling process)
+
+    def with_overrides(self, **overrides: Any) -> "DedupConfig":
+        """Copy with the non-None overrides applied (CLI flags win over settings)."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **values) if values else self

@@ -1,0 +1,137 @@
+"""The REST API on the real sample images: every query kind, thumbnails by id only, each 4xx code."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from flows.ingest import ingest_flow
+from recommender.api import create_app
+from recommender.recommend import Recommender
+from recommender.settings import get_settings
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+LANDSCAPE = "art/landscape/cl010052607.jpg"
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    """The sample images (no volume, to keep it quick) ingested once through the real flow."""
+    src = tmp_path_factory.mktemp("api_src") / "samples"
+    shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("volumes"))
+    cfg = get_settings(home=tmp_path_factory.mktemp("api_home"), max_upload_bytes=200_000)
+    report = ingest_flow(str(src), str(src / "metadata.csv"), settings=cfg.model_dump(mode="json"))
+    assert report["failed"] == 0 and report["points"] >= 49
+    r = Recommender(cfg)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def client(rec):
+    with TestClient(create_app(rec.settings, recommender=rec)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def seed(rec) -> str:
+    return rec.store.find_by_path(LANDSCAPE)
+
+
+def _jpeg(path: Path, size=(300, 300)) -> bytes:
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").resize(size).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def test_health_and_openapi(client):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["model"] == "mobilenet_v2" and h["points"] >= 49
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/items/{item_id}/similar", "/recommend", "/similar/image", "/search", "/items/{item_id}/thumbnail"} <= set(paths)
+
+
+def test_similar_by_id_matches_the_library(client, rec, seed):
+    got = client.get(f"/items/{seed}/similar", params={"k": 5}).json()
+    assert [r["id"] for r in got] == [r.id for r in rec.similar_to_item(seed, k=5)]
+    assert got[0]["reason"]["query"] == "item" and got[0]["payload"]["sha256"] and got[0]["path"]
+
+
+def test_similar_with_filters_grouping_mmr_offset(client, seed):
+    art = client.get(f"/items/{seed}/similar", params={"k": 20, "filters": json.dumps({"genre": "Portrait"})}).json()
+    assert len(art) == 6 and {r["payload"]["genre"] for r in art} == {"Portrait"}
+    groups = client.get(f"/items/{seed}/similar", params={"k": 10, "group_by": "genre"}).json()
+    assert sorted(r["payload"]["genre"] for r in groups) == ["Genre", "Landscape", "Naturmort", "Portrait"]
+    plain = client.get(f"/items/{seed}/similar", params={"k": 6}).json()
+    paged = client.get(f"/items/{seed}/similar", params={"k": 3, "offset": 3}).json()
+    assert [r["id"] for r in paged] == [r["id"] for r in plain[3:]]
+    diverse = client.get(f"/items/{seed}/similar", params={"k": 6, "mmr_lambda": 0.2}).json()
+    assert [r["id"] for r in diverse] != [r["id"] for r in plain]
+
+
+def test_recommend_with_examples(client, rec, seed):
+    neg = rec.store.find_by_path("art/portrait/cl010054342.jpg")
+    body = {"positive": [seed], "negative": [neg], "k": 5, "filters": {"collection": "art"}}
+    got = client.post("/recommend", json=body).json()
+    assert len(got) == 5 and neg not in [r["id"] for r in got]
+    assert got[0]["reason"]["strategy"] == "best_score"
+
+
+def test_upload_image_query(client, seed):
+    r = client.post("/similar/image", files={"file": ("q.jpg", _jpeg(SAMPLES / LANDSCAPE), "image/jpeg")}, data={"k": "3"})
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["id"] == seed and r.json()[0]["reason"]["query"] == "image"
+
+
+def test_thumbnail_served_by_id(client, seed):
+    r = client.get(f"/items/{seed}/thumbnail", params={"size": 64})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(r.content)).size) == 64
+
+
+def test_404_unknown_item(client):
+    missing = "00000000-0000-0000-0000-000000000000"
+    for url in (f"/items/{missing}", f"/items/{missing}/similar", f"/items/{missing}/thumbnail"):
+        r = client.get(url)
+        assert r.status_code == 404 and missing in r.json()["detail"]
+    r = client.post("/recommend", json={"positive": ["art/nowhere.jpg"]})
+    assert r.status_code == 404
+
+
+def test_422_invalid_parameters(client, seed):
+    assert client.get(f"/items/{seed}/similar", params={"k": 0}).status_code == 422
+    assert client.get(f"/items/{seed}/similar", params={"mmr_lambda": 2}).status_code == 422
+    bad_json = client.get(f"/items/{seed}/similar", params={"filters": "{genre:"})
+    assert bad_json.status_code == 422 and "JSON" in bad_json.json()["detail"]
+    bad_range = client.get(f"/items/{seed}/similar", params={"filters": json.dumps({"width": {"between": 1}})})
+    assert bad_range.status_code == 422 and "width" in bad_range.json()["detail"]
+    assert client.post("/recommend", json={"positive": []}).status_code == 422  # nothing to query
+    text = client.get("/search", params={"q": "a harbour at dusk"})
+    assert text.status_code == 422 and "text" in text.json()["detail"].lower()
+
+
+def test_path_traversal_is_refused(client):
+    for item in ("..%2F..%2Fetc%2Fpasswd", "etc-passwd", "..", "%2Fetc%2Fpasswd"):
+        r = client.get(f"/items/{item}/thumbnail")
+        assert r.status_code in (404, 422) and r.headers["content-type"].startswith("application/json")
+        assert b"root:" not in r.content
+
+
+def test_413_upload_too_large(client):
+    big = _jpeg(SAMPLES / LANDSCAPE, size=(2000, 2000))
+    assert len(big) > 200_000
+    r = client.post("/similar/image", files={"file": ("big.jpg", big, "image/jpeg")})
+    assert r.status_code == 413 and "RECOMMENDER_MAX_UPLOAD_BYTES" in r.json()["detail"]
+
+
+def test_415_not_an_image(client):
+    r = client.post("/similar/image", files={"file": ("notes.txt", b"just some text, not pixels", "text/plain")})
+    assert r.status_code == 415 and "not a readable image" in r.json()["detail"]
+    truncated = _jpeg(SAMPLES / LANDSCAPE)[:1500]
+    assert client.post("/similar/image", files={"file": ("cut.jpg", truncated, "image/jpeg")}).status_code == 415

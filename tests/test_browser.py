@@ -1,0 +1,201 @@
+"""The dashboard in a real browser: `streamlit run` as a subprocess, Debian's chromium via Playwright.
+
+Opens every page on the sample collection, clicks Browse -> Similar -> a
+positive example, uploads a query image, and asserts on what the pages show
+(result counts, scores), saving a screenshot of each page. Screenshots go to
+tmp_path, or to $RECOMMENDER_SCREENSHOTS_DIR (docs/screenshots for the README).
+
+Needs /usr/bin/chromium: run scripts/install_chromium.sh (the Makefile's test
+target does). Never `playwright install`: there is no network for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dashboard.demo_data import SAMPLES, sample_home_once
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "dashboard" / "app.py"
+CHROMIUM = "/usr/bin/chromium"
+COLLECTION = "dash_samples"
+TIMEOUT_MS = 90_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"streamlit not healthy after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, prefect_harness):
+    """A streamlit server on a free port over a copy of the labelled sample collection."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_chromium.sh (apt-get install chromium), "
+                    "then rerun the browser test.")
+    pristine = sample_home_once(tmp_path_factory.getbasetemp() / "dash_pristine", COLLECTION)
+    home = tmp_path_factory.mktemp("browser") / "home"
+    shutil.copytree(pristine, home)
+    port = _free_port()
+    log = home.parent / "streamlit.log"
+    env = {**os.environ, "RECOMMENDER_HOME": str(home), "RECOMMENDER_COLLECTION": COLLECTION,
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=str(REPO))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    target = os.environ.get("RECOMMENDER_SCREENSHOTS_DIR")
+    out = Path(target) if target else tmp_path_factory.mktemp("screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 950})
+        pg.set_default_timeout(TIMEOUT_MS)
+        yield pg
+        browser.close()
+
+
+def _settle(pg) -> None:
+    """Wait until streamlit has finished the current run (no 'Running…' status widget)."""
+    pg.wait_for_timeout(300)
+    pg.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=TIMEOUT_MS)
+    pg.wait_for_timeout(300)
+
+
+def _shot(pg, shots: Path, name: str) -> Path:
+    path = shots / f"{name}.png"
+    pg.wait_for_timeout(1500)  # dataframes and images paint after the run ends
+    pg.screenshot(path=str(path))
+    _shrink(path)
+    return path
+
+
+def _shrink(path: Path) -> None:
+    """Keep committed screenshots modest: 256-colour PNG."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
+def _scores(pg) -> list[float]:
+    texts = pg.locator("[data-testid='stMarkdownContainer']").filter(has_text=re.compile(r"^score ")).all_inner_texts()
+    return [float(re.search(r"score\s+([0-9.]+)", t).group(1)) for t in texts]
+
+
+def test_pages_in_browser(server, page, shots):
+    pg = page
+    # Browse
+    pg.goto(f"{server}/?page=Browse")
+    total = pg.get_by_text(re.compile(r"\d+ items match")).first
+    total.wait_for()
+    _settle(pg)
+    assert re.match(r"111 items match", total.inner_text()), total.inner_text()
+    assert pg.locator("[data-testid='stImage'] img").count() >= 24
+    _shot(pg, shots, "browse")
+
+    # Browse -> Similar (first card's button)
+    pg.locator("[class*='st-key-browse-similar-'] button").first.click()
+    results = pg.get_by_text(re.compile(r"^12 results")).first
+    results.wait_for()
+    _settle(pg)
+    assert "Similar items" in pg.locator("h1").first.inner_text()
+    scores = _scores(pg)
+    assert len(scores) == 12 and all(0 < s <= 1.0001 for s in scores), scores
+    assert scores == sorted(scores, reverse=True)
+    _shot(pg, shots, "similar")
+
+    # a positive example: results update in place, the liked item leaves the results
+    pg.locator("[class*='st-key-sim-like-'] button").nth(2).click()
+    pg.get_by_text("More like").first.wait_for()
+    _settle(pg)
+    assert pg.get_by_text(re.compile(r"^12 results")).count() >= 1
+    after = _scores(pg)
+    assert len(after) == 12 and after != scores
+    assert pg.get_by_role("button", name="remove").count() == 1
+    _shot(pg, shots, "similar_positive")
+
+    # Search by uploaded image: the stored copy of the same picture comes first with cosine ~1
+    pg.goto(f"{server}/?page=Search")
+    pg.get_by_role("tab", name="Image").click()
+    pg.locator("input[type='file']").set_input_files(str(SAMPLES / "art" / "portrait" / "cl010059566.jpg"))
+    pg.get_by_text(re.compile(r"^12 results")).first.wait_for()
+    _settle(pg)
+    top = _scores(pg)
+    assert len(top) == 12 and top[0] > 0.99, top
+    _shot(pg, shots, "search")
+
+    # Duplicates
+    pg.goto(f"{server}/?page=Duplicates")
+    head = pg.get_by_text(re.compile(r"\d+ clusters")).first
+    head.wait_for()
+    _settle(pg)
+    assert int(re.match(r"(\d+) clusters", head.inner_text()).group(1)) >= 1
+    assert pg.get_by_text("canonical").count() >= 1
+    assert pg.get_by_text(re.compile(r"Split leakage")).count() == 1
+    _shot(pg, shots, "duplicates")
+
+    # Map
+    pg.goto(f"{server}/?page=Map")
+    pts = pg.get_by_text(re.compile(r"111 points")).first
+    pts.wait_for()
+    pg.locator("canvas, svg.marks").first.wait_for()
+    _settle(pg)
+    _shot(pg, shots, "map")
+
+    # Runs
+    pg.goto(f"{server}/?page=Runs")
+    pg.get_by_text(re.compile(r"1 runs of collection")).first.wait_for()
+    _settle(pg)
+    assert pg.get_by_text("Failures (0)").count() == 1
+    _shot(pg, shots, "runs")

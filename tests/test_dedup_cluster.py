@@ -1,0 +1,62 @@
+"""Union-find clustering, the canonical policy and tier nesting (pure logic, no images)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from recommender.dedup.cluster import UnionFind, build_members, choose_canonical, connected_labels
+from recommender.dedup.hashing import Fingerprint
+
+
+def fp(id: str, w: int = 10, h: int = 10, seq: float = 0.0, path: str | None = None) -> Fingerprint:
+    return Fingerprint(id, path or f"/data/{id}.jpg", w, h, seq, f"sha-{id}", f"px-{id}", 0, 0)
+
+
+def test_union_find_merges_transitively_and_keeps_others_apart():
+    uf = UnionFind(6)
+    uf.union(0, 1)
+    uf.union(1, 2)
+    uf.union(4, 5)
+    labels = uf.labels()
+    assert labels[0] == labels[1] == labels[2]
+    assert labels[4] == labels[5]
+    assert len({labels[0], labels[3], labels[4]}) == 3
+    assert list(connected_labels(3, np.array([], np.int64), np.array([], np.int64))) == [0, 1, 2]
+
+
+def test_canonical_prefers_largest_resolution_then_earliest_then_path():
+    items = [fp("small", 10, 10, seq=0), fp("big", 20, 20, seq=5), fp("big-late", 20, 20, seq=9)]
+    assert items[choose_canonical([0, 1, 2], items)].id == "big"
+    tie = [fp("b", 20, 20, seq=1, path="/z/b.jpg"), fp("a", 20, 20, seq=1, path="/a/a.jpg")]
+    assert tie[choose_canonical([0, 1], tie)].id == "a"  # same size and time: path decides
+    early = [fp("x", 20, 20, seq=3), fp("y", 20, 20, seq=2)]
+    assert early[choose_canonical([0, 1], early)].id == "y"
+
+
+def test_members_are_deterministic_and_tiers_nest():
+    items = [fp("a", 30, 30), fp("b"), fp("c"), fp("d"), fp("lonely")]
+    edges = [(0, 1, "exact"), (1, 2, "copy"), (2, 3, "near")]
+    frames = []
+    for perm in itertools.permutations(edges):
+        i = np.array([e[0] for e in perm])
+        j = np.array([e[1] for e in perm])
+        frames.append(build_members(items, i, j, [e[2] for e in perm]))
+    for f in frames[1:]:
+        assert f.equals(frames[0])
+    m = frames[0].set_index("id")
+    assert set(m.index) == {"a", "b", "c", "d"}  # singletons are not members
+    assert (m["cluster_id"] == "a").all()  # the canonical's id names the cluster
+    assert m.loc["a", "canonical"] and not m.loc[["b", "c", "d"], "canonical"].any()
+    assert m.loc["b", "tier"] == "exact" and m.loc["c", "tier"] == "copy" and m.loc["d", "tier"] == "near"
+    assert (m["cluster_tier"] == "near").all()  # a cluster is only as certain as its weakest link
+    assert m.loc["a", "tier"] == "near"
+
+
+def test_two_clusters_get_their_own_canonicals():
+    items = [fp("p", 5, 5), fp("q", 50, 50), fp("r", 7, 7), fp("s", 7, 7, seq=-1)]
+    m = build_members(items, np.array([0, 2]), np.array([1, 3]), ["copy", "exact"]).set_index("id")
+    assert m.loc["p", "cluster_id"] == "q" and m.loc["q", "canonical"]
+    assert m.loc["r", "cluster_id"] == "s"  # same size: the earlier ingest wins
+    assert m.loc["r", "tier"] == "exact"

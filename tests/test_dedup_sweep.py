@@ -1,0 +1,84 @@
+"""The blocked all-pairs sweep: same pairs as the brute force, and memory bounded by the block."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from recommender.dedup.sweep import cosine_pairs, hamming_pairs, match_new
+
+
+def clustered(n: int, d: int, seed: int = 0, dup: int = 50) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n // 20 + 1, d)).astype(np.float32)[rng.integers(0, n // 20 + 1, n)]
+    x += 0.9 * rng.standard_normal((n, d)).astype(np.float32)
+    x[n - dup:] = x[:dup] + 0.05 * rng.standard_normal((dup, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute(x: np.ndarray, t: float) -> set[tuple[int, int]]:
+    s = x @ x.T
+    i, j = np.nonzero(np.triu(s >= t, 1))
+    return set(zip(i.tolist(), j.tolist()))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
+@pytest.mark.parametrize("block", [333, 5000])
+def test_cosine_pairs_equal_brute_force(precision, block):
+    x = clustered(1500, 48)
+    for t in (0.5, 0.9):
+        i, j, s = cosine_pairs(x, t, block_size=block, precision=precision)
+        assert set(zip(i.tolist(), j.tolist())) == brute(x, t)
+        assert np.all(i < j) and np.all(s >= t)
+        np.testing.assert_allclose(s, np.einsum("ij,ij->i", x[i], x[j]), rtol=1e-5)
+
+
+def test_sweep_memory_is_bounded_by_block_not_n_squared():
+    n, d = 20_000, 64
+    x = clustered(n, d, seed=1, dup=200)
+    peaks = {}
+    for block in (512, 2048):
+        tracemalloc.start()
+        i, j, _ = cosine_pairs(x, 0.95, block_size=block, precision="fp32")
+        peaks[block] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        found = set(zip(i.tolist(), j.tolist()))
+        assert all((k, n - 200 + k) in found for k in range(200))  # every planted pair
+    full = n * n * 4
+    assert peaks[2048] < full / 50, peaks  # a 20k x 20k float32 matrix would be 1.6 GB
+    # bounded by the block: tile (4 B) + mask and its triangle (1 B + 1 B) per element, plus outputs
+    for block, peak in peaks.items():
+        assert peak < 8 * block * block + 2_000_000, (block, peak)
+    assert peaks[512] < peaks[2048]
+
+
+def test_match_new_is_topk_above_threshold():
+    x = clustered(800, 32, seed=2)
+    new, existing = x[:30], x[30:]
+    got = match_new(new, existing, threshold=0.6, k=5, block_size=100)
+    s = new @ existing.T
+    for r in range(len(new)):
+        order = np.argsort(-s[r])[:5]
+        want = [(int(c), float(s[r, c])) for c in order if s[r, c] >= 0.6]
+        assert [g[0] for g in got[r]] == [w[0] for w in want]
+        np.testing.assert_allclose([g[1] for g in got[r]], [w[1] for w in want], rtol=1e-5)
+    assert any(got)  # the planted duplicates of rows 0..29 sit at the end of `existing`
+
+
+def test_hamming_pairs_with_mirror_equal_brute_force():
+    rng = np.random.default_rng(3)
+    h = rng.integers(0, 2**63, 700, dtype=np.uint64)
+    m = rng.integers(0, 2**63, 700, dtype=np.uint64)
+    h[600:] = h[:100] ^ np.uint64(0b1011)  # 3 bits off
+    m[650:] = h[200:250]  # mirrored hash equals another item's hash
+    i, j, dist = hamming_pairs(h, 4, mirror=m, block_size=128)
+    got = dict(zip(zip(i.tolist(), j.tolist()), dist.tolist()))
+    want = {}
+    for a in range(700):
+        for b in range(a + 1, 700):
+            dd = min(bin(int(h[a]) ^ int(h[b])).count("1"), bin(int(h[a]) ^ int(m[b])).count("1"))
+            if dd <= 4:
+                want[(a, b)] = dd
+    assert got == want and len(want) >= 150

@@ -1,0 +1,113 @@
+"""DICOM files and NIfTI volumes become slice items with stable keys, hashes and medical payloads.
+
+Uses pydicom's bundled test files (a CT slice, a 15-frame RT dose, a 2-frame RLE
+RGB) and real T1 volumes (samples/ and the shared mri-slices corpus), and
+ingests them through the real Prefect flow into Qdrant local mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from recommender.decode import DecodeError, DecodeOptions, decode_file
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_VOLUME = REPO / "samples" / "volumes" / "itk_kmeans_t1.nii.gz"
+CORPUS_VOLUMES = REPO.parent / "shared" / "corpora" / "mri-slices" / "volumes"
+
+
+def _testdata(name: str) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = get_testdata_file(name)
+    assert path, f"pydicom test file {name} missing"
+    return Path(path)
+
+
+def test_ct_dicom_single_slice_with_modality_lut_and_stable_hash():
+    path = _testdata("CT_small.dcm")
+    items = decode_file(path)
+    assert len(items) == 1
+    item = items[0]
+    assert item.key == f"{path}#0"
+    assert item.content_hash == hashlib.sha256(path.read_bytes() + b":0").hexdigest()
+    assert item.payload["modality"] == "CT" and item.payload["slice_index"] == 0 and item.payload["format"] == "dicom"
+    assert item.payload["series"].startswith("1.3.6.1") and item.payload["volume"] == "CT_small.dcm"
+    arr = np.asarray(item.image)
+    assert item.image.mode == "RGB" and arr.shape == (128, 128, 3) and arr.min() == 0 and arr.max() == 255
+
+
+def test_multiframe_dicom_becomes_one_item_per_frame():
+    path = _testdata("rtdose.dcm")
+    items = decode_file(path)
+    assert [it.key for it in items] == [f"{path}#{i}" for i in range(15)]
+    assert len({it.content_hash for it in items}) == 15
+    assert all(it.payload["modality"] == "RTDOSE" and it.payload["n_slices"] == 15 for it in items)
+    colour = decode_file(_testdata("SC_rgb_rle_2frame.dcm"))
+    assert len(colour) == 2 and np.asarray(colour[0].image).std() > 0  # RLE RGB decoded, not blank
+
+
+def test_nifti_volume_slices_skip_empty_and_follow_the_axis(tmp_path):
+    items = decode_file(SAMPLE_VOLUME)
+    assert 10 < len(items) <= 62  # 128x128x62 axial slices, background-only ones skipped
+    first = items[0]
+    assert first.key == f"{SAMPLE_VOLUME}#{first.payload['slice_index']}"
+    assert first.payload["format"] == "nifti" and first.payload["axis"] == 2 and first.payload["n_slices"] == 62
+    assert first.payload["volume"] == "itk_kmeans_t1" and first.payload["modality"] == "MR-T1"
+    again = decode_file(SAMPLE_VOLUME)
+    assert [i.content_hash for i in again] == [i.content_hash for i in items]  # deterministic point ids
+    sagittal = decode_file(SAMPLE_VOLUME, options=DecodeOptions(volume_axis=0))
+    assert sagittal[0].payload["axis"] == 0 and sagittal[0].image.size == (128, 62)  # y across, z up
+    # a synthetic volume with empty slices at both ends: only the 3 non-empty middle slices survive
+    vol = np.zeros((32, 32, 7), np.int16)
+    vol[8:24, 8:24, 2:5] = 500
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "synthetic.nii")
+    kept = decode_file(tmp_path / "synthetic.nii")
+    assert [it.payload["slice_index"] for it in kept] == [2, 3, 4]
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.int16), np.eye(4)), tmp_path / "blank.nii.gz")
+    with pytest.raises(DecodeError, match="empty"):
+        decode_file(tmp_path / "blank.nii.gz")
+    (tmp_path / "broken.nii.gz").write_bytes(SAMPLE_VOLUME.read_bytes()[:5000])
+    with pytest.raises(DecodeError, match="NIfTI"):
+        decode_file(tmp_path / "broken.nii.gz")
+    (tmp_path / "broken.dcm").write_bytes(b"DICM" * 10)
+    with pytest.raises(DecodeError, match="DICOM"):
+        decode_file(tmp_path / "broken.dcm")
+
+
+def test_dicom_and_nifti_ingest_as_slices_through_the_flow(tmp_path):
+    from flows.ingest import ingest_flow
+    from recommender.settings import get_settings
+    from recommender.store import open_store
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(_testdata("CT_small.dcm"), src / "ct.dcm")
+    shutil.copy(_testdata("rtdose.dcm"), src / "dose.dcm")
+    shutil.copy(CORPUS_VOLUMES / "itk_kmeans_t1.nii.gz", src / "t1.nii.gz")
+    n_slices = 1 + 15 + len(decode_file(src / "t1.nii.gz"))
+    cfg = get_settings(home=tmp_path / "h", device="cpu")
+    first = ingest_flow(str(src), settings=cfg.model_dump(mode="json"))
+    assert (first["new"], first["failed"]) == (3, 0), first["failures"]
+    assert first["points"] == n_slices and first["items"] == n_slices
+    store = open_store(cfg)
+    try:
+        payloads = {p["item_key"]: p for _, p, _ in store.scroll()}
+    finally:
+        store.close()
+    ct = payloads[f"{src / 'ct.dcm'}#0"]
+    assert ct["modality"] == "CT" and ct["slice_index"] == 0 and ct["path"] == str(src / "ct.dcm")
+    dose = [p for k, p in payloads.items() if k.startswith(str(src / "dose.dcm"))]
+    assert sorted(p["slice_index"] for p in dose) == list(range(15))
+    t1 = [p for p in payloads.values() if p.get("volume") == "t1"]
+    assert len(t1) == n_slices - 16 and all(p["format"] == "nifti" and p["axis"] == 2 for p in t1)
+    second = ingest_flow(str(src), settings=cfg.model_dump(mode="json"))
+    assert second["new"] == 0 and second["unchanged"] == 3 and second["points"] == n_slices
