@@ -1,4 +1,4 @@
-"""The ingest flow: scan -> plan -> decode -> dedupe -> embed -> upsert -> report.
+"""The ingest flow: scan -> plan -> decode -> dedupe (exact) -> embed -> cluster (copy/near) -> upsert -> report.
 
 Files are processed in chunks; the next chunk decodes in a submitted task
 while the model embeds the current one, so memory stays flat and decode
@@ -48,6 +48,11 @@ def embed_task(job: IngestJob, batches: list[Batch]) -> list[Batch]:
     return [job.embed(b) for b in batches]
 
 
+@task(name="cluster", **_TASK)
+def cluster_task(job: IngestJob, batches: list[Batch]) -> list[Batch]:
+    return [job.cluster(b) for b in batches]
+
+
 @task(name="upsert", **_TASK)
 def upsert_task(job: IngestJob, batches: list[Batch]) -> None:
     for b in batches:
@@ -70,7 +75,9 @@ def _report_markdown(r: dict[str, Any]) -> str:
         f"# Ingest {r['run_id']}",
         f"- source: `{r['source']}` -> collection `{r['collection']}` ({r['model']})",
         f"- scanned {r['scanned']}, new {r['new']}, unchanged {r['unchanged']}, "
-        f"duplicate {r['duplicate']}, failed {r['failed']}; points now {r['points']}",
+        f"duplicate {r['duplicate']}, changed {r['changed']}, deleted {r['deleted']}, failed {r['failed']}; "
+        f"points now {r['points']}",
+        f"- new items in duplicate clusters, by tier: {r['duplicates_by_tier'] or 'none'}",
         f"- {r['seconds']} s, {r['images_per_second']} images/s; stages: {r['stage_seconds']}",
     ]
     lines += [f"- failed: `{f['path']}`: {f['reason']}" for f in r["failures"][:50]]
@@ -95,7 +102,7 @@ def ingest_flow(source: str, metadata: str | None = None, settings: dict[str, An
             for i in range(len(chunks)):
                 batches = pending.result()
                 pending = decode_task.submit(job, chunks[i + 1]) if i + 1 < len(chunks) else None
-                upsert_task(job, embed_task(job, dedupe_task(job, batches)))
+                upsert_task(job, cluster_task(job, embed_task(job, dedupe_task(job, batches))))
                 advance(len(chunks[i]))
         return report_task(job)
     except BaseException as exc:

@@ -118,7 +118,8 @@ def dashboard(
     env = {**os.environ, "RECOMMENDER_HOME": str(cfg.home), "RECOMMENDER_COLLECTION": cfg.collection}
     app_path = Path(dash_pkg.__file__).parent / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port),
-           "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
+           "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "viewer"]
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
@@ -137,6 +138,7 @@ def _register_commands() -> None:
     """Command modules owned by each subsystem (one line each)."""
     from recommender.commands import __name__ as _pkg  # noqa: F401  (keeps the import path explicit)
     from recommender.commands import ops; ops.register(app)  # noqa: E702
+    from recommender.commands import dedup; dedup.register(app)  # noqa: E702
     from recommender.commands import schedule; schedule.register(app)  # noqa: E702
     from recommender.commands import embed; embed.register(app)  # noqa: E702
     from recommender.commands import serve; serve.register(app)  # noqa: E702

@@ -1,4 +1,4 @@
-"""Ingest stages: scan -> plan -> decode -> embed -> dedupe -> upsert -> report.
+"""Ingest stages: scan -> plan -> decode -> dedupe (exact) -> embed -> cluster (copy/near) -> upsert -> report.
 
 Each stage is a method of `IngestJob`, timed by a `StageTimer`, with no
 Prefect in it: `flows/ingest.py` composes the stages into tasks, so the same
@@ -22,6 +22,7 @@ import torch
 
 from recommender.catalog import Catalog, FileRecord
 from recommender.locks import CollectionLock
+from recommender.duplicates import IngestDeduper, fingerprint_payload
 from recommender.decode import DecodeError, DecodeOptions, decode_file
 from recommender.metadata import keyword_fields, load_metadata
 from recommender.models import Embedder, create_embedder
@@ -68,6 +69,8 @@ class Batch:
     vectors: np.ndarray | None = None  # one row per item of `todo`
     todo: list[tuple[int, int]] = field(default_factory=list)  # (file index, item index) that need embedding
     statuses: dict[int, str] = field(default_factory=dict)  # file index -> new | unchanged | duplicate | failed
+    ids: list[str] = field(default_factory=list)  # point ids of `todo`, once clustered
+    payloads: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +90,7 @@ class RunReport:
     failed: int = 0
     items: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
+    duplicates_by_tier: dict[str, int] = field(default_factory=dict)  # new items that joined a cluster
     points: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
@@ -135,6 +139,7 @@ class IngestJob:
             self.embedder: Embedder = create_embedder(cfg.model, cfg.device)
         self.store.ensure_collection(self.embedder.name, self.embedder.dim, keyword_fields(self.metadata))
         self.catalog.start_run(self.run_id, cfg.collection, str(self.source), self.embedder.name)
+        self._deduper = IngestDeduper(self.store, cfg) if cfg.dedup_on_ingest else None
 
     def close(self) -> None:
         self.store.close()
@@ -224,7 +229,7 @@ class IngestJob:
             for item in decode_file(Path(f.path), options=opts):
                 out.keys.append(item.key)
                 out.hashes.append(item.content_hash)
-                out.payloads.append(item.payload)
+                out.payloads.append({**item.payload, **fingerprint_payload(item.image, item.content_hash)})
                 out.tensors.append(self.embedder.prepare(item.image))  # uint8: 4x smaller while queued
         except DecodeError as exc:
             out = DecodedFile(f, error=exc.reason)
@@ -312,17 +317,23 @@ class IngestJob:
                 df.tensors = []  # free memory as soon as the model has seen them
         return batch
 
+    def cluster(self, batch: Batch) -> Batch:
+        """Build the new points' payloads and assign duplicate clusters (copy/near tiers) against the
+        batch itself and the collection, so a later batch or re-run never adds a second canonical."""
+        with self.timer.stage("cluster"):
+            batch.ids = [point_id_for(batch.files[fi].hashes[ii]) for fi, ii in batch.todo]
+            batch.payloads = [self._payload(batch.files[fi], ii) for fi, ii in batch.todo]
+            if self._deduper is not None and batch.ids:
+                for tier, n in self._deduper.assign(batch.ids, batch.payloads, batch.vectors).items():
+                    self.report.duplicates_by_tier[tier] = self.report.duplicates_by_tier.get(tier, 0) + n
+        return batch
+
     def upsert(self, batch: Batch) -> Batch:
         """Write new points, then record every file of the batch in the catalog."""
         with self.timer.stage("upsert"):
-            ids, payloads = [], []
-            for fi, ii in batch.todo:
-                df = batch.files[fi]
-                ids.append(point_id_for(df.hashes[ii]))
-                payloads.append(self._payload(df, ii))
             step = self.settings.upsert_batch
-            for s in range(0, len(ids), step):
-                self.store.upsert(ids[s : s + step], batch.vectors[s : s + step], payloads[s : s + step])
+            for s in range(0, len(batch.ids), step):
+                self.store.upsert(batch.ids[s : s + step], batch.vectors[s : s + step], batch.payloads[s : s + step])
             self._record(batch)
         return batch
 

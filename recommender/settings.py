@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     )
     exact_index_cache: bool = Field(True, description="Cache the exact index's vectors under home/exact_index (memory-mapped).")
     max_upload_bytes: int = Field(20_000_000, ge=1, description="Largest image upload the REST API accepts (413 above).")
+    dedup_on_ingest: bool = Field(True, description="Assign duplicate clusters while ingesting (against the batch and the collection).")
+    dedup_phash_strict: int = Field(2, ge=0, le=64, description="copy tier: pHash Hamming distance that alone means the same picture.")
+    dedup_copy_cosine: float = Field(0.985, ge=0, le=1, description="copy tier: embedding cosine that alone means the same picture.")
+    dedup_near_cosine: float = Field(0.90, ge=0, le=1, description="near tier: embedding cosine for near-identical shots / adjacent slices.")
+    dedup_verify: bool = Field(True, description="copy tier: confirm ambiguous pairs by ORB+RANSAC geometric verification.")
+    dedup_candidates: int = Field(10, ge=1, description="Nearest neighbours checked per new item when deduplicating on ingest.")
     ignore_suffixes: tuple[str, ...] = Field(
         (".csv", ".parquet", ".md", ".txt", ".json", ".yaml", ".yml"),
         description="File suffixes skipped by the scanner (metadata and docs, not images).",

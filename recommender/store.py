@@ -177,6 +177,11 @@ class VectorStore:
             self._call(self.client.delete, self.collection,
                        points_selector=models.PointIdsList(points=list(ids)), wait=True)
 
+    def delete_payload_keys(self, ids: Sequence[str], keys: Sequence[str]) -> None:
+        """Remove payload fields from points (e.g. cluster fields of items no longer duplicated)."""
+        if ids:
+            self._call(self.client.delete_payload, self.collection, keys=list(keys), points=list(ids), wait=True)
+
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         """Merge payload fields into existing points."""
         if ids:

@@ -113,23 +113,24 @@ class LocalFeatureVerifier:
         inl = mask.ravel().astype(bool)
         if inl.sum() < 4 or min(self._spread(src[inl], area_a), self._spread(dst[inl], area_b)) < self.min_spread:
             return 0
-        if not (self._covers(src[inl], fa[5]) and self._covers(dst[inl], fb[5])):
+        if not (self._covers(src[inl], pa) and self._covers(dst[inl], pb)):
             return 0
         return int(inl.sum())
 
     @staticmethod
-    def _covers(pts: np.ndarray, shape: tuple[int, int], grid: int = 4, per_cell: int = 2, need: int = 3) -> bool:
-        """Inliers occupy >= `need` rows and >= `need` columns of a grid x grid partition.
+    def _covers(pts: np.ndarray, all_pts: np.ndarray, grid: int = 4, per_cell: int = 2, need: int = 3) -> bool:
+        """Inliers occupy >= `need` rows and >= `need` columns of a grid x grid partition of the
+        image's content box (the bounding box of all its keypoints, so padding does not count).
 
         A caption is a horizontal strip (one or two rows of cells) however wide it is;
         a real copy's inliers cover the picture in both directions. A bounding box alone
         is fooled by one stray match far from the strip.
         """
-        h, w = shape
-        cy = np.minimum((pts[:, 1] * grid / h).astype(int), grid - 1)
-        cx = np.minimum((pts[:, 0] * grid / w).astype(int), grid - 1)
+        lo = all_pts.min(axis=0)
+        span = np.maximum(all_pts.max(axis=0) - lo, 1e-6)
+        cell = np.minimum(((pts - lo) * grid / span).astype(int), grid - 1)
         counts = np.zeros((grid, grid), np.int32)
-        np.add.at(counts, (cy, cx), 1)
+        np.add.at(counts, (cell[:, 1], cell[:, 0]), 1)
         full = counts >= per_cell
         return int(full.any(axis=1).sum()) >= need and int(full.any(axis=0).sum()) >= need
 

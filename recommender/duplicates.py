@@ -1,0 +1,166 @@
+"""Deduplication over a collection: on ingest (new batch vs itself and the store) and as a full sweep.
+
+The tier rules, clustering and reports live in `recommender.dedup` and work on
+`Fingerprint`s and vectors; this module feeds them from the store and writes
+`cluster_id`, `tier` and `canonical` back into the payload, so queries can
+collapse duplicates and the dashboard can review them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from recommender.dedup import DedupConfig, DedupEngine, Fingerprint, fingerprint_image, match_new_items, write_reports
+from recommender.dedup.cluster import build_members
+from recommender.settings import Settings
+from recommender.store import VectorStore
+
+CLUSTER_FIELDS = ("cluster_id", "tier", "canonical")
+
+
+def dedup_config(settings: Settings) -> DedupConfig:
+    """The engine's thresholds from the global settings."""
+    return DedupConfig().with_overrides(
+        phash_strict=settings.dedup_phash_strict, copy_cosine=settings.dedup_copy_cosine,
+        near_cosine=settings.dedup_near_cosine, verify=settings.dedup_verify, workers=0,
+    )
+
+
+def fingerprint_payload(img: Image.Image, sha256: str) -> dict[str, Any]:
+    """Payload fields the tiers compare later: pixel hash and (mirror) pHash as hex strings."""
+    fp = fingerprint_image(img, "", sha256=sha256)
+    return {"pixel_hash": fp.pixel_hash, "phash": f"{fp.phash:016x}", "phash_mirror": f"{fp.phash_mirror:016x}"}
+
+
+def fingerprint_of(pid: str, payload: dict[str, Any]) -> Fingerprint:
+    """Rebuild an item's fingerprint from its stored payload (no image needed)."""
+    return Fingerprint(
+        id=pid, path=str(payload.get("path", pid)), width=int(payload.get("width", 0)),
+        height=int(payload.get("height", 0)), seq=float(payload.get("ingested_at", 0.0)),
+        sha256=str(payload.get("sha256", "")), pixel_hash=str(payload.get("pixel_hash", "")),
+        phash=int(payload.get("phash", "0"), 16), phash_mirror=int(payload.get("phash_mirror", "0"), 16),
+        payload={k: v for k, v in payload.items() if k in ("split", "patient", "volume")},
+        error=None if "phash" in payload else "no fingerprint in payload (ingested before deduplication)",
+    )
+
+
+class IngestDeduper:
+    """Clusters each new batch against itself and the collection, keeping one canonical per picture."""
+
+    def __init__(self, store: VectorStore, settings: Settings):
+        self.store = store
+        self.engine = DedupEngine(dedup_config(settings))
+        self.k = settings.dedup_candidates
+
+    def assign(self, ids: Sequence[str], payloads: list[dict[str, Any]], vectors: np.ndarray) -> dict[str, int]:
+        """Add cluster fields to the new payloads (in place) and update affected stored points.
+
+        Returns counts of new items per tier. Stored points whose cluster or canonical
+        changes are updated with set_payload before the new points are written.
+        """
+        if not len(ids):
+            return {}
+        new = [fingerprint_of(pid, p) for pid, p in zip(ids, payloads)]
+        existing = self._same_pixels(new)
+        cross = match_new_items(self.engine, new, vectors, existing, self._search(existing, set(ids)), k=self.k)
+        within = self.engine.find_duplicates(new, vectors).pairs
+        if cross.empty and within.empty:
+            return {}
+        existing += self._cluster_mates(existing, cross["existing"].unique())
+        nodes = new + existing
+        off = len(new)
+        i = list(within["i"]) + list(cross["new"])
+        j = list(within["j"]) + [off + e for e in cross["existing"]]
+        tiers = list(within["tier"]) + list(cross["tier"])
+        index = {it.id: k for k, it in enumerate(nodes)}
+        for k, it in enumerate(existing):  # keep stored clusters together, with their stored tiers
+            canon = it.payload.get("cluster_id")
+            if canon and canon in index and canon != it.id:
+                i.append(off + k)
+                j.append(index[canon])
+                tiers.append(it.payload.get("tier") or "near")
+        members = build_members(nodes, np.array(i), np.array(j), tiers)
+        return self._write(members, ids, payloads, existing, off)
+
+    def _same_pixels(self, new: Sequence[Fingerprint]) -> list[Fingerprint]:
+        hashes = sorted({it.pixel_hash for it in new if it.pixel_hash})
+        rows, _ = self.store.scroll_where({"pixel_hash": hashes}, limit=1000) if hashes else ([], None)
+        return [self._with_cluster(fingerprint_of(pid, p), p) for pid, p, _ in rows]
+
+    def _search(self, existing: list[Fingerprint], skip: set[str]):
+        """A SearchFn backed by Qdrant nearest-neighbour queries; hits join `existing`."""
+        def search(vectors: np.ndarray, threshold: float, k: int) -> list[list[tuple[int, float]]]:
+            out = []
+            for vec in vectors:
+                found = []
+                for hit in self.store.query(vec, limit=k, score_threshold=threshold):
+                    if hit.id in skip or "phash" not in hit.payload:
+                        continue
+                    pos = next((n for n, it in enumerate(existing) if it.id == hit.id), None)
+                    if pos is None:
+                        existing.append(self._with_cluster(fingerprint_of(hit.id, hit.payload), hit.payload))
+                        pos = len(existing) - 1
+                    found.append((pos, hit.score))
+                out.append(found)
+            return out
+        return search
+
+    def _cluster_mates(self, existing: Sequence[Fingerprint], matched: Sequence[int]) -> list[Fingerprint]:
+        """Stored members of the clusters that the new items join (their canonical may change)."""
+        cids = sorted({existing[int(e)].payload.get("cluster_id") for e in matched} - {None})
+        have = {it.id for it in existing}
+        rows, _ = self.store.scroll_where({"cluster_id": cids}, limit=10_000) if cids else ([], None)
+        return [self._with_cluster(fingerprint_of(pid, p), p) for pid, p, _ in rows if pid not in have]
+
+    @staticmethod
+    def _with_cluster(fp: Fingerprint, payload: dict[str, Any]) -> Fingerprint:
+        fp.payload.update({k: payload[k] for k in CLUSTER_FIELDS if k in payload})
+        return fp
+
+    def _write(self, members, ids, payloads, existing, off) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        updates: dict[tuple, list[str]] = {}
+        for row in members.itertuples():
+            fields = {"cluster_id": row.cluster_id, "tier": row.tier, "canonical": bool(row.canonical)}
+            if row.index < off:
+                payloads[row.index].update(fields)
+                counts[row.tier] = counts.get(row.tier, 0) + (0 if row.canonical else 1)
+            else:
+                old = existing[row.index - off].payload
+                if any(old.get(k) != v for k, v in fields.items()):
+                    updates.setdefault(tuple(fields.items()), []).append(row.id)
+        for fields, pids in updates.items():
+            self.store.set_payload(pids, dict(fields))
+        return counts
+
+
+def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -> dict[str, Any]:
+    """Cluster the whole collection (blocked sweep, no N x N matrix) and rewrite the cluster fields."""
+    started = time.perf_counter()
+    ids, payloads, vectors = [], {}, []
+    for pid, payload, vec in store.scroll(batch=1024, with_vectors=True):
+        ids.append(pid)
+        payloads[pid] = payload
+        vectors.append(vec)
+    items = [fingerprint_of(pid, payloads[pid]) for pid in ids]
+    emb = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
+    result = DedupEngine(dedup_config(settings)).find_duplicates(items, emb)
+    clustered = set(result.members["id"]) if len(result.members) else set()
+    groups: dict[tuple, list[str]] = {}
+    for row in result.members.itertuples():
+        fields = {"cluster_id": row.cluster_id, "tier": row.tier, "canonical": bool(row.canonical)}
+        if any(payloads[row.id].get(k) != v for k, v in fields.items()):
+            groups.setdefault(tuple(fields.items()), []).append(row.id)
+    for fields, pids in groups.items():
+        store.set_payload(pids, dict(fields))
+    stale = [pid for pid in ids if pid not in clustered and "cluster_id" in payloads[pid]]
+    store.delete_payload_keys(stale, list(CLUSTER_FIELDS))
+    summary = write_reports(result, out_dir, payloads) if out_dir else result.summary()
+    summary.update({"points": len(ids), "updated": sum(map(len, groups.values())), "cleared": len(stale),
+                    "seconds": round(time.perf_counter() - started, 3)})
+    return summary

@@ -1,0 +1,110 @@
+"""Deduplication inside the collection: on ingest across runs, the full sweep, reports, and queries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from flows.ingest import ingest_flow
+from recommender.cli import app
+from recommender.recommend import Recommender
+from recommender.settings import get_settings
+from recommender.store import open_store
+
+REPO = Path(__file__).resolve().parents[1]
+ART = sorted((REPO / "samples" / "art").rglob("*.jpg"))
+
+
+def _copies(original: Path, folder: Path) -> list[Path]:
+    """Two smaller copies of one real painting: half size, and 3/4 size re-encoded at JPEG quality 30."""
+    folder.mkdir(parents=True, exist_ok=True)
+    img = Image.open(original).convert("RGB")
+    half = folder / "half.jpg"
+    img.resize((img.width // 2, img.height // 2)).save(half, quality=90)
+    q30 = folder / "q30.jpg"
+    img.resize((img.width * 3 // 4, img.height * 3 // 4)).save(q30, quality=30)
+    return [half, q30]
+
+
+def _clusters(cfg) -> dict[str, dict]:
+    store = open_store(cfg)
+    try:
+        return {p["path"]: p for _, p, _ in store.scroll()}
+    finally:
+        store.close()
+
+
+def test_later_batch_joins_existing_cluster_and_canonical_policy_holds(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    original = first / "original.jpg"
+    shutil.copy(ART[0], original)
+    for p in ART[6:10]:
+        shutil.copy(p, first / p.name)
+    copies = _copies(ART[0], second)
+    cfg = get_settings(home=tmp_path / "h")
+    # the copies come first: the later, larger original must take over as canonical (largest resolution wins)
+    r1 = ingest_flow(str(second), settings=cfg.model_dump(mode="json"))
+    assert r1["duplicates_by_tier"].get("copy") == 1
+    r2 = ingest_flow(str(first), settings=cfg.model_dump(mode="json"))
+    assert r2["new"] == 5
+    payloads = _clusters(cfg)
+    members = [payloads[str(p.resolve())] for p in [original, *copies]]
+    assert len({m["cluster_id"] for m in members}) == 1
+    assert [m["canonical"] for m in members] == [True, False, False]
+    assert {m["tier"] for m in members[1:]} == {"copy"}
+    assert sum(1 for p in payloads.values() if p.get("canonical")) == 1
+    # re-runs change nothing and never create a second canonical
+    again = ingest_flow(str(first), settings=cfg.model_dump(mode="json"))
+    assert again["new"] == 0 and _clusters(cfg) == payloads
+
+
+def test_sweep_agrees_with_ingest_and_writes_reports(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(ART[1], src / "original.jpg")
+    _copies(ART[1], src / "copies")
+    for p in ART[10:14]:
+        shutil.copy(p, src / p.name)
+    cfg = get_settings(home=tmp_path / "h")
+    ingest_flow(str(src), settings=cfg.model_dump(mode="json"))
+    before = {p: (v.get("cluster_id"), v.get("canonical")) for p, v in _clusters(cfg).items()}
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, ["dedupe", "--home", str(cfg.home), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    clusters = [c for c in summary["clusters_list"] if str((src / "original.jpg").resolve()) in
+                {m["path"] for m in c["members"]}]
+    assert len(clusters) == 1 and clusters[0]["size"] == 3
+    assert clusters[0]["canonical"] == str((src / "original.jpg").resolve())
+    after = {p: (v.get("cluster_id"), v.get("canonical")) for p, v in _clusters(cfg).items()}
+    assert after == before
+    for name in ("clusters.parquet", "clusters.csv", "pairs.parquet", "pairs.csv", "report.html"):
+        assert (out / name).is_file(), name
+    assert "data:image/jpeg;base64" in (out / "report.html").read_text()
+
+
+def test_recommendations_collapse_duplicates(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(ART[2], src / "original.jpg")
+    copies = _copies(ART[2], src / "copies")
+    for p in ART[14:20]:
+        shutil.copy(p, src / p.name)
+    cfg = get_settings(home=tmp_path / "h")
+    ingest_flow(str(src), settings=cfg.model_dump(mode="json"))
+    rec = Recommender(cfg)
+    try:
+        results = rec.similar_to_item(str(src / "original.jpg"), k=8)
+        from_copy = rec.similar_to_item(str(copies[0]), k=8)
+    finally:
+        rec.close()
+    paths = {r.path for r in results}
+    assert not paths & {str(p.resolve()) for p in copies}, "a duplicate of the query was recommended"
+    clusters = [r.payload.get("cluster_id") for r in results if r.payload.get("cluster_id")]
+    assert len(clusters) == len(set(clusters))
+    assert str((src / "original.jpg").resolve()) not in {r.path for r in from_copy}
