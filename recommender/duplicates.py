@@ -2,8 +2,16 @@
 
 The tier rules, clustering and reports live in `recommender.dedup` and work on
 `Fingerprint`s and vectors; this module feeds them from the store and writes
-`cluster_id`, `tier` and `canonical` back into the payload, so queries can
-collapse duplicates and the dashboard can review them.
+the result back into the payload:
+
+- `cluster_id`, `tier`, `canonical`: clusters of the *same picture* (tiers exact and
+  copy). Queries collapse these, so a recommendation never shows two copies of one
+  picture or a copy of the query.
+- `near_cluster_id`: clusters that also follow `near` links (different shots, adjacent
+  slices). They are a review list, not duplicates: chained by union-find they span
+  whole volumes, and on brain MRI the near tier links distinct scans (precision 0.22,
+  docs/benchmarks_dedup.md), so collapsing them would hide legitimate results. The
+  full sweep writes them; reports list every tier.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from recommender.dedup.cluster import build_members
 from recommender.settings import Settings
 from recommender.store import VectorStore
 
-CLUSTER_FIELDS = ("cluster_id", "tier", "canonical")
+CLUSTER_FIELDS = ("cluster_id", "tier", "canonical", "near_cluster_id")
+SAME_PICTURE = ("exact", "copy")
 
 
 def dedup_config(settings: Settings) -> DedupConfig:
@@ -69,8 +78,11 @@ class IngestDeduper:
         existing = self._same_pixels(new)
         cross = match_new_items(self.engine, new, vectors, existing, self._search(existing, set(ids)), k=self.k)
         within = self.engine.find_duplicates(new, vectors).pairs
+        near = int((cross["tier"] == "near").sum() + (within["tier"] == "near").sum())
+        cross = cross[cross["tier"].isin(SAME_PICTURE)]
+        within = within[within["tier"].isin(SAME_PICTURE)]
         if cross.empty and within.empty:
-            return {}
+            return {"near_pairs": near} if near else {}
         existing += self._cluster_mates(existing, cross["existing"].unique())
         nodes = new + existing
         off = len(new)
@@ -85,7 +97,8 @@ class IngestDeduper:
                 j.append(index[canon])
                 tiers.append(it.payload.get("tier") or "near")
         members = build_members(nodes, np.array(i), np.array(j), tiers)
-        return self._write(members, ids, payloads, existing, off)
+        counts = self._write(members, ids, payloads, existing, off)
+        return {**counts, "near_pairs": near} if near else counts
 
     def _same_pixels(self, new: Sequence[Fingerprint]) -> list[Fingerprint]:
         hashes = sorted({it.pixel_hash for it in new if it.pixel_hash})
@@ -150,17 +163,29 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
     items = [fingerprint_of(pid, payloads[pid]) for pid in ids]
     emb = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
     result = DedupEngine(dedup_config(settings)).find_duplicates(items, emb)
-    clustered = set(result.members["id"]) if len(result.members) else set()
-    groups: dict[tuple, list[str]] = {}
+    pairs = result.pairs
+    same = pairs[pairs["tier"].isin(SAME_PICTURE)]
+    pictures = build_members(items, same["i"].to_numpy(), same["j"].to_numpy(), same["tier"].tolist())
+    wanted: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
+    for row in pictures.itertuples():
+        wanted[row.id].update(cluster_id=row.cluster_id, tier=row.tier, canonical=bool(row.canonical))
     for row in result.members.itertuples():
-        fields = {"cluster_id": row.cluster_id, "tier": row.tier, "canonical": bool(row.canonical)}
-        if any(payloads[row.id].get(k) != v for k, v in fields.items()):
-            groups.setdefault(tuple(fields.items()), []).append(row.id)
+        wanted[row.id]["near_cluster_id"] = row.cluster_id
+    groups: dict[tuple, list[str]] = {}
+    stale: dict[tuple, list[str]] = {}
+    for pid, fields in wanted.items():
+        if any(payloads[pid].get(k) != v for k, v in fields.items()):
+            groups.setdefault(tuple(sorted(fields.items())), []).append(pid)
+        gone = tuple(k for k in CLUSTER_FIELDS if k in payloads[pid] and k not in fields)
+        if gone:
+            stale.setdefault(gone, []).append(pid)
     for fields, pids in groups.items():
         store.set_payload(pids, dict(fields))
-    stale = [pid for pid in ids if pid not in clustered and "cluster_id" in payloads[pid]]
-    store.delete_payload_keys(stale, list(CLUSTER_FIELDS))
+    for keys, pids in stale.items():
+        store.delete_payload_keys(pids, list(keys))
     summary = write_reports(result, out_dir, payloads) if out_dir else result.summary()
-    summary.update({"points": len(ids), "updated": sum(map(len, groups.values())), "cleared": len(stale),
+    summary.update({"points": len(ids), "updated": sum(map(len, groups.values())),
+                    "cleared": sum(map(len, stale.values())),
+                    "same_picture_clusters": int(pictures["cluster_id"].nunique()) if len(pictures) else 0,
                     "seconds": round(time.perf_counter() - started, 3)})
     return summary
