@@ -161,6 +161,14 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
         payloads[pid] = payload
         vectors.append(vec)
     items = [fingerprint_of(pid, payloads[pid]) for pid in ids]
+    for k, pid in enumerate(list(ids)):  # byte-identical files of one point join the sweep as exact copies
+        for n, copy in enumerate(payloads[pid].get("copies", [])):
+            alias = f"{pid}@{n}"
+            payloads[alias] = {**payloads[pid], **copy}
+            fp = fingerprint_of(alias, payloads[alias])
+            fp.seq = items[k].seq + 1e-3  # recorded after the point: never its canonical
+            items.append(fp)
+            vectors.append(vectors[k])
     emb = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
     result = DedupEngine(dedup_config(settings)).find_duplicates(items, emb)
     pairs = result.pairs
@@ -168,9 +176,11 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
     pictures = build_members(items, same["i"].to_numpy(), same["j"].to_numpy(), same["tier"].tolist())
     wanted: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
     for row in pictures.itertuples():
-        wanted[row.id].update(cluster_id=row.cluster_id, tier=row.tier, canonical=bool(row.canonical))
+        if row.id in wanted:  # copies ride along in reports, not as points
+            wanted[row.id].update(cluster_id=row.cluster_id, tier=row.tier, canonical=bool(row.canonical))
     for row in result.members.itertuples():
-        wanted[row.id]["near_cluster_id"] = row.cluster_id
+        if row.id in wanted:
+            wanted[row.id]["near_cluster_id"] = row.cluster_id
     groups: dict[tuple, list[str]] = {}
     stale: dict[tuple, list[str]] = {}
     for pid, fields in wanted.items():

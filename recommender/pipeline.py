@@ -202,9 +202,8 @@ class IngestJob:
                 gone_ids.append(pid)
         for pid, other in reassigned:
             payload = self.store.existing([pid]).get(pid)
-            if payload and payload.get("path") == path:
-                rel = os.path.relpath(other, self.source) if other.startswith(str(self.source)) else other
-                self.store.set_payload([pid], {"path": other, "relpath": rel.replace(os.sep, "/")})
+            if payload:
+                self.store.set_payload([pid], _drop_copy(payload, path, other))
         if mark:
             self.store.set_payload(gone_ids, {"deleted": True})
         else:
@@ -374,7 +373,26 @@ class IngestJob:
                     df.error, [point_id_for(h) for h in df.hashes],
                 )
             )
+        self._record_copies(batch)
         self.catalog.record_files(self.settings.collection, self.embedder.name, self.run_id, records)
+
+    def _record_copies(self, batch: Batch) -> None:
+        """Byte-identical files share one point; keep each extra path (and its metadata, e.g. its split)
+        in the point's `copies`, so nothing is lost and leakage reports see every file."""
+        extra: dict[str, list[dict[str, Any]]] = {}
+        for fi, df in enumerate(batch.files):
+            if batch.statuses[fi] == "duplicate":
+                entry = {"path": df.file.path, "relpath": df.file.relpath, **self.metadata.get(df.file.path, {})}
+                for h in df.hashes:
+                    extra.setdefault(point_id_for(h), []).append(entry)
+        stored = self.store.existing(list(extra))
+        for pid, entries in extra.items():
+            payload = stored.get(pid, {})
+            copies = [c for c in payload.get("copies", []) if c["path"] != payload.get("path")]
+            known = {c["path"] for c in copies} | {payload.get("path")}
+            new = [e for e in entries if e["path"] not in known]
+            if new:
+                self.store.set_payload([pid], {"copies": copies + new})
 
     # -- report ----------------------------------------------------------------
     def finish(self, status: str = "completed", error: str | None = None) -> RunReport:
@@ -391,3 +409,13 @@ class IngestJob:
         r.stage_seconds = {k: round(v, 3) for k, v in self.timer.seconds.items()}
         self.catalog.finish_run(self.run_id, status, r.to_dict())
         return r
+
+
+def _drop_copy(payload: dict[str, Any], path: str, other: str) -> dict[str, Any]:
+    """Payload update when `path` stops referencing a shared point: drop it from `copies`, and if it
+    was the point's main path, promote `other` (with its own metadata) in its place."""
+    copies = [c for c in payload.get("copies", []) if c["path"] != path]
+    if payload.get("path") != path:
+        return {"copies": copies}
+    promoted = next((c for c in copies if c["path"] == other), {"path": other})
+    return {**promoted, "copies": [c for c in copies if c["path"] != other]}

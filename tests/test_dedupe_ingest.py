@@ -108,3 +108,22 @@ def test_recommendations_collapse_duplicates(tmp_path):
     clusters = [r.payload.get("cluster_id") for r in results if r.payload.get("cluster_id")]
     assert len(clusters) == len(set(clusters))
     assert str((src / "original.jpg").resolve()) not in {r.path for r in from_copy}
+
+
+def test_identical_files_across_splits_are_kept_and_reported_as_leakage(tmp_path, sample_copy):
+    cfg = get_settings(home=tmp_path / "h")
+    ingest_flow(str(sample_copy), str(sample_copy / "metadata.csv"), settings=cfg.model_dump(mode="json"))
+    train = str((sample_copy / "medical/train/meningioma/Tr-me_0071.jpg").resolve())
+    test = str((sample_copy / "medical/test/meningioma/Te-me_0135.jpg").resolve())
+    point = _clusters(cfg)[test]                          # one point for the two identical files...
+    assert point["split"] == "test"
+    assert [(c["path"], c["split"]) for c in point["copies"]] == [(train, "train")]   # ...the other kept as a copy
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, ["dedupe", "--home", str(cfg.home), "--out", str(out), "--json"])
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["leakage"]["split_pairs"] == [{"value_a": "test", "value_b": "train", "clusters": 1, "item_pairs": 1}]
+    # deleting the file the point is named after promotes the copy, with its own metadata
+    Path(test).unlink()
+    ingest_flow(str(sample_copy), str(sample_copy / "metadata.csv"), settings=cfg.model_dump(mode="json"))
+    promoted = _clusters(cfg)[train]
+    assert promoted["split"] == "train" and promoted["copies"] == []
