@@ -233,7 +233,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="pipeline batch size (default: Settings default)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-sizes", default="1,8,16,32,64")
+    ap.add_argument("--batch-sizes", default="1,4,8,16,32,64")
     ap.add_argument("--forward-seconds", type=float, default=2.0)
     ap.add_argument("--decode-backends", action="store_true", help="also compare threads/processes/DataLoader")
     ap.add_argument("--memory", action="store_true", help="peak RSS of the stream for --memory-counts images")
@@ -244,10 +244,10 @@ def main() -> None:
     ap.add_argument("--stream-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", dest="json_out", default=None, help="write all figures to this JSON file")
     args = ap.parse_args()
-    if args.batch_size is None:
-        from recommender.settings import Settings
+    if args.batch_size is None:  # the pipeline's own default: the device's preferred batch size
+        from recommender.models import create_embedder
 
-        args.batch_size = Settings.model_fields["batch_size"].default
+        args.batch_size = create_embedder(args.model, "cpu").preferred_batch_size
     if args.stream_child:
         return stream_child(args)
 

@@ -34,8 +34,16 @@ def plan_task(job: IngestJob, files: list[SourceFile]) -> list[SourceFile]:
 
 
 @task(name="decode", **_TASK)
-def decode_task(job: IngestJob, files: list[SourceFile]) -> list[Batch]:
-    return list(job.decode(files))
+def decode_task(job: IngestJob, files: list[SourceFile]) -> tuple[list[Batch], list[SourceFile]]:
+    """Decode batches until about `chunk_items` items are ready; return them and the files left."""
+    batches, items, used = [], 0, 0
+    for batch in job.decode(files):
+        batches.append(batch)
+        used += len(batch.files)
+        items += sum(len(df.keys) for df in batch.files)
+        if items >= job.settings.chunk_items:
+            break
+    return batches, files[used:]
 
 
 @task(name="dedupe", **_TASK)
@@ -84,9 +92,6 @@ def _report_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _chunks(files: list[SourceFile], size: int) -> list[list[SourceFile]]:
-    return [files[i : i + size] for i in range(0, len(files), size)]
-
 
 @flow(name="ingest")
 def ingest_flow(source: str, metadata: str | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -96,14 +101,13 @@ def ingest_flow(source: str, metadata: str | None = None, settings: dict[str, An
     job = IngestJob(cfg, Path(source), Path(metadata) if metadata else None, run_id=run_id)
     try:
         todo = plan_task(job, scan_task(job))
-        chunks = _chunks(todo, cfg.batch_size * 8)
         with progress_bar(len(todo), enabled=cfg.progress) as advance:
-            pending = decode_task.submit(job, chunks[0]) if chunks else None
-            for i in range(len(chunks)):
-                batches = pending.result()
-                pending = decode_task.submit(job, chunks[i + 1]) if i + 1 < len(chunks) else None
+            pending = decode_task.submit(job, todo) if todo else None
+            while pending is not None:
+                batches, rest = pending.result()
+                pending = decode_task.submit(job, rest) if rest else None
                 upsert_task(job, cluster_task(job, embed_task(job, dedupe_task(job, batches))))
-                advance(len(chunks[i]))
+                advance(sum(len(b.files) for b in batches))
         return report_task(job)
     except BaseException as exc:
         job.finish("failed", error=f"{type(exc).__name__}: {exc}")

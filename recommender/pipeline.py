@@ -140,6 +140,7 @@ class IngestJob:
         self.store.ensure_collection(self.embedder.name, self.embedder.dim, keyword_fields(self.metadata))
         self.catalog.start_run(self.run_id, cfg.collection, str(self.source), self.embedder.name)
         self._deduper = IngestDeduper(self.store, cfg) if cfg.dedup_on_ingest else None
+        self.batch_size = cfg.batch_size or self.embedder.preferred_batch_size
 
     def close(self) -> None:
         self.store.close()
@@ -246,7 +247,7 @@ class IngestJob:
         it shrinks in files when files turn out to hold many items (volumes, multi-frame DICOM).
         """
         workers = max(1, self.settings.decode_workers)
-        target_items = max(workers * 4, 2 * self.settings.batch_size)
+        target_items = max(workers * 4, 2 * self.batch_size)
         items_per_file = 1.0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
             pending: deque[Future[DecodedFile]] = deque()
@@ -268,7 +269,7 @@ class IngestJob:
                 current.append(done)
                 n_items += len(done.keys)
                 items_per_file = 0.8 * items_per_file + 0.2 * max(1, len(done.keys))
-                if n_items >= self.settings.batch_size:
+                if n_items >= self.batch_size:
                     yield Batch(current)
                     current, n_items = [], 0
             if current:

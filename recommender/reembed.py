@@ -45,7 +45,7 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
         for path, points in by_path.items():
             for part, values in zip(buffer, _decode_again(path, points, embedder.name, settings, missing)):
                 part.extend(values)
-            if len(buffer[0]) >= settings.batch_size:
+            if len(buffer[0]) >= (settings.batch_size or embedder.preferred_batch_size):
                 _flush(buffer, embedder, dest, on_batch)
         _flush(buffer, embedder, dest, on_batch)
         if missing and not allow_missing:

@@ -24,7 +24,10 @@ class Settings(BaseSettings):
     collection: str = Field("images", description="Qdrant collection name.")
     model: str = Field("mobilenet_v2", description="Embedding model name (see `recommender models`).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
-    batch_size: int = Field(16, ge=1, description="Images per model forward pass (16: best measured on CPU, docs/benchmarks_embed.md).")
+    batch_size: int | None = Field(
+        None, ge=1, description="Images per model forward pass; unset = the device's measured best (CPU 4, CUDA 256, MPS 64)."
+    )
+    chunk_items: int = Field(512, ge=1, description="Items decoded ahead per flow chunk (bounds memory; volumes count per slice).")
     decode_workers: int = Field(2, ge=0, description="Parallel decode workers (0 = decode in the main process).")
     max_image_pixels: int = Field(100_000_000, ge=1, description="Refuse images above this many pixels (decompression bombs).")
     upsert_batch: int = Field(256, ge=1, description="Points per Qdrant upsert call.")
