@@ -58,7 +58,7 @@ def embed_task(job: IngestJob, batches: list[Batch]) -> list[Batch]:
 
 @task(name="cluster", **_TASK)
 def cluster_task(job: IngestJob, batches: list[Batch]) -> list[Batch]:
-    return [job.cluster(b) for b in batches]
+    return job.cluster(batches)
 
 
 @task(name="upsert", **_TASK)

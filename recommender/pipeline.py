@@ -317,16 +317,25 @@ class IngestJob:
                 df.tensors = []  # free memory as soon as the model has seen them
         return batch
 
-    def cluster(self, batch: Batch) -> Batch:
-        """Build the new points' payloads and assign duplicate clusters (copy/near tiers) against the
-        batch itself and the collection, so a later batch or re-run never adds a second canonical."""
+    def cluster(self, batches: Sequence[Batch]) -> list[Batch]:
+        """Build the new points' payloads and assign duplicate clusters (exact pixels, copy) against
+        each other and the collection, so a later chunk or a re-run never adds a second canonical.
+
+        All batches of a chunk are clustered together, before any of them is written: the
+        collection holds everything ingested before this chunk, the chunk itself is compared here.
+        """
         with self.timer.stage("cluster"):
-            batch.ids = [point_id_for(batch.files[fi].hashes[ii]) for fi, ii in batch.todo]
-            batch.payloads = [self._payload(batch.files[fi], ii) for fi, ii in batch.todo]
-            if self._deduper is not None and batch.ids:
-                for tier, n in self._deduper.assign(batch.ids, batch.payloads, batch.vectors).items():
+            for b in batches:
+                b.ids = [point_id_for(b.files[fi].hashes[ii]) for fi, ii in b.todo]
+                b.payloads = [self._payload(b.files[fi], ii) for fi, ii in b.todo]
+            todo = [b for b in batches if b.ids]
+            if self._deduper is not None and todo:
+                ids = [pid for b in todo for pid in b.ids]
+                payloads = [p for b in todo for p in b.payloads]  # the same dicts: filled in place
+                vectors = np.concatenate([b.vectors for b in todo])
+                for tier, n in self._deduper.assign(ids, payloads, vectors).items():
                     self.report.duplicates_by_tier[tier] = self.report.duplicates_by_tier.get(tier, 0) + n
-        return batch
+        return list(batches)
 
     def upsert(self, batch: Batch) -> Batch:
         """Write new points, then record every file of the batch in the catalog."""

@@ -105,7 +105,7 @@ def test_mark_instead_of_remove(tmp_path):
 def _ingest_subprocess(src: Path, home: Path, tag: str = "") -> subprocess.Popen:
     """`recommender ingest` in its own process (and its own ephemeral Prefect API)."""
     (home / f"prefect{tag}").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "RECOMMENDER_HOME": str(home), "RECOMMENDER_BATCH_SIZE": "2",
+    env = {**os.environ, "RECOMMENDER_HOME": str(home), "RECOMMENDER_BATCH_SIZE": "2", "RECOMMENDER_CHUNK_ITEMS": "4",
            "PREFECT_HOME": str(home / f"prefect{tag}"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     return subprocess.Popen([sys.executable, "-m", "recommender.cli", "ingest", str(src), "--json"], env=env,
