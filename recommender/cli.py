@@ -136,7 +136,6 @@ def models() -> None:
 
 def _register_commands() -> None:
     """Command modules owned by each subsystem (one line each)."""
-    from recommender.commands import __name__ as _pkg  # noqa: F401  (keeps the import path explicit)
     from recommender.commands import ops; ops.register(app)  # noqa: E702
     from recommender.commands import dedup; dedup.register(app)  # noqa: E702
     from recommender.commands import schedule; schedule.register(app)  # noqa: E702

@@ -141,6 +141,7 @@ class IngestJob:
         self.catalog.start_run(self.run_id, cfg.collection, str(self.source), self.embedder.name)
         self._deduper = IngestDeduper(self.store, cfg) if cfg.dedup_on_ingest else None
         self.batch_size = cfg.batch_size or self.embedder.preferred_batch_size
+        self._decode_opts = self._decode_options()
 
     def close(self) -> None:
         self.store.close()
@@ -224,7 +225,7 @@ class IngestJob:
     def _decode_one(self, f: SourceFile) -> DecodedFile:
         """Decode one file into uint8 model-ready tensors (or a per-file refusal); runs in decode threads."""
         out = DecodedFile(f)
-        opts = self.__dict__.get("_decode_opts") or self.__dict__.setdefault("_decode_opts", self._decode_options())
+        opts = self._decode_opts
         try:
             for item in decode_file(Path(f.path), options=opts):
                 out.keys.append(item.key)

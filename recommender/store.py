@@ -455,17 +455,12 @@ def _hit(p: Any, with_vectors: bool) -> Hit:
 
 
 def payload_filter(must: dict[str, Any] | None = None, has: Sequence[str] = ()) -> models.Filter | None:
-    """Equality filter (a list value means any of) plus fields that must be present and non-empty."""
-    conditions: list[Any] = []
-    for key, value in (must or {}).items():
-        if isinstance(value, (list, tuple, set)):
-            conditions.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(value))))
-        else:
-            conditions.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
+    """`query_filter` (equality, any-of, ranges) plus fields that must be present and non-empty."""
+    base = query_filter(must)
     must_not = [models.IsEmptyCondition(is_empty=models.PayloadField(key=k)) for k in has]
-    if not conditions and not must_not:
-        return None
-    return models.Filter(must=conditions or None, must_not=must_not or None)
+    if not must_not:
+        return base
+    return models.Filter(must=base.must if base else None, must_not=must_not)
 
 
 def open_store(settings: Settings) -> VectorStore:
