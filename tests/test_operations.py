@@ -259,3 +259,28 @@ def test_reembed_switches_alias_while_queries_keep_working(tmp_path):
     finally:
         store.close()
     assert _run(src, cfg, model=f"resnet50:{ckpt}")["unchanged"] == 6
+
+
+def test_check_finds_and_repairs_differences(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in ART[:3]:
+        shutil.copy(p, src / p.name)
+    cfg = get_settings(home=tmp_path / "h")
+    _run(src, cfg)
+    assert check(cfg).consistent
+    store = open_store(cfg)
+    try:
+        lost = store.find_by_path(str((src / ART[0].name).resolve()))
+        store.delete([lost])                                              # a point lost behind the catalog's back
+        store.upsert(["00000000-0000-0000-0000-00000000beef"], np.ones((1, 1280), np.float32) / 1280 ** 0.5,
+                     [{"path": "/nowhere/orphan.jpg"}])                   # a point no file references
+    finally:
+        store.close()
+    report = check(cfg)
+    assert not report.consistent
+    assert report.orphan_points == ["00000000-0000-0000-0000-00000000beef"]
+    assert report.files_missing_points == [str((src / ART[0].name).resolve())]
+    assert check(cfg, repair=True).repaired and check(cfg).consistent
+    r = _run(src, cfg)                                                    # the next ingest restores the file
+    assert r["new"] == 1 and r["points"] == 3 and check(cfg).consistent
