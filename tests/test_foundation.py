@@ -75,12 +75,17 @@ def test_nearest_neighbour_of_a_resized_crop_is_its_original(tmp_path):
     ingest_flow(str(src), str(src / "metadata.csv"), settings=cfg.model_dump(mode="json"))
     rec = Recommender(cfg)
     try:
-        results = rec.similar_to_item(str(query_path), k=3)
+        # raw neighbours: the default query collapses copies of the query, which this copy is
+        results = rec.recommend(positive=[str(query_path)], k=3, collapse_duplicates=False)
+        collapsed = rec.similar_to_item(str(query_path), k=3)
     finally:
         rec.close()
     assert results[0].path == str(original.resolve())
     assert results[0].score > 0.8
     assert all(r.path != str(query_path.resolve()) for r in results)
+    assert results[0].payload.get("tier") in (None, "exact", "copy")
+    if results[0].payload.get("cluster_id"):  # found to be the same picture: never recommended for it
+        assert str(original.resolve()) not in {r.path for r in collapsed}
 
 
 def test_metadata_becomes_payload_and_filters_apply(tmp_path, sample_copy):
