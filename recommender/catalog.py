@@ -74,13 +74,12 @@ class Catalog:
     def close(self) -> None:
         self.conn.close()
 
-    def files(self, collection: str, paths: Iterable[str] | None = None) -> dict[str, FileRecord]:
-        """File records of a collection by absolute path (all, or just the given paths)."""
-        sql = "SELECT path, size, mtime_ns, sha256, status, reason, point_ids FROM files WHERE collection=?"
-        if paths is None:
-            rows = self.conn.execute(sql, (collection,)).fetchall()
-        else:
-            rows = [r for p in paths for r in self.conn.execute(sql + " AND path=?", (collection, p))]
+    def files(self, collection: str) -> dict[str, FileRecord]:
+        """All file records of a collection, by absolute path."""
+        rows = self.conn.execute(
+            "SELECT path, size, mtime_ns, sha256, status, reason, point_ids FROM files WHERE collection=?",
+            (collection,),
+        )
         return {r[0]: FileRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "[]")) for r in rows}
 
     def record_files(self, collection: str, model: str, run_id: str, records: Iterable[FileRecord]) -> None:

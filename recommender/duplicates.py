@@ -107,6 +107,8 @@ class IngestDeduper:
 
     def _search(self, existing: list[Fingerprint], skip: set[str]):
         """A SearchFn backed by Qdrant nearest-neighbour queries; hits join `existing`."""
+        position = {it.id: n for n, it in enumerate(existing)}
+
         def search(vectors: np.ndarray, threshold: float, k: int) -> list[list[tuple[int, float]]]:
             out = []
             for vec in vectors:
@@ -114,11 +116,10 @@ class IngestDeduper:
                 for hit in self.store.query(vec, limit=k, score_threshold=threshold):
                     if hit.id in skip or "phash" not in hit.payload:
                         continue
-                    pos = next((n for n, it in enumerate(existing) if it.id == hit.id), None)
-                    if pos is None:
+                    if hit.id not in position:
+                        position[hit.id] = len(existing)
                         existing.append(self._with_cluster(fingerprint_of(hit.id, hit.payload), hit.payload))
-                        pos = len(existing) - 1
-                    found.append((pos, hit.score))
+                    found.append((position[hit.id], hit.score))
                 out.append(found)
             return out
         return search

@@ -202,10 +202,10 @@ class IngestJob:
                 reassigned.append((pid, others[0]))
             else:
                 gone_ids.append(pid)
+        stored = self.store.existing([pid for pid, _ in reassigned])
         for pid, other in reassigned:
-            payload = self.store.existing([pid]).get(pid)
-            if payload:
-                self.store.set_payload([pid], _drop_copy(payload, path, other))
+            if pid in stored:
+                self.store.set_payload([pid], _drop_copy(stored[pid], path, other))
         if mark:
             self.store.set_payload(gone_ids, {"deleted": True})
         else:
@@ -365,7 +365,6 @@ class IngestJob:
     def _record(self, batch: Batch) -> None:
         """Release points a changed file no longer has, then write the catalog rows (after the points)."""
         records = []
-        before = self.catalog.files(self.settings.collection, [df.file.path for df in batch.files])
         for fi, df in enumerate(batch.files):
             status = batch.statuses[fi]
             setattr(self.report, status, getattr(self.report, status) + 1)
@@ -373,15 +372,15 @@ class IngestJob:
                 self.report.failures.append({"path": df.file.path, "reason": df.error or "unknown"})
             else:
                 self.report.items += len(df.keys) if status in ("new", "changed") else 0
-            old = before.get(df.file.path)
+            pids = [point_id_for(h) for h in df.hashes]
+            old = self._known.get(df.file.path)  # the catalog row as the plan read it: this run writes it only here
             if old and old.point_ids:
-                new_ids = [point_id_for(h) for h in df.hashes] if status != "failed" else []
-                self._release(df.file.path, old.point_ids, keep=new_ids)
+                self._release(df.file.path, old.point_ids, keep=pids if status != "failed" else [])
             records.append(
                 FileRecord(
                     df.file.path, df.file.size, df.file.mtime_ns, df.hashes[0] if df.hashes else None,
                     "failed" if status == "failed" else ("duplicate" if status == "duplicate" else "ok"),
-                    df.error, [point_id_for(h) for h in df.hashes],
+                    df.error, pids,
                 )
             )
         self._record_copies(batch)
