@@ -77,8 +77,11 @@ class VectorStore:
         self.backoff = backoff
         self.shard_number = shard_number
         self.replication_factor = replication_factor
+        self._writes = 0  # part of version_stamp: in-process caches see every write made through this object
 
     def _call(self, fn, *args, **kwargs):
+        """Every write goes through here: retried when transient, and counted."""
+        self._writes += 1
         return with_retries(fn, *args, attempts=self.attempts, backoff=self.backoff, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------
@@ -340,8 +343,7 @@ class VectorStore:
         """Changes whenever the collection's points or payloads may have changed.
 
         Embedded mode: the physical collection name, point count, and the size and mtime of its
-        SQLite file (local mode commits every write), plus writes made through this object's
-        query-side helpers. Lets an in-process index (see `exact_index`) know when to rebuild.
+        SQLite file (local mode commits every write), plus the writes made through this object. Lets an in-process index (see `exact_index`) know when to rebuild.
         """
         name = self.physical_name()
         files: tuple = ()
@@ -353,7 +355,7 @@ class VectorStore:
             if db.exists():
                 st = db.stat()
                 files = (st.st_size, st.st_mtime_ns)
-        return (name, self.count(), files, getattr(self, "_local_writes", 0))
+        return (name, self.count(), files, self._writes)
 
     def is_embedded(self) -> bool:
         """True for Qdrant local mode (a folder), False for a server."""
@@ -371,7 +373,6 @@ class VectorStore:
         self.set_payload([canonical], {"cluster_id": cluster_id, "tier": tier, "canonical": True})
         if others:
             self.set_payload(others, {"cluster_id": cluster_id, "tier": tier, "canonical": False})
-        self._local_writes = getattr(self, "_local_writes", 0) + 1
 
 
 RANGE_KEYS = ("gt", "gte", "lt", "lte")
