@@ -5,9 +5,14 @@ machine state; each measurement is repeated `--repeats` times, interleaved,
 and the medians are reported.
 
   (a) naive: open, preprocess (classic torchvision transform) and embed one image at a time;
-  (b) pipeline: IngestJob.decode -> dedupe -> embed (parallel decode threads overlapping the
-      model, uint8 items, JPEG draft), i.e. the ingest flow minus the Qdrant upsert;
-  (c) pure forward on pre-decoded tensors, for batch sizes x {contiguous, channels_last}.
+  (b) pipeline: IngestJob.process, i.e. the ingest flow minus cluster/upsert: worker threads
+      (one per core) each decode a batch (with the dedup fingerprints the ingest stores)
+      and run the model on it, single-threaded forwards side by side;
+  (c) pure forward on pre-decoded tensors: eager vs optimised graph, contiguous vs
+      channels_last, batch sizes, 1 vs N streams; the best is the ceiling for (b).
+Also printed: per-image cosine between (b) and (a) (the pipeline must compute the same
+vectors as the classic recipe) and the serial per-image cost of each stage, which is the
+budget that decides (b)/(c) when decode and model share the same cores.
 
 `--memory` additionally runs the decode stream in fresh subprocesses for several
 corpus sizes and reports each one's peak RSS (flat memory = it does not grow).
@@ -29,9 +34,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import psutil
 import torch
 
@@ -92,18 +99,24 @@ def run_naive(model: str, files: list[Path]) -> dict:
         transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
     ])
     net = emb.module
+    vectors = []
     with PeakRSS() as mem, torch.inference_mode():
         start = time.perf_counter()
         for p in files:
             x = tf(Image.open(p).convert("RGB")).unsqueeze(0)
-            torch.nn.functional.normalize(net(x), dim=-1).numpy()
+            vectors.append(torch.nn.functional.normalize(net(x), dim=-1).numpy()[0])
         seconds = time.perf_counter() - start
     return {"images_per_s": len(files) / seconds, "seconds": seconds, "peak_rss_mb": mem.peak_mb,
-            "rss_growth_mb": mem.growth_mb}
+            "rss_growth_mb": mem.growth_mb, "vectors": np.stack(vectors)}
 
 
-def run_pipeline(model: str, files: list[Path], batch_size: int, workers: int, embed: bool = True) -> dict:
-    """IngestJob decode -> dedupe -> embed over `files` (a temp folder of symlinks), no upsert."""
+def run_pipeline(model: str, files: list[Path], batch_size: int | None, workers: int | None, embed: bool = True,
+                 streams: int | None = None, keep_vectors: bool = True) -> dict:
+    """IngestJob.process (decode -> dedupe -> embed on worker threads) over `files`, chunk by chunk, no upsert.
+
+    `files` are linked into a temp folder; `keep_vectors` keeps every batch for the agreement check
+    (the memory runs drop them, as the flow does after each chunk's upsert).
+    """
     from recommender.pipeline import IngestJob
     from recommender.settings import get_settings
 
@@ -113,27 +126,39 @@ def run_pipeline(model: str, files: list[Path], batch_size: int, workers: int, e
         for i, p in enumerate(files):
             os.symlink(p, src / f"{i:06d}{p.suffix}")
         cfg = get_settings(home=Path(tmp) / "home", model=model, device="cpu", batch_size=batch_size,
-                           decode_workers=workers, qdrant_url=None)
+                           decode_workers=workers, qdrant_url=None, model_streams=streams)
         job = IngestJob(cfg, src)
         try:
-            todo = job.plan(job.scan())
-            n = 0
+            rest = job.plan(job.scan())
+            n, done = 0, []
             with PeakRSS() as mem:
                 start = time.perf_counter()
-                for batch in job.decode(todo):
-                    n += sum(len(df.keys) for df in batch.files)
-                    if embed:
-                        job.embed(job.dedupe(batch))
+                while rest:  # chunk by chunk, as the flow does (cluster/upsert left out)
+                    batches, rest = job.process(rest, max_items=cfg.chunk_items, embed=embed)
+                    n += sum(len(df.keys) for b in batches for df in b.files)
+                    if keep_vectors:
+                        done += batches
                 seconds = time.perf_counter() - start
+            config = {"batch_size": job.embedder.max_batch, "streams": job.embedder.streams,
+                      "workers": cfg.decode_workers or os.cpu_count(), "torch_threads": torch.get_num_threads()}
         finally:
             job.close()
+    by_name = {b.files[fi].file.relpath: b.vectors[k] for b in done if b.vectors is not None
+               for k, (fi, _) in enumerate(b.todo)}
+    vectors = np.stack([by_name[f"{i:06d}{p.suffix}"] for i, p in enumerate(files)]) if embed and keep_vectors else None
     return {"images_per_s": n / seconds, "seconds": seconds, "items": n, "peak_rss_mb": mem.peak_mb,
-            "rss_growth_mb": mem.growth_mb,
+            "rss_growth_mb": mem.growth_mb, "config": config, "vectors": vectors,
             "stage_seconds": {k: round(v, 2) for k, v in job.timer.seconds.items()}}
 
 
-def run_forward(model: str, files: list[Path], batch_sizes: list[int], seconds_each: float) -> dict:
-    """Best pure-forward throughput on pre-decoded uint8 tensors, per graph (eager/optimised), memory format, batch."""
+def run_forward(model: str, files: list[Path], batch_sizes: list[int], seconds_each: float,
+                streams_options: list[int]) -> dict:
+    """Best pure-forward throughput on pre-decoded uint8 tensors.
+
+    Grid: eager vs optimised graph, contiguous vs channels_last, batch sizes, and (optimised)
+    1 vs N parallel streams (N threads calling the model side by side, as the pipeline's
+    workers do), so (c) is the model's ceiling for (b).
+    """
     from recommender.models.torchvision_cnn import optimize_for_cpu
 
     emb = create_embedder(model, "cpu", channels_last=False)
@@ -145,16 +170,68 @@ def run_forward(model: str, files: list[Path], batch_sizes: list[int], seconds_e
         emb.channels_last = cl
         net = eager.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
         emb.net = optimize_for_cpu(net, cl) if graph == "optimized" else net
-        for bs in batch_sizes:
-            x = pool[:bs]
-            for _ in range(3):  # warm-up: the frozen graph profiles and re-optimises per new input shape
-                emb.embed_batch(x)
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds_each or n < 2 * bs:
-                emb.embed_batch(x)
-                n += bs
-            out[f"{graph}_bs{bs}_{'channels_last' if cl else 'contiguous'}"] = n / (time.perf_counter() - start)
+        for streams in (streams_options if graph == "optimized" else [1]):
+            for bs in batch_sizes:
+                emb.configure(bs, streams)
+                x = pool[:bs]
+                for _ in range(3):  # warm-up: the frozen graph profiles and re-optimises per new input shape
+                    emb.embed_batch(x)
+                key = f"{graph}_bs{bs}_{'channels_last' if cl else 'contiguous'}" + (f"_x{streams}streams" if streams > 1 else "")
+                out[key] = _free_running(emb, x, streams, seconds_each)
     return out
+
+
+def _free_running(emb, x: torch.Tensor, threads: int, seconds: float) -> float:
+    """Images/s of `threads` threads embedding `x` back to back for `seconds`."""
+    counts = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < stop or counts[i] < 2 * len(x):
+            emb.embed_batch(x)
+            counts[i] += len(x)
+
+    start = time.perf_counter()
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def stage_costs(model: str, files: list[Path]) -> dict:
+    """Serial ms per image of each stage on one thread: what the workers spend besides the forward."""
+    from recommender.duplicates import fingerprint_payload
+
+    emb = create_embedder(model, "cpu").configure(4, 1)
+    torch.set_num_threads(1)
+    opts = DecodeOptions(draft_size=emb.decode_size)
+    items = [decode_file(p, options=opts)[0] for p in files]
+
+    def per_image(fn, xs) -> float:
+        start = time.perf_counter()
+        for x in xs:
+            fn(x)
+        return round((time.perf_counter() - start) / len(xs) * 1000, 3)
+
+    batch = torch.stack([emb.prepare(it.image) for it in items[:4]])
+    emb.embed_batch(batch)
+    out = {
+        "read+decode": per_image(lambda p: decode_file(p, options=opts), files),
+        "fingerprint (pHash + pixel hash)": per_image(lambda it: fingerprint_payload(it.image, it.content_hash), items),
+        "prepare (resize+crop)": per_image(lambda it: emb.prepare(it.image), items),
+        "forward bs4, 1 thread": per_image(lambda _: emb.embed_batch(batch), range(max(1, len(files) // 4))) / 4,
+    }
+    torch.set_num_threads(os.cpu_count() or 1)
+    return out
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> dict:
+    """Per-image cosine between two runs' unit vectors (same files, same order)."""
+    cos = np.sum(a * b, axis=1)
+    return {"median": round(float(np.median(cos)), 4), "p01": round(float(np.quantile(cos, 0.01)), 4),
+            "min": round(float(cos.min()), 4)}
 
 
 def _decode_prepare(args: tuple[str, int]) -> torch.Tensor:
@@ -203,7 +280,9 @@ def run_decode_backends(files: list[Path], workers: int) -> dict:
 def stream_child(args: argparse.Namespace) -> None:
     """Subprocess body for --memory: stream N images through the pipeline, print peak RSS (ru_maxrss)."""
     files = list_images(Path(args.corpus), args.limit)
-    r = run_pipeline(args.model, files, args.batch_size, args.workers, embed=not args.model_free)
+    r = run_pipeline(args.model, files, args.batch_size, args.workers, embed=not args.model_free, streams=args.streams,
+                     keep_vectors=False)
+    r.pop("vectors", None)
     r["ru_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     r["n"] = len(files)
     print(json.dumps(r))
@@ -213,7 +292,10 @@ def memory_scaling(args: argparse.Namespace) -> list[dict]:
     rows = []
     for n in [int(c) for c in args.memory_counts.split(",")]:
         cmd = [sys.executable, __file__, "--stream-child", "--limit", str(n), "--corpus", args.memory_corpus,
-               "--model", args.model, "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+               "--model", args.model]
+        cmd += ["--workers", str(args.workers)] if args.workers is not None else []
+        cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+        cmd += ["--streams", str(args.streams)] if args.streams else []
         if args.model_free:
             cmd.append("--model-free")
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -230,11 +312,13 @@ def main() -> None:
     ap.add_argument("--corpus", default=str(CORPORA / "art-louvre" / "images"))
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--model", default="mobilenet_v2")
-    ap.add_argument("--batch-size", type=int, default=None, help="pipeline batch size (default: Settings default)")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=None, help="pipeline images per forward (default: Settings default)")
+    ap.add_argument("--streams", type=int, default=None, help="pipeline model streams (default: Settings default)")
+    ap.add_argument("--workers", type=int, default=None, help="pipeline worker threads (default: Settings default)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-sizes", default="1,4,8,16,32,64")
-    ap.add_argument("--forward-seconds", type=float, default=2.0)
+    ap.add_argument("--batch-sizes", default="1,2,4,8,16,64")
+    ap.add_argument("--forward-streams", default=f"1,{os.cpu_count()}", help="stream counts in the forward grid")
+    ap.add_argument("--forward-seconds", type=float, default=1.5)
     ap.add_argument("--decode-backends", action="store_true", help="also compare threads/processes/DataLoader")
     ap.add_argument("--memory", action="store_true", help="peak RSS of the stream for --memory-counts images")
     ap.add_argument("--memory-only", action="store_true")
@@ -244,24 +328,21 @@ def main() -> None:
     ap.add_argument("--stream-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", dest="json_out", default=None, help="write all figures to this JSON file")
     args = ap.parse_args()
-    if args.batch_size is None:  # the pipeline's own default: the device's preferred batch size
-        from recommender.models import create_embedder
-
-        args.batch_size = create_embedder(args.model, "cpu").preferred_batch_size
     if args.stream_child:
         return stream_child(args)
 
     result: dict = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
                                f"cuda={torch.cuda.is_available()}", "model": args.model, "limit": args.limit,
-                    "batch_size": args.batch_size, "workers": args.workers, "load_avg_start": os.getloadavg()}
+                    "batch_size": args.batch_size, "streams": args.streams, "workers": args.workers, "load_avg_start": os.getloadavg()}
     if not args.memory_only:
         files = list_images(Path(args.corpus), args.limit)
         sizes = [int(b) for b in args.batch_sizes.split(",")]
+        stream_opts = sorted({int(b) for b in args.forward_streams.split(",")})
         naive, pipe, fwd = [], [], []
         for r in range(args.repeats):
             naive.append(run_naive(args.model, files))
-            pipe.append(run_pipeline(args.model, files, args.batch_size, args.workers))
-            fwd.append(run_forward(args.model, files, sizes, args.forward_seconds))
+            pipe.append(run_pipeline(args.model, files, args.batch_size, args.workers, streams=args.streams))
+            fwd.append(run_forward(args.model, files, sizes, args.forward_seconds, stream_opts))
             best = max(fwd[-1].values())
             print(f"round {r + 1}: naive {naive[-1]['images_per_s']:.1f} img/s, pipeline {pipe[-1]['images_per_s']:.1f} "
                   f"img/s, best forward {best:.1f} img/s ({max(fwd[-1], key=fwd[-1].get)}); "
@@ -281,6 +362,8 @@ def main() -> None:
             "rss_growth_mb": {"naive": max(x["rss_growth_mb"] for x in naive),
                               "pipeline": max(x["rss_growth_mb"] for x in pipe)},
             "pipeline_stage_seconds_last": pipe[-1]["stage_seconds"],
+            "pipeline_config": pipe[-1]["config"],
+            "cosine_pipeline_vs_naive": agreement(pipe[-1]["vectors"], naive[-1]["vectors"]),
             "forward_rounds": [{k: round(v, 1) for k, v in f.items()} for f in fwd],
             "rounds": {"naive": [round(x["images_per_s"], 2) for x in naive],
                        "pipeline": [round(x["images_per_s"], 2) for x in pipe],
@@ -290,13 +373,17 @@ def main() -> None:
         print(f"  (a) naive loop       {result['naive_images_per_s']:8.1f} img/s   peak RSS {result['peak_rss_mb']['naive']} MB "
               f"(+{result['rss_growth_mb']['naive']} MB during the phase)")
         print(f"  (b) pipeline         {result['pipeline_images_per_s']:8.1f} img/s   peak RSS {result['peak_rss_mb']['pipeline']} MB "
-              f"(+{result['rss_growth_mb']['pipeline']} MB during the phase)")
+              f"(+{result['rss_growth_mb']['pipeline']} MB during the phase)  {result['pipeline_config']}")
+        print(f"  cosine(b, a) per image: {result['cosine_pipeline_vs_naive']} (same model; draft decode + one resample)")
+        print(f"  pipeline stages (s, last round): {result['pipeline_stage_seconds_last']}")
         print(f"  ratio b/a            {result['ratio_pipeline_over_naive']:8.2f}")
         print(f"  (c) best forward     {fwd_med[best_key]:8.1f} img/s   ({best_key})")
         print(f"  pipeline / forward   {result['pipeline_over_best_forward']:8.2f}")
         print("  forward grid: " + ", ".join(f"{k}={v:.1f}" for k, v in fwd_med.items()))
+        result["stage_costs_ms_per_image"] = stage_costs(args.model, files)
+        print("  serial ms/image: " + ", ".join(f"{k} {v:.3f}" for k, v in result["stage_costs_ms_per_image"].items()))
         if args.decode_backends:
-            result["decode_backends"] = {k: round(v, 1) for k, v in run_decode_backends(files, args.workers).items()}
+            result["decode_backends"] = {k: round(v, 1) for k, v in run_decode_backends(files, args.workers or os.cpu_count()).items()}
             print("  decode+prepare only (img/s): " + ", ".join(f"{k}={v}" for k, v in result["decode_backends"].items()))
     if args.memory or args.memory_only:
         result["memory_scaling"] = memory_scaling(args)

@@ -1,8 +1,10 @@
 """The ingest flow: scan -> plan -> decode -> dedupe (exact) -> embed -> cluster (copy/near) -> upsert -> report.
 
-Files are processed in chunks; the next chunk decodes in a submitted task
-while the model embeds the current one, so memory stays flat and decode
-overlaps compute.
+Files are processed in chunks of about `chunk_items` items. Within a chunk,
+worker threads take a batch each through decode -> dedupe -> embed
+(`IngestJob.process`); the next chunk's `embed` task is submitted before this
+one is clustered and written, so the model never waits for the store and
+memory stays flat however large the corpus is.
 """
 
 from __future__ import annotations
@@ -33,27 +35,10 @@ def plan_task(job: IngestJob, files: list[SourceFile]) -> list[SourceFile]:
     return job.plan(files)
 
 
-@task(name="decode", **_TASK)
-def decode_task(job: IngestJob, files: list[SourceFile]) -> tuple[list[Batch], list[SourceFile]]:
-    """Decode batches until about `chunk_items` items are ready; return them and the files left."""
-    batches, items, used = [], 0, 0
-    for batch in job.decode(files):
-        batches.append(batch)
-        used += len(batch.files)
-        items += sum(len(df.keys) for df in batch.files)
-        if items >= job.settings.chunk_items:
-            break
-    return batches, files[used:]
-
-
-@task(name="dedupe", **_TASK)
-def dedupe_task(job: IngestJob, batches: list[Batch]) -> list[Batch]:
-    return [job.dedupe(b) for b in batches]
-
-
 @task(name="embed", **_TASK)
-def embed_task(job: IngestJob, batches: list[Batch]) -> list[Batch]:
-    return [job.embed(b) for b in batches]
+def embed_task(job: IngestJob, files: list[SourceFile]) -> tuple[list[Batch], list[SourceFile]]:
+    """Decode -> dedupe (exact) -> embed batches until about `chunk_items` items; return them and the files left."""
+    return job.process(files, max_items=job.settings.chunk_items)
 
 
 @task(name="cluster", **_TASK)
@@ -102,11 +87,11 @@ def ingest_flow(source: str, metadata: str | None = None, settings: dict[str, An
     try:
         todo = plan_task(job, scan_task(job))
         with progress_bar(len(todo), enabled=cfg.progress) as advance:
-            pending = decode_task.submit(job, todo) if todo else None
-            while pending is not None:
+            pending = embed_task.submit(job, todo) if todo else None
+            while pending is not None:  # the next chunk decodes and embeds while this one is clustered and written
                 batches, rest = pending.result()
-                pending = decode_task.submit(job, rest) if rest else None
-                upsert_task(job, cluster_task(job, embed_task(job, dedupe_task(job, batches))))
+                pending = embed_task.submit(job, rest) if rest else None
+                upsert_task(job, cluster_task(job, batches))
                 advance(sum(len(b.files) for b in batches))
         return report_task(job)
     except BaseException as exc:

@@ -47,9 +47,11 @@ class Item:
 class DecodeOptions:
     """How files are decoded; built from Settings by the pipeline.
 
-    draft_size: smallest short side the model needs (its resize size); big
-    JPEGs are decoded at a reduced DCT scale that still covers it, which is
-    several times faster and smaller than a full decode. None = full size.
+    draft_size: smallest short side the model resizes to; JPEGs at least
+    twice that are decoded at a reduced DCT scale (1/2, 1/4, 1/8) that still
+    covers it, so the model never sees an upsampled image. (Letting the draft
+    go below the resize size, down to the crop, was measured and refused:
+    genre precision@10 on art-louvre fell from 0.892 to 0.883.) None = full size.
     """
 
     max_pixels: int = 100_000_000

@@ -27,8 +27,13 @@ class Settings(BaseSettings):
     batch_size: int | None = Field(
         None, ge=1, description="Images per model forward pass; unset = the device's measured best (CPU 4, CUDA 256, MPS 64)."
     )
+    model_streams: int | None = Field(
+        None, ge=1, description="Forward passes that may run at once; unset = one per CPU core (up to 8) on CPU, 1 on a GPU."
+    )
     chunk_items: int = Field(512, ge=1, description="Items decoded ahead per flow chunk (bounds memory; volumes count per slice).")
-    decode_workers: int = Field(2, ge=0, description="Parallel decode workers (0 = decode in the main process).")
+    decode_workers: int | None = Field(
+        None, ge=0, description="Ingest worker threads, each decoding a batch then embedding it; unset = one per CPU core, 0 = one."
+    )
     max_image_pixels: int = Field(100_000_000, ge=1, description="Refuse images above this many pixels (decompression bombs).")
     upsert_batch: int = Field(256, ge=1, description="Points per Qdrant upsert call.")
     shard_number: int = Field(1, ge=1, description="Shards of a new collection on a Qdrant cluster (fixed at creation).")

@@ -7,6 +7,8 @@ same `VectorStore` either way.
 
 from __future__ import annotations
 
+import threading
+
 import time
 import uuid
 import warnings
@@ -464,6 +466,31 @@ def payload_filter(must: dict[str, Any] | None = None, has: Sequence[str] = ()) 
     return models.Filter(must=base.must if base else None, must_not=must_not)
 
 
+class SerializedClient:
+    """A local-mode QdrantClient whose calls run one at a time.
+
+    Local mode is a plain in-process object (dicts plus SQLite) without locks, and
+    an ingest calls it from several threads: workers check new items against the
+    store while the previous chunk is clustered and upserted. A server client
+    needs no such lock, so only local mode is wrapped.
+    """
+
+    def __init__(self, client: QdrantClient):
+        self._wrapped = client  # not `_client`: that name reaches through to QdrantClient._client (QdrantLocal)
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._wrapped, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
 def open_store(settings: Settings) -> VectorStore:
     """Connect to the configured Qdrant (server by URL, else embedded under the data home)."""
     if settings.qdrant_url:
@@ -471,7 +498,7 @@ def open_store(settings: Settings) -> VectorStore:
     else:
         settings.qdrant_path.mkdir(parents=True, exist_ok=True)
         try:
-            client = QdrantClient(path=str(settings.qdrant_path))
+            client = SerializedClient(QdrantClient(path=str(settings.qdrant_path)))
         except RuntimeError as exc:
             raise StoreLockedError(
                 f"The embedded Qdrant store at '{settings.qdrant_path}' is in use by another process "

@@ -149,7 +149,7 @@ def test_pipeline_decodes_to_uint8_tensors_and_reports_failures(tmp_path):
     (src / "empty.jpg").write_bytes(b"")
     job = IngestJob(get_settings(home=tmp_path / "h", device="cpu", batch_size=4), src)
     try:
-        decoded = [df for batch in job.decode(job.scan()) for df in batch.files]
+        decoded = job.decode(job.scan()).files
     finally:
         job.close()
     by_name = {Path(df.file.path).name: df for df in decoded}
@@ -174,3 +174,31 @@ def test_ingest_flow_refuses_each_bad_file_and_embeds_the_good_ones(tmp_path):
         assert expected in reasons[kind], (kind, reasons[kind])
     assert report["failed"] == len(bad) and report["new"] + report["duplicate"] == len(good) + 2
     assert report["points"] >= len(good)  # the solid-colour fakes may share a vector point only if bytes match
+
+
+def test_process_keeps_file_order_across_workers_and_stops_near_max_items(tmp_path):
+    """Workers race, but dedupe runs in file order: the first of two identical files is the new one."""
+    from recommender.pipeline import IngestJob
+    from recommender.settings import get_settings
+
+    src = tmp_path / "src"
+    src.mkdir()
+    order = [ART[0], ART[1], ART[0], ART[2], ART[1], ART[3]]  # 3.jpg and 5.jpg repeat 1.jpg and 2.jpg
+    for i, p in enumerate(order, start=1):
+        shutil.copy(p, src / f"{i}.jpg")
+    expected = ["new", "new", "duplicate", "new", "duplicate", "new"]
+    for run in range(3):
+        cfg = get_settings(home=tmp_path / f"h{run}", device="cpu", batch_size=1, decode_workers=3)
+        job = IngestJob(cfg, src)
+        try:
+            files = job.plan(job.scan())
+            batches, rest = job.process(files)
+            assert rest == []
+            statuses = [b.statuses[0] for b in batches]
+            assert [Path(b.files[0].file.path).name for b in batches] == [f"{i}.jpg" for i in range(1, 7)]
+            assert statuses == expected
+            assert all(b.vectors is not None and b.vectors.shape == (1, 1280) for b, st in zip(batches, statuses) if st == "new")
+            first, rest = job.process(files, max_items=2)
+            assert 2 <= len(first) < len(files) and [b.files[0].file for b in first] + rest == files
+        finally:
+            job.close()

@@ -108,6 +108,41 @@ def test_mobilenet_v2_real_weights_uint8_path_matches_float_path():
     np.testing.assert_allclose(emb.embed_batch(prepared), vecs, atol=1e-5)
 
 
+def test_cnn_prepare_is_the_classic_imagenet_transform():
+    """The fast uint8 resize gives the vectors of the classic PIL Resize(256) + CenterCrop(224) recipe."""
+    from torchvision import transforms
+
+    emb = create_embedder("mobilenet_v2", "cpu")
+    classic = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.PILToTensor()])
+    images = [img.convert("RGB") for img in _images(4)] + [_images(1)[0].convert("RGB").resize((300, 180))]
+    ours = torch.stack([emb.prepare(img) for img in images])
+    theirs = torch.stack([classic(img) for img in images])
+    assert ours.shape == theirs.shape == (5, 3, 224, 224)
+    assert (ours.int() - theirs.int()).abs().float().mean() < 0.5  # same pixels up to rounding
+    cos = np.sum(emb.embed_batch(ours) * emb.embed_batch(theirs), axis=1)
+    assert cos.min() > 0.999
+
+
+def test_parallel_streams_give_the_same_vectors_as_one():
+    """Workers call embed_batch side by side; each forward is single-threaded and the results are unchanged."""
+    import threading
+
+    emb = create_embedder("mobilenet_v2", "cpu")
+    batch = torch.stack([emb.prepare(img.convert("RGB")) for img in _images(4)])
+    expected = emb.embed_batch(batch)
+    emb.configure(batch_size=2, streams=2)
+    assert (emb.max_batch, emb.streams) == (2, 2)
+    results: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, emb.embed_batch(batch))) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for vecs in results.values():
+        np.testing.assert_allclose(vecs, expected, atol=1e-4)
+    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))  # leave the process as we found it
+
+
 def test_resnet50_from_a_test_made_checkpoint(tmp_path):
     from torchvision.models import resnet50
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from recommender.errors import ModelUnavailableError
 from recommender.models.base import Embedder
-from recommender.models.transforms import Normalized, ResizeCenterCrop, Uint8Prepare
+from recommender.models.transforms import Normalized, ResizeCenterCrop
 
 _ARCHS = {
     "mobilenet_v2": (torchvision.models.mobilenet_v2, torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1, 1280),
@@ -30,9 +30,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE, CROP = 256, 224
 
 
-def cnn_prepare() -> Uint8Prepare:
+def cnn_prepare() -> ResizeCenterCrop:
     """ImageNet eval geometry (resize short side 256, centre-crop 224) to a uint8 tensor."""
-    return Uint8Prepare([ResizeCenterCrop(RESIZE, CROP)])
+    return ResizeCenterCrop(RESIZE, CROP)
 
 
 def cnn_preprocess() -> Normalized:
@@ -108,7 +108,8 @@ class TorchvisionEmbedder(Embedder):
         net.eval().to(device)
         super().__init__(name=arch if checkpoint is None else f"{arch}:{checkpoint}", dim=dim,
                          preprocess=cnn_preprocess(), device=device, prepare=cnn_prepare(),
-                         mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=CROP, decode_size=RESIZE, channels_last=channels_last)
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=CROP,
+                         decode_size=RESIZE, channels_last=channels_last)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.module = net  # the plain eager network (what `self.net` computes, unoptimised)
