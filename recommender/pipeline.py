@@ -141,6 +141,7 @@ class IngestJob:
         if existing and existing != cfg.model:
             self.store.ensure_collection(cfg.model, 0)  # raises ModelMismatchError before loading a model
         with self.timer.stage("load_model"):
+            self._torch_threads = torch.get_num_threads()  # configure() may lower it; close() puts it back
             self.embedder: Embedder = create_embedder(cfg.model, cfg.device).configure(cfg.batch_size, cfg.model_streams)
         self.store.ensure_collection(self.embedder.name, self.embedder.dim, keyword_fields(self.metadata))
         self.catalog.start_run(self.run_id, cfg.collection, str(self.source), self.embedder.name)
@@ -149,6 +150,8 @@ class IngestJob:
         self._decode_opts = self._decode_options()
 
     def close(self) -> None:
+        if hasattr(self, "_torch_threads"):
+            torch.set_num_threads(self._torch_threads)
         self.store.close()
         self.catalog.close()
         self._lock.release()
@@ -289,9 +292,13 @@ class IngestJob:
 
     def _work(self, seq: int, files: list[SourceFile], embed: bool) -> Batch:
         """One worker's batch: decode, dedupe in batch order, embed (without `embed`: free the tensors)."""
-        batch = self.decode(files)
-        with self._turn.wait_for(seq):
-            self.dedupe(batch)
+        batch = None
+        try:
+            batch = self.decode(files)
+        finally:  # take the turn even if decoding failed, or every later batch would wait for ever
+            with self._turn.wait_for(seq):
+                if batch is not None:
+                    self.dedupe(batch)
         if embed:
             return self.embed(batch)
         for df in batch.files:

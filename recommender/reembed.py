@@ -34,7 +34,7 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
         if not store.exists():
             raise RecommenderError(f"Collection '{settings.collection}' does not exist; ingest it first.")
         old_model, old_phys = store.model_name(), store.physical_name()
-        embedder = create_embedder(model, settings.device).configure(settings.batch_size, settings.model_streams)
+        embedder = create_embedder(model, settings.device).configure(settings.batch_size, streams=1)  # one caller
         target = store.create_generation(embedder.name, embedder.dim)
         dest = VectorStore(store.client, target, store.attempts, store.backoff)
         by_path: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
@@ -45,7 +45,7 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
         for path, points in by_path.items():
             for part, values in zip(buffer, _decode_again(path, points, embedder.name, settings, missing)):
                 part.extend(values)
-            if len(buffer[0]) >= embedder.max_batch * embedder.streams:
+            if len(buffer[0]) >= embedder.max_batch:
                 _flush(buffer, embedder, dest, on_batch)
         _flush(buffer, embedder, dest, on_batch)
         if missing and not allow_missing:

@@ -202,3 +202,42 @@ def test_process_keeps_file_order_across_workers_and_stops_near_max_items(tmp_pa
             assert 2 <= len(first) < len(files) and [b.files[0].file for b in first] + rest == files
         finally:
             job.close()
+
+
+def test_process_raises_a_worker_failure_instead_of_hanging(tmp_path, monkeypatch):
+    """A batch that fails outside the per-file error handling still passes its dedupe turn."""
+    import threading
+
+    from recommender.pipeline import IngestJob
+    from recommender.settings import get_settings
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, p in enumerate(ART[:4]):
+        shutil.copy(p, src / f"{i}.jpg")
+    job = IngestJob(get_settings(home=tmp_path / "h", device="cpu", batch_size=1, decode_workers=2), src)
+    real, calls = job.decode, []
+
+    def flaky(files):
+        calls.append(files)
+        if len(calls) == 1:
+            raise RuntimeError("decoder bug")
+        return real(files)
+
+    monkeypatch.setattr(job, "decode", flaky)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            job.process(job.plan(job.scan()))
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout=120)
+    try:
+        assert not t.is_alive(), "process() hung after a worker failed"
+        assert outcome and "decoder bug" in str(outcome[0])
+    finally:
+        job.close()
