@@ -267,7 +267,8 @@ class IngestJob:
         the duplicate does not depend on thread timing. At most two batches per worker are
         in flight, so memory stays bounded however large the corpus is.
         """
-        workers = max(1, self.settings.decode_workers if self.settings.decode_workers is not None else _usable_cores())
+        workers = self.settings.decode_workers if self.settings.decode_workers is not None else min(_usable_cores(), 16)
+        workers = max(1, workers)
         groups = _groups(files, self.batch_size)
         self._turn = _Turnstile()
         done: list[Batch] = []

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     )
     chunk_items: int = Field(512, ge=1, description="Items decoded ahead per flow chunk (bounds memory; volumes count per slice).")
     decode_workers: int | None = Field(
-        None, ge=0, description="Ingest worker threads, each decoding a batch then embedding it; unset = one per CPU core, 0 = one."
+        None, ge=0, description="Ingest worker threads, each decoding a batch then embedding it; unset = one per CPU core (up to 16), 0 = one."
     )
     max_image_pixels: int = Field(100_000_000, ge=1, description="Refuse images above this many pixels (decompression bombs).")
     upsert_batch: int = Field(256, ge=1, description="Points per Qdrant upsert call.")
