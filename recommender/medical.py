@@ -25,14 +25,16 @@ if TYPE_CHECKING:
     from recommender.decode import DecodeOptions
 
 _NIFTI_MAGIC = (b"n+1\x00", b"ni1\x00", b"n+2\x00")
+DICOM_SUFFIXES = (".dcm",)
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def sniff(path: Path, data: bytes) -> str | None:
     """'dicom', 'nifti' or None (a raster image, or not an image at all) from suffix and magic bytes."""
     name = path.name.lower()
-    if name.endswith(".dcm") or data[128:132] == b"DICM":
+    if name.endswith(DICOM_SUFFIXES) or data[128:132] == b"DICM":
         return "dicom"
-    if name.endswith((".nii", ".nii.gz")):
+    if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
     if data[344:348] in _NIFTI_MAGIC or (data[:2] == b"\x1f\x8b" and name.endswith(".gz") and ".nii" in name):
         return "nifti"

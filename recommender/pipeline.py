@@ -27,7 +27,8 @@ from recommender.duplicates import IngestDeduper, fingerprint_payload
 from recommender.decode import DecodeError, DecodeOptions, decode_file
 from recommender.metadata import keyword_fields, load_metadata
 from recommender.models import Embedder, create_embedder
-from recommender.models.base import _usable_cores
+from recommender.models.device import usable_cores
+from recommender.medical import DICOM_SUFFIXES, NIFTI_SUFFIXES
 from recommender.scan import SourceFile, scan_source
 from recommender.settings import Settings
 from recommender.store import VectorStore, open_store, point_id_for
@@ -146,7 +147,6 @@ class IngestJob:
         self.store.ensure_collection(self.embedder.name, self.embedder.dim, keyword_fields(self.metadata))
         self.catalog.start_run(self.run_id, cfg.collection, str(self.source), self.embedder.name)
         self._deduper = IngestDeduper(self.store, cfg) if cfg.dedup_on_ingest else None
-        self.batch_size = self.embedder.max_batch  # files per worker batch: one forward pass
         self._decode_opts = self._decode_options()
 
     def close(self) -> None:
@@ -257,26 +257,26 @@ class IngestJob:
 
         Returns the batches in file order (vectors ready) and the files not started yet.
 
-        Each worker decodes a batch and then runs the model on it itself, rather than a
-        decode pool feeding a separate model thread: on CPU both compete for the same
-        cores, and a worker that alternates decode and forward keeps the model's working
-        set in its core's cache and never preempts a forward pass halfway. On the 2-core
-        box that is 373-385 img/s against 266-290 for pool + model (docs/benchmarks_embed.md).
-        On a GPU the embedder lets one forward run at a time while the other workers decode.
+        Each worker decodes a batch and then runs the model on it itself: no hand-off queue
+        between a decode pool and a model thread, and one knob (workers) instead of two.
+        On the 2-core box a decode pool feeding separate model streams was no faster
+        (docs/benchmarks_embed.md). On a GPU the embedder lets one forward run at a time
+        while the other workers decode.
         Dedupe runs in batch order (a turnstile), so which of two identical files counts as
         the duplicate does not depend on thread timing. At most two batches per worker are
         in flight, so memory stays bounded however large the corpus is.
         """
-        workers = self.settings.decode_workers if self.settings.decode_workers is not None else min(_usable_cores(), 16)
+        workers = self.settings.decode_workers if self.settings.decode_workers is not None else min(usable_cores(), 16)
         workers = max(1, workers)
-        groups = _groups(files, self.batch_size)
+        per_batch = self.embedder.max_batch  # files per worker batch: one forward pass
+        groups = _groups(files, per_batch)
         self._turn = _Turnstile()
         done: list[Batch] = []
         started = n_items = 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
             pending: deque[tuple[int, Future[Batch]]] = deque()
             while True:
-                while len(pending) < 2 * workers and (max_items is None or n_items + len(pending) * self.batch_size < max_items):
+                while len(pending) < 2 * workers and (max_items is None or n_items + len(pending) * per_batch < max_items):
                     group = next(groups, None)
                     if group is None:
                         break
@@ -480,14 +480,13 @@ class _Turnstile:
                 self._cond.notify_all()
 
 
-_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm")
 
 
 def _groups(files: Sequence[SourceFile], size: int) -> Iterator[list[SourceFile]]:
     """Consecutive files in groups of `size`; a volume or DICOM file (possibly many slices) goes alone."""
     group: list[SourceFile] = []
     for f in files:
-        if f.path.lower().endswith(_VOLUME_SUFFIXES):
+        if f.path.lower().endswith(DICOM_SUFFIXES + NIFTI_SUFFIXES):
             if group:
                 yield group
                 group = []

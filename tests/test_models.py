@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from recommender.errors import ConfigError, ModelUnavailableError, RecommenderError
 from recommender.models import REGISTRY, create_embedder, declared_dim, parse_model_name
-from recommender.models.device import resolve_device
+from recommender.models.device import resolve_device, usable_cores
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 ART = sorted((SAMPLES / "art").rglob("*.jpg"))
@@ -140,7 +140,7 @@ def test_parallel_streams_give_the_same_vectors_as_one():
         t.join()
     for vecs in results.values():
         np.testing.assert_allclose(vecs, expected, atol=1e-4)
-    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))  # leave the process as we found it
+    torch.set_num_threads(usable_cores())  # leave the process as we found it
 
 
 def test_resnet50_from_a_test_made_checkpoint(tmp_path):

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from recommender.errors import ConfigError
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (respects affinity masks and container CPU sets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
