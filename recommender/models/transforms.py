@@ -39,8 +39,8 @@ class ResizeCenterCrop:
     """The ImageNet eval recipe (short side to `resize`, bilinear with antialias; centre crop `crop`) on uint8 tensors.
 
     torch's uint8 antialiased bilinear kernel matches Pillow's (vectors equal to the
-    classic PIL + torchvision transform at cosine 1.0000 on art-louvre) and runs 4x
-    faster: 0.27 ms instead of 1.15 ms for a 500x500 painting (docs/benchmarks_embed.md).
+    classic PIL + torchvision transform at cosine 1.0000 on art-louvre) and runs 3.4x
+    faster: 0.30 ms instead of 1.04 ms for a 500x500 painting (benchmarks/embed_choices.py).
     """
 
     def __init__(self, resize: int, crop: int):
