@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -39,6 +40,20 @@ def sample_copy(tmp_path) -> Path:
     dst = tmp_path / "samples"
     shutil.copytree(SAMPLES, dst)
     return dst
+
+
+@pytest.fixture
+def art_source(tmp_path) -> Callable[[int], Path]:
+    """Makes `tmp_path/src` holding copies of the first n sample paintings under their own names."""
+
+    def make(n: int) -> Path:
+        src = tmp_path / "src"
+        src.mkdir()
+        for p in sorted((SAMPLES / "art").rglob("*.jpg"))[:n]:
+            shutil.copy(p, src / p.name)
+        return src
+
+    return make
 
 
 @pytest.fixture(scope="session")

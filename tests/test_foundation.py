@@ -46,11 +46,8 @@ def test_exact_duplicate_files_share_one_point(tmp_path):
     assert (r["new"], r["duplicate"], r["points"]) == (2, 1, 2)
 
 
-def test_corrupt_and_non_image_files_fail_with_reason_others_ingested(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in ART[:5]:
-        shutil.copy(p, src / p.name)
+def test_corrupt_and_non_image_files_fail_with_reason_others_ingested(tmp_path, art_source):
+    src = art_source(5)
     (src / "broken.jpg").write_bytes(ART[5].read_bytes()[:2000])
     (src / "report.pdf").write_bytes(b"%PDF-1.4 not an image at all")
     r = ingest_flow(str(src), settings=_settings(tmp_path / "h").model_dump(mode="json"))
@@ -142,11 +139,8 @@ def test_unknown_item_is_a_clear_error(tmp_path):
         rec.close()
 
 
-def test_cli_ingest_json_and_similar_json(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in ART[:6]:
-        shutil.copy(p, src / p.name)
+def test_cli_ingest_json_and_similar_json(tmp_path, art_source):
+    src = art_source(6)
     runner = CliRunner()
     home = str(tmp_path / "h")
     res = runner.invoke(app, ["ingest", str(src), "--home", home, "--json"])

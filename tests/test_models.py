@@ -8,7 +8,6 @@ downloaded here; MobileNetV2 uses its real offline ImageNet weights.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -214,15 +213,12 @@ def test_zero_shot_labels_pick_the_matching_prompt(tiny_clip):
         zero_shot_labels(create_embedder("mobilenet_v2", "cpu"), text, labels)
 
 
-def test_ingest_with_clip_stores_zero_shot_label_payload(tiny_clip, tmp_path):
+def test_ingest_with_clip_stores_zero_shot_label_payload(tiny_clip, tmp_path, art_source):
     from flows.ingest import ingest_flow
     from recommender.settings import get_settings
     from recommender.store import open_store
 
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in ART[:3]:
-        shutil.copy(p, src / p.name)
+    src = art_source(3)
     labels = ("portrait", "landscape", "genre scene")
     cfg = get_settings(home=tmp_path / "h", model=tiny_clip, device="cpu", zero_shot_labels=labels)
     report = ingest_flow(str(src), settings=cfg.model_dump(mode="json"))

@@ -49,11 +49,8 @@ def _state(cfg) -> tuple[dict, dict]:
     return points, files
 
 
-def test_incremental_add_change_delete(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in ART[:4]:
-        shutil.copy(p, src / p.name)
+def test_incremental_add_change_delete(tmp_path, art_source):
+    src = art_source(4)
     cfg = get_settings(home=tmp_path / "h")
     assert _run(src, cfg)["new"] == 4
     shutil.copy(ART[4], src / ART[4].name)                       # added
@@ -84,11 +81,8 @@ def test_delete_one_of_two_identical_files_keeps_the_point(tmp_path):
     assert [v[0] for v in points.values()] == [str((src / "b.jpg").resolve())]
 
 
-def test_mark_instead_of_remove(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in ART[:2]:
-        shutil.copy(p, src / p.name)
+def test_mark_instead_of_remove(tmp_path, art_source):
+    src = art_source(2)
     cfg = get_settings(home=tmp_path / "h", on_delete="mark")
     _run(src, cfg)
     os.remove(src / ART[0].name)
@@ -164,11 +158,8 @@ def test_second_ingest_while_one_runs_fails_clearly(tmp_path):
         holder.release()
 
 
-def test_two_concurrent_ingest_processes_never_corrupt_the_store(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in ART[:8]:
-        shutil.copy(p, src / p.name)
+def test_two_concurrent_ingest_processes_never_corrupt_the_store(tmp_path, art_source):
+    src = art_source(8)
     home = tmp_path / "h"
     procs = [_ingest_subprocess(src, home, tag=str(i)) for i in range(2)]
     codes = sorted(p.wait(timeout=300) for p in procs)
@@ -218,11 +209,8 @@ def test_transient_qdrant_failure_is_retried_permanent_one_is_not(tmp_path):
         real.close()
 
 
-def test_reembed_switches_alias_while_queries_keep_working(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in ART[:6]:
-        shutil.copy(p, src / p.name)
+def test_reembed_switches_alias_while_queries_keep_working(tmp_path, art_source):
+    src = art_source(6)
     cfg = get_settings(home=tmp_path / "h")
     _run(src, cfg)
     ckpt = tmp_path / "resnet50.pth"
@@ -261,11 +249,8 @@ def test_reembed_switches_alias_while_queries_keep_working(tmp_path):
     assert _run(src, cfg, model=f"resnet50:{ckpt}")["unchanged"] == 6
 
 
-def test_check_finds_and_repairs_differences(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in ART[:3]:
-        shutil.copy(p, src / p.name)
+def test_check_finds_and_repairs_differences(tmp_path, art_source):
+    src = art_source(3)
     cfg = get_settings(home=tmp_path / "h")
     _run(src, cfg)
     assert check(cfg).consistent
