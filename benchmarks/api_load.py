@@ -73,7 +73,7 @@ def main() -> None:
     home = args.home or synthetic_home(args.points)
     ids = item_ids(home, args.collection)
     port = free_port()
-    cmd = [sys.executable, "-c", "from recommender.cli import main; main()", "serve", "--host", "127.0.0.1",
+    cmd = [sys.executable, "-c", "from cli.main import main; main()", "serve", "--host", "127.0.0.1",
            "--port", str(port), "--home", str(home)] + (["--collection", args.collection] if args.collection else [])
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"

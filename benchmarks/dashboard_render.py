@@ -3,9 +3,10 @@
 Measures with Streamlit's AppTest (the same script run the server does, minus the
 browser): each page's first render in a fresh session, and each Similar-page
 update (positive example, negative example, one-per-group, diversity, filter).
-The 50k collection is synthetic: every point is a sample item's real vector plus
-noise, with that sample's payload (so thumbnails are real images), plus labelled
-near-duplicate pairs for the Duplicates page.
+The baseline is samples/ ingested by the real Prefect flow and swept by the real
+dedupe. The 50k collection is synthetic: every point is a sample item's real vector
+plus noise, with that sample's payload (so thumbnails are real images), plus
+near-duplicate pairs labelled as the sweep labels them, for the Duplicates page.
 
     python benchmarks/dashboard_render.py --n 50000 --home var/bench_dashboard
 
@@ -32,21 +33,77 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 APP = REPO / "dashboard" / "app.py"
+SAMPLES = REPO / "samples"
 PAGES = ("Browse", "Similar", "Search", "Duplicates", "Map", "Runs")
 
 
+def sample_collection(settings) -> None:
+    """samples/ through the real pipeline: the Prefect ingest flow, then the dedupe sweep."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.ingest import ingest_flow
+    from recommender.duplicates import sweep
+    from recommender.store import open_store
+
+    with prefect_test_harness(server_startup_timeout=120):
+        ingest_flow(str(SAMPLES), str(SAMPLES / "metadata.csv"), settings=settings.model_dump(mode="json"))
+    store = open_store(settings)
+    try:
+        sweep(store, settings)
+    finally:
+        store.close()
+
+
+def synthetic_collection(settings, n: int, template, seed: int = 0, noise: float = 0.35,
+                         near_every: int = 50) -> int:
+    """Fill `settings.collection` with n points: each a sample item's vector plus noise, with the
+    sample's payload (same image path) and a distinct id; every `near_every`-th point is made a
+    near duplicate of the one before (`near_cluster_id`, as the sweep writes it), so every page
+    has real work to do at scale."""
+    import numpy as np
+
+    from recommender import payload as P
+    from recommender.store import open_store, point_id_for
+
+    rng = np.random.default_rng(seed)
+    src = open_store(template)
+    try:
+        base = [(p, v) for _, p, v in src.scroll(with_vectors=True)]
+        model, columns = src.model_name(), src.metadata_fields()
+    finally:
+        src.close()
+    dim = len(base[0][1])
+    dst = open_store(settings)
+    try:
+        dst.ensure_collection(model, dim, columns)
+        for start in range(0, n, 1000):
+            ids, vecs, payloads = [], [], []
+            for i in range(start, min(n, start + 1000)):
+                p, v = base[i % len(base)]
+                vec = v + rng.normal(0, noise / np.sqrt(dim), dim).astype(np.float32)
+                payload = {k: val for k, val in p.items() if k not in (*P.CLUSTER_FIELDS, P.COPIES)}
+                payload["synthetic_index"] = i
+                ids.append(point_id_for(f"synthetic-{seed}-{i}"))
+                if near_every and i % near_every == 1 and vecs:
+                    vec = vecs[-1] + rng.normal(0, 0.02 / np.sqrt(dim), dim).astype(np.float32)
+                    payloads[-1][P.NEAR_CLUSTER_ID] = payload[P.NEAR_CLUSTER_ID] = ids[-2]
+                vecs.append((vec / np.linalg.norm(vec)).astype(np.float32))
+                payloads.append(payload)
+            dst.upsert(ids, np.stack(vecs), payloads)
+        return dst.count()
+    finally:
+        dst.close()
+
+
 def build(home: Path, n: int) -> tuple[Any, Any]:
-    """The sample collection (real ingest) and the synthetic n-point one; reused when present."""
-    from dashboard.demo_data import sample_home_once, synthetic_collection
+    """The sample collection (real ingest and dedupe) and the synthetic n-point one; reused when present."""
     from recommender.settings import get_settings
     from recommender.store import open_store
 
     base = get_settings(home=home / "samples", collection="samples")
     if not (base.home / "READY").exists():
-        from prefect.testing.utilities import prefect_test_harness
-
-        with prefect_test_harness(server_startup_timeout=120):
-            sample_home_once(base.home, "samples")
+        sample_collection(base)
+        (base.home / "READY").write_text("ok")
     big = get_settings(home=home / "big", collection=f"synthetic{n}")
     store = open_store(big)
     count = store.count()

@@ -2,7 +2,9 @@
 
 Prints images/s for the in-process loop and for the process pool the engine
 uses (`DedupConfig.workers`), and, as the baseline in the same run,
-`imagehash.phash` alone on PIL-decoded images (what imagededup's PHash does).
+`imagehash.phash` alone (what imagededup's PHash computes) on images decoded by
+the same production decoder (`recommender.decode.load_image`), so the two differ
+only in the hashing.
 Each figure is the median of --repeats runs over the same files (page cache warm
 after the first pass, which is also discarded).
 
@@ -20,15 +22,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import imagehash  # noqa: E402
-from PIL import Image  # noqa: E402
 
+from recommender.decode import load_image  # noqa: E402
 from recommender.dedup.hashing import fingerprint_files  # noqa: E402
+from recommender.dedup.plant import list_images  # noqa: E402
 
 
 def baseline(paths: list[str]) -> None:
     for p in paths:
-        with Image.open(p) as im:
-            imagehash.phash(im)
+        imagehash.phash(load_image(p))
 
 
 def main() -> None:
@@ -38,7 +40,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N files (0 = all)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    paths = sorted(str(p) for p in args.corpus.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    paths = [str(p) for p in list_images(args.corpus)]
     if args.limit:
         paths = paths[: args.limit]
     fingerprint_files(paths[:500], workers=0)  # warm the page cache and imports

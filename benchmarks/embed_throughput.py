@@ -5,9 +5,9 @@ machine state; each measurement is repeated `--repeats` times, interleaved,
 and the medians are reported.
 
   (a) naive: open, preprocess (classic torchvision transform) and embed one image at a time;
-  (b) pipeline: IngestJob.process, i.e. the ingest flow minus cluster/upsert: worker threads
-      (one per core) each decode a batch (with the dedup fingerprints the ingest stores)
-      and run the model on it, single-threaded forwards side by side;
+  (b) pipeline: the ingest embed stage (`recommender.ingest.embed_files`), i.e. the ingest flow minus
+      dedupe/cluster/upsert: worker threads (one per core) each decode a batch (with the dedup
+      fingerprints the ingest stores) and run the model on it, single-threaded forwards side by side;
   (c) pure forward on pre-decoded tensors: eager vs optimised graph, contiguous vs
       channels_last, batch sizes, 1 vs N streams; the best is the ceiling for (b).
 Also printed: per-image cosine between (b) and (a) (the pipeline must compute the same
@@ -18,7 +18,7 @@ budget that decides (b)/(c) when decode and model share the same cores.
 corpus sizes and reports each one's peak RSS (flat memory = it does not grow).
 
     python benchmarks/embed_throughput.py --limit 300 --repeats 3
-    python benchmarks/embed_throughput.py --memory --memory-counts 1000,7000 --model-free
+    python benchmarks/embed_throughput.py --memory --memory-counts 1000,7000
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -110,14 +109,15 @@ def run_naive(model: str, files: list[Path]) -> dict:
             "rss_growth_mb": mem.growth_mb, "vectors": np.stack(vectors)}
 
 
-def run_pipeline(model: str, files: list[Path], batch_size: int | None, workers: int | None, embed: bool = True,
+def run_pipeline(model: str, files: list[Path], batch_size: int | None, workers: int | None,
                  streams: int | None = None, keep_vectors: bool = True) -> dict:
-    """IngestJob.process (decode -> dedupe -> embed on worker threads) over `files`, chunk by chunk, no upsert.
+    """The ingest embed stage (`recommender.ingest.embed_files`: worker threads decode a batch, fingerprint it
+    and embed it) over `files`, chunk by chunk as the flow submits them, no dedupe or upsert.
 
-    `files` are linked into a temp folder; `keep_vectors` keeps every batch for the agreement check
-    (the memory runs drop them, as the flow does after each chunk's upsert).
+    `keep_vectors` keeps every chunk for the agreement check (the memory runs drop them, as the flow
+    does after each chunk's upsert). The model loads before the clock starts, as a warm worker's has.
     """
-    from recommender.pipeline import IngestJob
+    from recommender.ingest import EmbedSpec, embed_files, embedder_for, scan_source, stages
     from recommender.settings import get_settings
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,28 +127,25 @@ def run_pipeline(model: str, files: list[Path], batch_size: int | None, workers:
             os.symlink(p, src / f"{i:06d}{p.suffix}")
         cfg = get_settings(home=Path(tmp) / "home", model=model, device="cpu", batch_size=batch_size,
                            decode_workers=workers, qdrant_url=None, model_streams=streams)
-        job = IngestJob(cfg, src)
-        try:
-            rest = job.plan(job.scan())
-            n, done = 0, []
-            with PeakRSS() as mem:
-                start = time.perf_counter()
-                while rest:  # chunk by chunk, as the flow does (cluster/upsert left out)
-                    batches, rest = job.process(rest, max_items=cfg.chunk_items, embed=embed)
-                    n += sum(len(df.keys) for b in batches for df in b.files)
-                    if keep_vectors:
-                        done += batches
-                seconds = time.perf_counter() - start
-            config = {"batch_size": job.embedder.max_batch, "streams": job.embedder.streams,
-                      "workers": cfg.decode_workers or os.cpu_count(), "torch_threads": torch.get_num_threads()}
-        finally:
-            job.close()
-    by_name = {b.files[fi].file.relpath: b.vectors[k] for b in done if b.vectors is not None
-               for k, (fi, _) in enumerate(b.todo)}
-    vectors = np.stack([by_name[f"{i:06d}{p.suffix}"] for i, p in enumerate(files)]) if embed and keep_vectors else None
-    return {"images_per_s": n / seconds, "seconds": seconds, "items": n, "peak_rss_mb": mem.peak_mb,
+        spec = EmbedSpec.from_settings(cfg)
+        emb = embedder_for(spec)
+        n, done, seconds = 0, [], {}
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            for chunk_files in stages.chunks(scan_source(src), cfg.chunk_items):
+                chunk = embed_files(chunk_files, spec)
+                n += sum(len(ef.keys) for ef in chunk.files)
+                seconds = {k: seconds.get(k, 0.0) + v for k, v in chunk.seconds.items()}
+                if keep_vectors:
+                    done += chunk.files
+            elapsed = time.perf_counter() - start
+        config = {"batch_size": emb.max_batch, "streams": emb.streams,
+                  "workers": cfg.decode_workers or os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    by_name = {Path(ef.file.path).name: ef.vectors[0] for ef in done if ef.vectors is not None}
+    vectors = np.stack([by_name[f"{i:06d}{p.suffix}"] for i, p in enumerate(files)]) if keep_vectors else None
+    return {"images_per_s": n / elapsed, "seconds": elapsed, "items": n, "peak_rss_mb": mem.peak_mb,
             "rss_growth_mb": mem.growth_mb, "config": config, "vectors": vectors,
-            "stage_seconds": {k: round(v, 2) for k, v in job.timer.seconds.items()}}
+            "stage_seconds": {k: round(v, 2) for k, v in seconds.items()}}
 
 
 def run_forward(model: str, files: list[Path], batch_sizes: list[int], seconds_each: float,
@@ -205,7 +202,7 @@ def _free_running(emb, x: torch.Tensor, threads: int, seconds: float) -> float:
 
 def stage_costs(model: str, files: list[Path]) -> dict:
     """Serial ms per image of each stage on one thread: what the workers spend besides the forward."""
-    from recommender.duplicates import fingerprint_payload
+    from recommender.dedup import fingerprint_payload
 
     emb = create_embedder(model, "cpu").configure(4, 1)
     torch.set_num_threads(1)
@@ -283,8 +280,7 @@ def run_decode_backends(files: list[Path], workers: int) -> dict:
 def stream_child(args: argparse.Namespace) -> None:
     """Subprocess body for --memory: stream N images through the pipeline, print peak RSS (ru_maxrss)."""
     files = list_images(Path(args.corpus), args.limit)
-    r = run_pipeline(args.model, files, args.batch_size, args.workers, embed=not args.model_free, streams=args.streams,
-                     keep_vectors=False)
+    r = run_pipeline(args.model, files, args.batch_size, args.workers, streams=args.streams, keep_vectors=False)
     r.pop("vectors", None)
     r["ru_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     r["n"] = len(files)
@@ -299,13 +295,11 @@ def memory_scaling(args: argparse.Namespace) -> list[dict]:
         cmd += ["--workers", str(args.workers)] if args.workers is not None else []
         cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
         cmd += ["--streams", str(args.streams)] if args.streams else []
-        if args.model_free:
-            cmd.append("--model-free")
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(res.stdout.strip().splitlines()[-1])
         rows.append({k: row[k] for k in ("n", "items", "images_per_s", "peak_rss_mb", "ru_maxrss_mb")})
         print(f"  memory: {n} images -> peak RSS {row['ru_maxrss_mb']} MB "
-              f"({row['images_per_s']:.1f} img/s, {'decode stream only' if args.model_free else 'decode+embed'})",
+              f"({row['images_per_s']:.1f} img/s, decode+embed)",
               flush=True)
     return rows
 
@@ -327,7 +321,6 @@ def main() -> None:
     ap.add_argument("--memory-only", action="store_true")
     ap.add_argument("--memory-counts", default="1000,7000")
     ap.add_argument("--memory-corpus", default=str(CORPORA / "brain-mri" / "images"))
-    ap.add_argument("--model-free", action="store_true", help="memory runs measure the decode stream only")
     ap.add_argument("--stream-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", dest="json_out", default=None, help="write all figures to this JSON file")
     args = ap.parse_args()

@@ -2,6 +2,9 @@
 
 Same code as `recommender evaluate-dedup`; prints precision, recall and F1 per tier and per
 transform, the threshold sweep and the baseline, for each corpus given (default: both shared ones).
+The planted copies are written to disk and decoded, fingerprinted and deduplicated by the
+production code with ingest's decode options for the model (RECOMMENDER_JPEG_DRAFT=false:
+full-size decoding).
 
     python benchmarks/evaluate_dedup.py                      # art-louvre and brain-mri, 200 originals each
     python benchmarks/evaluate_dedup.py ../shared/corpora/art-louvre --originals 100

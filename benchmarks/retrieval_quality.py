@@ -36,7 +36,7 @@ def ensure_ingested(corpus: str, home: Path) -> None:
     finally:
         store.close()
     src = CORPORA / corpus
-    cmd = [sys.executable, "-c", "from recommender.cli import main; main()", "ingest", str(src),
+    cmd = [sys.executable, "-c", "from cli.main import main; main()", "ingest", str(src),
            "--metadata", str(src / "labels.csv"), "--home", str(home), "--json"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"})
 

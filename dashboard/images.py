@@ -1,7 +1,9 @@
 """Thumbnails and full images for the grids, cached per (path, item, size).
 
 Only the images on screen are ever read, so a 50k-item collection costs no
-more than a 50-item one per page.
+more than a 50-item one per page. Pixels come from `recommender.decode`, the
+decode path ingest uses, so a thumbnail shows what was embedded: EXIF
+orientation, mode conversion, the pixel limit, DICOM frames and NIfTI slices.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from recommender.decode import decode_file
+from recommender.decode import DecodeError, DecodeOptions, decode_file, load_image
 from recommender.settings import get_settings
 
 
@@ -24,35 +26,39 @@ def _placeholder(size: int, text: str) -> bytes:
 
 def _jpeg(img: Image.Image) -> bytes:
     buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=85)
+    img.save(buf, format="JPEG", quality=85)
     return buf.getvalue()
+
+
+def _options(size: int | None) -> DecodeOptions:
+    """Ingest's limits; big JPEGs decode at a reduced DCT scale that still covers the thumbnail."""
+    return DecodeOptions.from_settings(get_settings(), draft_size=size)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _volume_items(path: str) -> dict[str, Image.Image]:
     """Every slice/frame of a volume, decoded once (a page of slices would otherwise decode it per slice)."""
-    return {item.key: item.image for item in decode_file(Path(path), get_settings().max_image_pixels)}
+    return {item.key: item.image for item in decode_file(Path(path), options=_options(None))}
 
 
-def _open(path: str, item_key: str) -> Image.Image:
+def _open(path: str, item_key: str, size: int) -> Image.Image:
     """The item's image: the file itself, or the matching slice/frame of a volume."""
-    if item_key and item_key != path and "#" in item_key:
+    if "#" in item_key and item_key != path:
         img = _volume_items(path).get(item_key)
         if img is None:
-            raise FileNotFoundError(item_key)
-        return img
-    with Image.open(path) as img:
-        img.load()
-        return img.convert("RGB") if img.mode not in ("RGB", "L") else img.copy()
+            raise DecodeError(path, f"has no item {item_key!r}; re-ingest the file")
+        return img.copy()
+    return load_image(path, _options(size))
 
 
 @st.cache_data(max_entries=4000, show_spinner=False)
 def thumbnail(path: str, item_key: str = "", size: int = 160) -> bytes:
-    """JPEG bytes of a square-bounded thumbnail (a grey placeholder when the file is gone)."""
+    """JPEG bytes of a square-bounded thumbnail (a grey placeholder naming the problem when the
+    file is gone or no longer decodes)."""
     try:
-        img = _open(path, item_key)
-    except Exception:
-        return _placeholder(size, "missing file")
+        img = _open(path, item_key, size)
+    except DecodeError as exc:
+        return _placeholder(size, "missing file" if not Path(path).exists() else exc.reason)
     img.thumbnail((size, size))
     return _jpeg(img)
 

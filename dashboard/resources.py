@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from recommender.browse import Browser, _stamp
+from recommender.browse import Browser, collection_stamp
 from recommender.catalog import Catalog
 from recommender.errors import NotFoundError, RecommenderError, StoreLockedError
 from recommender.settings import Settings, get_settings
@@ -97,7 +97,7 @@ def _browser(home: str, collection: str, url: str | None, stamp: str) -> Browser
 
 def stamp() -> str:
     """Changes whenever the collection does: the key of every cached view."""
-    return json.dumps(_stamp(store()), default=str)
+    return json.dumps(collection_stamp(store()), default=str)
 
 
 def browser() -> Browser:

@@ -1,1 +1,1 @@
-"""Prefect flows: thin orchestration over `recommender.pipeline`."""
+"""Prefect flows: thin orchestration over `recommender.ingest`."""

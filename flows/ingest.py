@@ -1,10 +1,10 @@
-"""The ingest flow: scan -> plan -> decode -> dedupe (exact) -> embed -> cluster (copy/near) -> upsert -> report.
+"""The ingest flow: the library's stages (`recommender.ingest`), with the embed stage mapped over chunks as tasks.
 
-Files are processed in chunks of about `chunk_items` items. Within a chunk,
-worker threads take a batch each through decode -> dedupe -> embed
-(`IngestJob.process`); the next chunk's `embed` task is submitted before this
-one is clustered and written, so the model never waits for the store and
-memory stays flat however large the corpus is.
+Each `embed` task gets plain data (a chunk of file paths and an `EmbedSpec`) and
+returns plain data (keys, hashes, payloads, float32 vectors), so it runs on any
+Prefect task runner: threads in the flow's process by default, or a Dask cluster
+(`RECOMMENDER_DASK_ADDRESS` with `run_ingest_flow`, docs/scaling.md). Dedupe, cluster,
+upsert and the report stay in the flow's process, the single writer of the collection.
 """
 
 from __future__ import annotations
@@ -16,51 +16,52 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from recommender.pipeline import Batch, IngestJob
-from recommender.progress import progress_bar
-from recommender.scan import SourceFile
+from recommender.ingest import EmbeddedChunk, EmbedSpec, IngestRun, SourceFile, drive, embed_files
 from recommender.settings import Settings, get_settings
 
-_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
+
+@task(name="embed", cache_policy=NO_CACHE, persist_result=False)
+def embed_task(files: list[SourceFile], spec: EmbedSpec) -> EmbeddedChunk:
+    """Decode, fingerprint and embed one chunk of files (any process: the model loads once per process)."""
+    return embed_files(files, spec)
 
 
-@task(name="scan", **_TASK)
-def scan_task(job: IngestJob) -> list[SourceFile]:
-    return job.scan()
-
-
-@task(name="plan", **_TASK)
-def plan_task(job: IngestJob, files: list[SourceFile]) -> list[SourceFile]:
-    return job.plan(files)
-
-
-@task(name="embed", **_TASK)
-def embed_task(job: IngestJob, files: list[SourceFile]) -> tuple[list[Batch], list[SourceFile]]:
-    """Decode -> dedupe (exact) -> embed batches until about `chunk_items` items; return them and the files left."""
-    return job.process(files, max_items=job.settings.chunk_items)
-
-
-@task(name="cluster", **_TASK)
-def cluster_task(job: IngestJob, batches: list[Batch]) -> list[Batch]:
-    return job.cluster(batches)
-
-
-@task(name="upsert", **_TASK)
-def upsert_task(job: IngestJob, batches: list[Batch]) -> None:
-    for b in batches:
-        job.upsert(b)
-
-
-@task(name="report", **_TASK)
-def report_task(job: IngestJob) -> dict[str, Any]:
-    report = job.finish("completed")
+@flow(name="ingest")
+def ingest_flow(source: str, metadata: str | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ingest a folder tree (optionally with a metadata table) into the configured collection."""
+    cfg = Settings.model_validate(settings) if settings else get_settings()
+    run_id = str(flow_run.id) if flow_run.id else None
+    run = IngestRun(cfg, Path(source), Path(metadata) if metadata else None, run_id=run_id)
+    report = drive(run, embed_task.submit).to_dict()
     create_markdown_artifact(
         key="ingest-report",
-        markdown=_report_markdown(report.to_dict()),
-        description=f"Ingest of {report.source} into {report.collection}",
+        markdown=_report_markdown(report),
+        description=f"Ingest of {report['source']} into {report['collection']}",
     )
-    return report.to_dict()
+    return report
+
+
+def task_runner_for(dask_address: str | None) -> TaskRunner:
+    """The task runner for the embed tasks: threads here (None), `local:N` Dask worker processes here,
+    or an existing Dask scheduler (`tcp://host:8786`)."""
+    if not dask_address:
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address.startswith("local:"):
+        n = int(dask_address.removeprefix("local:") or 1)
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                              cluster_kwargs={"n_workers": n, "processes": True, "threads_per_worker": 1})
+    return DaskTaskRunner(address=dask_address)
+
+
+def run_ingest_flow(source: str, metadata: str | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run `ingest_flow` with its embed tasks on the runner `dask_address` in the settings asks for."""
+    cfg = Settings.model_validate(settings) if settings else get_settings()
+    runner = task_runner_for(cfg.dask_address)
+    return ingest_flow.with_options(task_runner=runner)(source, metadata, cfg.model_dump(mode="json"))
 
 
 def _report_markdown(r: dict[str, Any]) -> str:
@@ -75,27 +76,3 @@ def _report_markdown(r: dict[str, Any]) -> str:
     ]
     lines += [f"- failed: `{f['path']}`: {f['reason']}" for f in r["failures"][:50]]
     return "\n".join(lines)
-
-
-
-@flow(name="ingest")
-def ingest_flow(source: str, metadata: str | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Ingest a folder tree (optionally with a metadata table) into the configured collection."""
-    cfg = Settings.model_validate(settings) if settings else get_settings()
-    run_id = str(flow_run.id) if flow_run.id else None
-    job = IngestJob(cfg, Path(source), Path(metadata) if metadata else None, run_id=run_id)
-    try:
-        todo = plan_task(job, scan_task(job))
-        with progress_bar(len(todo), enabled=cfg.progress) as advance:
-            pending = embed_task.submit(job, todo) if todo else None
-            while pending is not None:  # the next chunk decodes and embeds while this one is clustered and written
-                batches, rest = pending.result()
-                pending = embed_task.submit(job, rest) if rest else None
-                upsert_task(job, cluster_task(job, batches))
-                advance(sum(len(b.files) for b in batches))
-        return report_task(job)
-    except BaseException as exc:
-        job.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        job.close()

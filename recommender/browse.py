@@ -17,16 +17,20 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from recommender import payload as P
 from recommender.settings import Settings
 from recommender.store import VectorStore
 
-FILTER_FIELDS: tuple[str, ...] = ("collection", "artist", "genre", "style", "diagnosis", "modality", "split")
-"""Payload fields offered as filters when the collection has them (art and medical metadata)."""
+TIER_ORDER: dict[str, int] = {t.value: n for n, t in enumerate(P.Tier)}
+_ORIGIN_ORDER = {"metadata": 0, "dedup": 1, "pipeline": 2, "decode": 3}
 
-DUP_FIELDS: tuple[str, ...] = ("cluster_id", "tier", "canonical")
-"""Payload fields the dedup engine writes on clustered items."""
 
-TIER_ORDER: dict[str, int] = {"exact": 0, "copy": 1, "near": 2}
+def facet_candidates(store: VectorStore) -> list[str]:
+    """Fields offered as filters and facets: the metadata table's columns first (recorded with the
+    collection at ingest), then the payload schema's facet fields, so the dashboard offers what the
+    schema and the user's own table define, and nothing else."""
+    declared = sorted(P.FACET_FIELDS, key=lambda f: _ORIGIN_ORDER[P.FIELDS[f].origin])
+    return list(dict.fromkeys([*store.metadata_fields(), *declared]))
 
 
 @dataclass
@@ -38,11 +42,11 @@ class Item:
 
     @property
     def path(self) -> str:
-        return str(self.payload.get("path", ""))
+        return str(self.payload.get(P.PATH, ""))
 
     @property
     def item_key(self) -> str:
-        return str(self.payload.get("item_key", self.path))
+        return str(self.payload.get(P.ITEM_KEY, self.path))
 
     @property
     def title(self) -> str:
@@ -62,22 +66,43 @@ class Page:
 
 @dataclass
 class Member:
-    """One item of a duplicate cluster; `score` is its cosine to the canonical item."""
+    """One file of a duplicate cluster; `score` is its cosine to the canonical item.
+
+    A byte-identical copy has no point of its own (ingest stores it in its point's
+    `copies`): it is a member with its point's `id` and vector, its own path and
+    labels, and `byte_copy` set.
+    """
 
     id: str
     payload: dict[str, Any]
     tier: str | None
     canonical: bool
     score: float | None = None
+    byte_copy: bool = False
 
     @property
     def path(self) -> str:
-        return str(self.payload.get("path", ""))
+        return str(self.payload.get(P.PATH, ""))
+
+    @property
+    def item_key(self) -> str:
+        return str(self.payload.get(P.ITEM_KEY, self.path))
+
+    @property
+    def name(self) -> str:
+        """File name, plus '#<index>' for a slice or frame."""
+        key = self.item_key
+        return Path(self.path).name + (key[key.rfind("#"):] if "#" in key else "")
 
 
 @dataclass
 class Cluster:
-    """A duplicate cluster: canonical item first, then the others by tier and score."""
+    """A duplicate cluster: canonical item first, then the others by tier and score.
+
+    Tiers exact and copy are same-picture clusters (payload `cluster_id`); a near
+    cluster (payload `near_cluster_id`, written by the dedupe sweep) also follows
+    near links, and is shown only where it holds more than one same-picture cluster.
+    """
 
     cluster_id: str
     tier: str | None
@@ -93,9 +118,9 @@ def _clean_filters(filters: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (filters or {}).items() if v not in (None, "", [], ())}
 
 
-def filter_fields(store: VectorStore, candidates: Sequence[str] = FILTER_FIELDS) -> list[str]:
+def filter_fields(store: VectorStore, candidates: Sequence[str] | None = None) -> list[str]:
     """The candidate fields that at least one point carries (so empty filters are not offered)."""
-    return [f for f in candidates if store.facet(f, limit=1)]
+    return [f for f in (facet_candidates(store) if candidates is None else candidates) if store.facet(f, limit=1)]
 
 
 def facet_counts(store: VectorStore, fields: Sequence[str], filters: dict[str, Any] | None = None,
@@ -151,48 +176,119 @@ def _members_sorted(members: list[Member]) -> list[Member]:
                                           -(m.score if m.score is not None else -1), m.path))
 
 
-def cluster_of(store: VectorStore, cluster_id: str, with_scores: bool = True, limit: int = 500) -> Cluster:
-    """Every member of one duplicate cluster, scored by cosine to its canonical item."""
-    rows, _ = store.scroll_where(must={"cluster_id": cluster_id}, limit=limit, with_vectors=with_scores)
-    members = [Member(pid, p, p.get("tier"), bool(p.get("canonical")), None) for pid, p, _ in rows]
-    vecs = [v for _, _, v in rows]
-    canon = next((i for i, m in enumerate(members) if m.canonical), None)
-    if with_scores and canon is not None:
-        for m, s in zip(members, _cosines(vecs[canon], vecs)):
-            m.score = s
-    tier = _cluster_tier(members)
-    return Cluster(cluster_id, tier, _members_sorted(members))
+def _files(pid: str, payload: dict[str, Any], tier: str | None, canonical: bool) -> list[Member]:
+    """A point as cluster members: the point itself, then each byte-identical copy it stands for.
+
+    A copy is the same picture as its point: exact to it, so exact to the canonical when the
+    point is the canonical, and otherwise as close to the canonical as the point is."""
+    out = [Member(pid, payload, tier, canonical)]
+    key = str(payload.get(P.ITEM_KEY, payload.get(P.PATH, "")))
+    slice_suffix = key[key.rfind("#"):] if "#" in key else ""
+    for copy in payload.get(P.COPIES) or []:
+        labels = {**payload, **copy, P.ITEM_KEY: f"{copy[P.PATH]}{slice_suffix}", P.COPIES: []}
+        out.append(Member(pid, labels, P.Tier.EXACT.value if canonical else tier, False, byte_copy=True))
+    return out
+
+
+def _same_picture(cluster_id: str, rows: Sequence[tuple[str, dict[str, Any]]]) -> Cluster:
+    """A same-picture cluster from its points; a point with byte copies but no cluster is its own canonical."""
+    members: list[Member] = []
+    for pid, p in rows:
+        clustered = p.get(P.CLUSTER_ID) is not None
+        members += _files(pid, p, p.get(P.TIER) if clustered else P.Tier.EXACT.value,
+                          bool(p.get(P.CANONICAL)) if clustered else True)
+    return Cluster(cluster_id, _cluster_tier(members), _members_sorted(members))
+
+
+def _near(near_id: str, rows: Sequence[tuple[str, dict[str, Any]]]) -> Cluster:
+    """A near cluster: its canonical is the point whose id it carries (the engine's canonical policy,
+    so also the canonical of its own same-picture cluster); members of that cluster keep their tier."""
+    picture = next((p.get(P.CLUSTER_ID) for pid, p in rows if pid == near_id), None)
+    members: list[Member] = []
+    for pid, p in rows:
+        same = picture is not None and p.get(P.CLUSTER_ID) == picture and pid != near_id
+        members += _files(pid, p, p.get(P.TIER) if same else P.Tier.NEAR.value, pid == near_id)
+    return Cluster(near_id, P.Tier.NEAR.value, _members_sorted(members))
 
 
 def _cluster_tier(members: Sequence[Member]) -> str | None:
-    """The canonical row carries the cluster tier; otherwise the weakest member tier."""
+    """The canonical point carries the cluster tier (the weakest link); otherwise the weakest member tier."""
     canon = next((m for m in members if m.canonical), None)
-    if canon is not None and canon.payload.get("cluster_tier", canon.tier):
-        return canon.payload.get("cluster_tier", canon.tier)
+    if canon is not None and canon.tier:
+        return str(canon.tier)
     tiers = [str(m.tier) for m in members if m.tier]
     return max(tiers, key=lambda t: TIER_ORDER.get(t, 9)) if tiers else None
 
 
-def duplicate_clusters(store: VectorStore, tier: str | None = None, batch: int = 1024) -> list[Cluster]:
-    """All duplicate clusters (payload only, no vectors), largest first; `tier` keeps clusters of that tier."""
-    groups: dict[str, list[Member]] = {}
+def _points_having(store: VectorStore, key: str, batch: int) -> dict[str, dict[str, Any]]:
+    points: dict[str, dict[str, Any]] = {}
     offset: str | int | None = None
     while True:
-        rows, offset = store.scroll_where(has=["cluster_id"], limit=batch, offset=offset)
-        for pid, p, _ in rows:
-            groups.setdefault(str(p["cluster_id"]), []).append(Member(pid, p, p.get("tier"), bool(p.get("canonical"))))
+        rows, offset = store.scroll_where(has=[key], limit=batch, offset=offset)
+        points.update((pid, p) for pid, p, _ in rows)
         if offset is None:
-            break
-    clusters = [Cluster(cid, _cluster_tier(ms), _members_sorted(ms)) for cid, ms in groups.items() if len(ms) > 1]
-    if tier:
-        clusters = [c for c in clusters if c.tier == tier]
+            return points
+
+
+def _group(points: dict[str, dict[str, Any]], key: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for pid, p in points.items():
+        if p.get(key) is not None:
+            groups.setdefault(str(p[key]), []).append((pid, p))
+    return groups
+
+
+def _pictures_in(rows: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    """How many same-picture clusters a near cluster spans (a point in none counts as its own)."""
+    return len({p.get(P.CLUSTER_ID) or pid for pid, p in rows})
+
+
+def duplicate_clusters(store: VectorStore, tier: str | None = None, batch: int = 1024) -> list[Cluster]:
+    """All duplicate clusters (payload only, no vectors), largest first; `tier` keeps clusters of that tier.
+
+    Same-picture clusters come from `cluster_id` (and from points that stand for byte-identical
+    files in `copies`), near clusters from `near_cluster_id`; a near cluster that is just one
+    same-picture cluster again is not repeated."""
+    points: dict[str, dict[str, Any]] = {}
+    for key in (P.CLUSTER_ID, P.COPIES, P.NEAR_CLUSTER_ID):
+        points.update(_points_having(store, key, batch))
+    pictures = _group(points, P.CLUSTER_ID)
+    for pid, p in points.items():
+        if p.get(P.CLUSTER_ID) is None and p.get(P.COPIES):
+            pictures[pid] = [(pid, p)]
+    clusters = [_same_picture(cid, rows) for cid, rows in pictures.items()]
+    for nid, rows in _group(points, P.NEAR_CLUSTER_ID).items():
+        if _pictures_in(rows) > 1:
+            clusters.append(_near(nid, rows))
+    clusters = [c for c in clusters if len(c.members) > 1 and (not tier or c.tier == tier)]
     clusters.sort(key=lambda c: (-len(c.members), TIER_ORDER.get(str(c.tier), 9), c.cluster_id))
     return clusters
 
 
+def item_cluster(store: VectorStore, item: Item, limit: int = 500) -> Cluster | None:
+    """The duplicate cluster an item is in, scored: its same-picture cluster (byte copies included),
+    else its near cluster, else None."""
+    p = item.payload
+    if p.get(P.CLUSTER_ID) is not None:
+        rows, _ = store.scroll_where(must={P.CLUSTER_ID: p[P.CLUSTER_ID]}, limit=limit)
+        cluster = _same_picture(str(p[P.CLUSTER_ID]), [(pid, q) for pid, q, _ in rows])
+    elif p.get(P.COPIES):
+        cluster = _same_picture(item.id, [(item.id, p)])
+    elif p.get(P.NEAR_CLUSTER_ID) is not None:
+        rows, _ = store.scroll_where(must={P.NEAR_CLUSTER_ID: p[P.NEAR_CLUSTER_ID]}, limit=limit)
+        cluster = _near(str(p[P.NEAR_CLUSTER_ID]), [(pid, q) for pid, q, _ in rows])
+    else:
+        return None
+    if len(cluster.members) < 2:
+        return None
+    score_clusters(store, [cluster])
+    cluster.members = _members_sorted(cluster.members)
+    return cluster
+
+
 def score_clusters(store: VectorStore, clusters: Sequence[Cluster]) -> None:
     """Fill each member's cosine to its canonical (vectors fetched only for these clusters)."""
-    ids = [m.id for c in clusters for m in c.members]
+    ids = list(dict.fromkeys(m.id for c in clusters for m in c.members))
     vecs = {pid: v for pid, _, v in store.get_many(ids, with_vectors=True)}
     for c in clusters:
         canon = c.canonical
@@ -201,43 +297,42 @@ def score_clusters(store: VectorStore, clusters: Sequence[Cluster]) -> None:
             m.score = s
 
 
-def clusters_frame(clusters: Sequence[Cluster], fields: Sequence[str] = ("split",)) -> pd.DataFrame:
+def clusters_frame(clusters: Sequence[Cluster], fields: Sequence[str] = (P.SPLIT,)) -> pd.DataFrame:
     """One row per member (the CSV export of the Duplicates view)."""
     rows = []
     for c in clusters:
         for m in c.members:
-            row = {"cluster_id": c.cluster_id, "cluster_tier": c.tier, "cluster_size": len(c.members),
-                   "id": m.id, "path": m.path, "tier": m.tier, "canonical": m.canonical, "score": m.score}
+            row = {P.CLUSTER_ID: c.cluster_id, "cluster_tier": c.tier, "cluster_size": len(c.members),
+                   "id": m.id, P.PATH: m.path, P.TIER: m.tier, P.CANONICAL: m.canonical, "score": m.score,
+                   "byte_copy": m.byte_copy}
             row.update({f: m.payload.get(f) for f in fields})
             rows.append(row)
-    cols = ["cluster_id", "cluster_tier", "cluster_size", "id", "path", "tier", "canonical", "score", *fields]
+    cols = [P.CLUSTER_ID, "cluster_tier", "cluster_size", "id", P.PATH, P.TIER, P.CANONICAL, "score", "byte_copy",
+            *fields]
     return pd.DataFrame(rows, columns=cols)
 
 
-def split_leakage(clusters: Sequence[Cluster], split_field: str = "split") -> pd.DataFrame:
+def split_leakage(clusters: Sequence[Cluster], split_field: str = P.SPLIT) -> pd.DataFrame:
     """Clusters whose members fall in more than one split: train/test leakage to fix before training."""
     rows = []
     for c in clusters:
         splits = sorted({str(m.payload[split_field]) for m in c.members if m.payload.get(split_field) is not None})
         if len(splits) > 1:
             rows.append({
-                "cluster_id": c.cluster_id, "tier": c.tier, "splits": ", ".join(splits), "size": len(c.members),
+                P.CLUSTER_ID: c.cluster_id, P.TIER: c.tier, "splits": ", ".join(splits), "size": len(c.members),
                 "paths": " | ".join(m.path for m in c.members),
             })
-    return pd.DataFrame(rows, columns=["cluster_id", "tier", "splits", "size", "paths"])
+    return pd.DataFrame(rows, columns=[P.CLUSTER_ID, P.TIER, "splits", "size", "paths"])
 
 
 # -- in-process label table (embedded stores) ---------------------------------------
-LABEL_COLUMNS: tuple[str, ...] = (*FILTER_FIELDS, "cluster_id", "tier", "canonical", "cluster_tier")
-
-
-def _stamp(store: VectorStore) -> list:
-    stamp = getattr(store, "version_stamp", None)
-    return json.loads(json.dumps(stamp() if stamp else [store.count()], default=str))
+def collection_stamp(store: VectorStore) -> list:
+    """JSON-able value that changes whenever the collection does: the key of every cached view."""
+    return json.loads(json.dumps(store.version_stamp(), default=str))
 
 
 class LabelTable:
-    """Id plus label columns of every point, filtered with pandas.
+    """Id plus the facet fields (`facet_candidates`) of every point, filtered with pandas.
 
     Qdrant's local mode evaluates every filter, count and facet in Python over all
     payloads (about 0.5 s each at 50k points), so for an embedded store one scroll
@@ -253,16 +348,17 @@ class LabelTable:
     def load(cls, store: VectorStore, settings: Settings) -> "LabelTable":
         cache = settings.home / "labels" / f"{settings.collection}.parquet"
         meta = cache.with_suffix(".json")
-        stamp = _stamp(store)
+        stamp = collection_stamp(store)
         if cache.exists() and meta.exists() and json.loads(meta.read_text()).get("stamp") == stamp:
             return cls(pd.read_parquet(cache))
+        columns = facet_candidates(store)
         rows = []
         for pid, payload, _ in store.scroll(batch=2048):
             row = {"id": pid}
-            row.update({f: payload.get(f) for f in LABEL_COLUMNS})
+            row.update({f: payload.get(f) for f in columns})
             rows.append(row)
-        df = pd.DataFrame(rows, columns=["id", *LABEL_COLUMNS])
-        for col in LABEL_COLUMNS:  # one type per column (Parquet); labels compare as text
+        df = pd.DataFrame(rows, columns=["id", *columns])
+        for col in columns:  # one type per column (Parquet); labels compare as text
             df[col] = df[col].map(lambda v: None if v is None else (v if isinstance(v, bool) else str(v)))
         cache.parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(cache, index=False)
@@ -278,8 +374,9 @@ class LabelTable:
             mask &= self.df[key].isin(values).to_numpy()
         return mask
 
-    def fields(self, candidates: Sequence[str] = FILTER_FIELDS) -> list[str]:
-        return [f for f in candidates if f in self.df.columns and self.df[f].notna().any()]
+    def fields(self) -> list[str]:
+        """Label columns that at least one point fills."""
+        return [f for f in self.df.columns if f != "id" and self.df[f].notna().any()]
 
     def facets(self, fields: Sequence[str], filters: dict[str, Any] | None = None, limit: int = 50) -> dict[str, dict[Any, int]]:
         flt = _clean_filters(filters)
@@ -338,12 +435,14 @@ def projection_path(settings: Settings) -> Path:
     return settings.home / "projections" / f"{settings.collection}.parquet"
 
 
-def projection(store: VectorStore, settings: Settings, label_fields: Sequence[str] = FILTER_FIELDS,
+def projection(store: VectorStore, settings: Settings, label_fields: Sequence[str] | None = None,
                refresh: bool = False) -> pd.DataFrame:
-    """2-D PCA of every vector with id, path and label columns; recomputed only when the point count changes."""
+    """2-D PCA of every vector with id, path and label columns (the facet fields unless given);
+    recomputed only when the point count changes."""
     cache = projection_path(settings)
     meta_path = cache.with_suffix(".json")
     n = store.count()
+    label_fields = facet_candidates(store) if label_fields is None else label_fields
     if cache.exists() and meta_path.exists() and not refresh:
         meta = json.loads(meta_path.read_text())
         if meta.get("count") == n and meta.get("model") == store.model_name():
@@ -352,7 +451,7 @@ def projection(store: VectorStore, settings: Settings, label_fields: Sequence[st
     for pid, payload, vec in store.scroll(batch=1024, with_vectors=True):
         ids.append(pid)
         vecs.append(vec)
-        row = {"path": payload.get("path", ""), "item_key": payload.get("item_key", payload.get("path", ""))}
+        row = {"path": payload.get(P.PATH, ""), "item_key": payload.get(P.ITEM_KEY, payload.get(P.PATH, ""))}
         row.update({f: (None if payload.get(f) is None else str(payload.get(f))) for f in label_fields})
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -1,5 +1,10 @@
 """Turn one file into zero or more decoded items, or a refusal with a reason.
 
+This is the one decode path: ingest, the API upload, dashboard thumbnails, the
+medical readers, deduplication and every evaluation and benchmark decode through
+it, so EXIF orientation, mode conversion and the pixel limit are the same everywhere.
+`decode_file` gives items (with hashes and payload), `load_image` just the RGB image.
+
 Every refusal is a `DecodeError` whose message names the problem and what to
 do, so a run can report it per file and carry on with the rest. Plain raster
 images become one item; DICOM files and NIfTI volumes (see `medical.py`)
@@ -10,54 +15,23 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from recommender import medical
+from recommender import payload as P
+from recommender.items import DecodeError, DecodeOptions, Item
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is refused, never half-embedded
 # We enforce our own pixel limit (settings.max_image_pixels) before decoding, with a clear message;
 # PIL's global check would raise its own error type or, below 2x, only warn.
 Image.MAX_IMAGE_PIXELS = None
 
-
-class DecodeError(Exception):
-    """A file that can't become an item; `reason` is shown to the user."""
-
-    def __init__(self, path: Path | str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-
-@dataclass
-class Item:
-    """One embeddable image: a plain image file, or one slice/frame of a volume."""
-
-    key: str  # stable identity within a collection: the file path, plus '#<index>' for slices
-    path: str  # absolute source file path
-    content_hash: str  # sha256 of the item's content (file bytes, plus ':<index>' for slices)
-    image: Image.Image  # RGB
-    payload: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How files are decoded; built from Settings by the pipeline.
-
-    draft_size: smallest short side the model resizes to; JPEGs at least
-    twice that are decoded at a reduced DCT scale (1/2, 1/4, 1/8) that still
-    covers it, so the model never sees an upsampled image. (Letting the draft
-    go below the resize size, down to the crop, was measured and refused:
-    genre precision@10 on art-louvre fell from 0.892 to 0.883.) None = full size.
-    """
-
-    max_pixels: int = 100_000_000
-    draft_size: int | None = None
-    volume_axis: int = 2
-    volume_min_foreground: float = 0.01
+__all__ = ["DecodeError", "DecodeOptions", "Item", "decode_file", "decode_image_bytes", "load_image", "sha256_bytes",
+           "to_rgb"]
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -95,27 +69,30 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def _decode(data: bytes, path: Path | str, max_pixels: int, draft_size: int | None) -> tuple[Image.Image, int, int]:
-    """Decode raster bytes; returns (RGB image, original width, original height) after EXIF orientation."""
+def _decode(data: bytes, path: Path | str, opts: DecodeOptions) -> tuple[Image.Image, int, int]:
+    """Decode raster bytes; returns (RGB or grey image, original width, original height) after EXIF orientation."""
     if not data:
         raise DecodeError(path, "empty file (0 bytes); re-export or remove it")
     try:
         img = Image.open(io.BytesIO(data))
         w, h = img.size
-        if w * h > max_pixels:
+        if w * h > opts.max_pixels:
             raise DecodeError(
                 path,
-                f"image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
+                f"image is {w}x{h} = {w * h:,} pixels, above the limit of {opts.max_pixels:,} "
                 "(possible decompression bomb); raise RECOMMENDER_MAX_IMAGE_PIXELS if it is genuine",
             )
-        if draft_size and img.format == "JPEG" and min(w, h) >= 2 * draft_size:
-            img.draft(None, (draft_size, draft_size))  # reduced DCT scale, both sides stay >= draft_size
+        ds = opts.draft_size
+        size = (ds, ds) if ds and min(w, h) >= 2 * ds else None  # reduced DCT scale, both sides stay >= ds
+        if img.format == "JPEG" and (size or opts.grey):
+            img.draft("L" if opts.grey else None, size)  # one call: PIL ignores a second
         img.load()
         orientation = img.getexif().get(0x0112, 1)
         img = ImageOps.exif_transpose(img)
         if orientation in (5, 6, 7, 8):
             w, h = h, w
-        return to_rgb(img), w, h
+        rgb = img if opts.grey and img.mode == "L" else to_rgb(img)
+        return (rgb.convert("L") if opts.grey else rgb), w, h
     except DecodeError:
         raise
     except UnidentifiedImageError:
@@ -126,7 +103,7 @@ def _decode(data: bytes, path: Path | str, max_pixels: int, draft_size: int | No
 
 def decode_image_bytes(data: bytes, path: Path | str, max_pixels: int, draft_size: int | None = None) -> Image.Image:
     """Decode bytes of a raster image into an RGB image, EXIF orientation applied."""
-    return _decode(data, path, max_pixels, draft_size)[0]
+    return _decode(data, path, DecodeOptions(max_pixels=max_pixels, draft_size=draft_size))[0]
 
 
 def decode_file(path: Path, max_pixels: int | None = None, options: DecodeOptions | None = None) -> list[Item]:
@@ -138,19 +115,32 @@ def decode_file(path: Path, max_pixels: int | None = None, options: DecodeOption
     """
     opts = options or DecodeOptions()
     if max_pixels is not None and max_pixels != opts.max_pixels:
-        opts = DecodeOptions(max_pixels, opts.draft_size, opts.volume_axis, opts.volume_min_foreground)
+        opts = replace(opts, max_pixels=max_pixels)
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
-    from recommender import medical
-
     kind = medical.sniff(path, data)
     if kind == "dicom":
         return medical.decode_dicom(path, data, opts)
     if kind == "nifti":
         return medical.decode_nifti(path, data, opts)
-    img, w, h = _decode(data, path, opts.max_pixels, opts.draft_size)
-    payload = {"width": w, "height": h, "bytes": len(data)}
+    img, w, h = _decode(data, path, opts)
+    payload = {P.WIDTH: w, P.HEIGHT: h, P.BYTES: len(data)}
     return [Item(key=str(path), path=str(path), content_hash=sha256_bytes(data), image=img, payload=payload)]
+
+
+def load_image(path: Path | str, options: DecodeOptions | None = None, key: str | None = None) -> Image.Image:
+    """The RGB (or `options.grey`) image of a file's first item, or of its item `key` (a slice or frame),
+    decoded as ingest does.
+
+    For callers that need pixels rather than items: dedup fingerprints and verification,
+    report and dashboard thumbnails, evaluation planting. Raises DecodeError.
+    """
+    items = decode_file(Path(path), options=options)
+    grey = options is not None and options.grey
+    for item in items:
+        if key is None or key == str(path) or item.key == key:
+            return item.image.convert("L") if grey and item.image.mode != "L" else item.image
+    raise DecodeError(path, f"has no item {key!r} (it decodes to {len(items)} items); re-ingest the file")

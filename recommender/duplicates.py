@@ -8,7 +8,7 @@ the result back into the payload:
   copy). Queries collapse these, so a recommendation never shows two copies of one
   picture or a copy of the query.
 - `near_cluster_id`: clusters that also follow `near` links (different shots, adjacent
-  slices). They are a review list, not duplicates: chained by union-find they span
+  slices). They are a review list, not duplicates: chained as connected components they span
   whole volumes, and on brain MRI the near tier links distinct scans (precision 0.22,
   docs/benchmarks_dedup.md), so collapsing them would hide legitimate results. The
   full sweep writes them; reports list every tier.
@@ -21,41 +21,32 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
 
-from recommender.dedup import DedupConfig, DedupEngine, Fingerprint, fingerprint_image, match_new_items, write_reports
-from recommender.dedup.cluster import build_members
+from recommender import payload as P
+from recommender.decode import DecodeOptions
+from recommender.dedup import (DedupConfig, DedupEngine, Fingerprint, SearchFn, build_members, fingerprint_of,
+                               match_new_items, write_reports)
+from recommender.models.registry import resolve_dedup_thresholds
 from recommender.settings import Settings
 from recommender.store import VectorStore
 
-CLUSTER_FIELDS = ("cluster_id", "tier", "canonical", "near_cluster_id")
-SAME_PICTURE = ("exact", "copy")
+SAME_PICTURE = [t.value for t in P.SAME_PICTURE_TIERS]
+
+__all__ = ["IngestDeduper", "dedup_config", "sweep"]
 
 
 def dedup_config(settings: Settings) -> DedupConfig:
-    """The engine's thresholds from the global settings."""
+    """The engine's thresholds: the model's measured ones, each overridden by the settings when set."""
+    t = resolve_dedup_thresholds(settings)
     return DedupConfig().with_overrides(
-        phash_strict=settings.dedup_phash_strict, copy_cosine=settings.dedup_copy_cosine,
-        near_cosine=settings.dedup_near_cosine, verify=settings.dedup_verify, workers=0,
+        phash_strict=t.phash_strict, copy_cosine=t.copy_cosine, near_cosine=t.near_cosine,
+        verify=settings.dedup_verify, workers=0,
     )
 
 
-def fingerprint_payload(img: Image.Image, sha256: str) -> dict[str, Any]:
-    """Payload fields the tiers compare later: pixel hash and (mirror) pHash as hex strings."""
-    fp = fingerprint_image(img, "", sha256=sha256)
-    return {"pixel_hash": fp.pixel_hash, "phash": f"{fp.phash:016x}", "phash_mirror": f"{fp.phash_mirror:016x}"}
-
-
-def fingerprint_of(pid: str, payload: dict[str, Any]) -> Fingerprint:
-    """Rebuild an item's fingerprint from its stored payload (no image needed)."""
-    return Fingerprint(
-        id=pid, path=str(payload.get("path", pid)), width=int(payload.get("width", 0)),
-        height=int(payload.get("height", 0)), seq=float(payload.get("ingested_at", 0.0)),
-        sha256=str(payload.get("sha256", "")), pixel_hash=str(payload.get("pixel_hash", "")),
-        phash=int(payload.get("phash", "0"), 16), phash_mirror=int(payload.get("phash_mirror", "0"), 16),
-        payload={k: v for k, v in payload.items() if k in ("split", "patient", "volume")},
-        error=None if "phash" in payload else "no fingerprint in payload (ingested before deduplication)",
-    )
+def _engine(settings: Settings) -> DedupEngine:
+    """The engine with the settings' thresholds and decode limits (verification re-decodes files)."""
+    return DedupEngine(dedup_config(settings), options=DecodeOptions.from_settings(settings))
 
 
 class IngestDeduper:
@@ -63,7 +54,7 @@ class IngestDeduper:
 
     def __init__(self, store: VectorStore, settings: Settings):
         self.store = store
-        self.engine = DedupEngine(dedup_config(settings))
+        self.engine = _engine(settings)
         self.k = settings.dedup_candidates
 
     def assign(self, ids: Sequence[str], payloads: list[dict[str, Any]], vectors: np.ndarray) -> dict[str, int]:
@@ -78,9 +69,9 @@ class IngestDeduper:
         existing = self._same_pixels(new)
         cross = match_new_items(self.engine, new, vectors, existing, self._search(existing, set(ids)), k=self.k)
         within = self.engine.find_duplicates(new, vectors).pairs
-        near = int((cross["tier"] == "near").sum() + (within["tier"] == "near").sum())
-        cross = cross[cross["tier"].isin(SAME_PICTURE)]
-        within = within[within["tier"].isin(SAME_PICTURE)]
+        near = int((cross[P.TIER] == P.Tier.NEAR.value).sum() + (within[P.TIER] == P.Tier.NEAR.value).sum())
+        cross = cross[cross[P.TIER].isin(SAME_PICTURE)]
+        within = within[within[P.TIER].isin(SAME_PICTURE)]
         if cross.empty and within.empty:
             return {"near_pairs": near} if near else {}
         existing += self._cluster_mates(existing, cross["existing"].unique())
@@ -88,25 +79,25 @@ class IngestDeduper:
         off = len(new)
         i = list(within["i"]) + list(cross["new"])
         j = list(within["j"]) + [off + e for e in cross["existing"]]
-        tiers = list(within["tier"]) + list(cross["tier"])
+        tiers = list(within[P.TIER]) + list(cross[P.TIER])
         index = {it.id: k for k, it in enumerate(nodes)}
         for k, it in enumerate(existing):  # keep stored clusters together, with their stored tiers
-            canon = it.payload.get("cluster_id")
+            canon = it.payload.get(P.CLUSTER_ID)
             if canon and canon in index and canon != it.id:
                 i.append(off + k)
                 j.append(index[canon])
-                tiers.append(it.payload.get("tier") or "near")
+                tiers.append(it.payload.get(P.TIER) or P.Tier.NEAR.value)
         members = build_members(nodes, np.array(i), np.array(j), tiers)
         counts = self._write(members, ids, payloads, existing, off)
         return {**counts, "near_pairs": near} if near else counts
 
     def _same_pixels(self, new: Sequence[Fingerprint]) -> list[Fingerprint]:
         hashes = sorted({it.pixel_hash for it in new if it.pixel_hash})
-        rows, _ = self.store.scroll_where({"pixel_hash": hashes}, limit=1000) if hashes else ([], None)
+        rows, _ = self.store.scroll_where({P.PIXEL_HASH: hashes}, limit=1000) if hashes else ([], None)
         return [self._with_cluster(fingerprint_of(pid, p), p) for pid, p, _ in rows]
 
-    def _search(self, existing: list[Fingerprint], skip: set[str]):
-        """A SearchFn backed by Qdrant nearest-neighbour queries; hits join `existing`."""
+    def _search(self, existing: list[Fingerprint], skip: set[str]) -> SearchFn:
+        """A SearchFn backed by the store's nearest-neighbour queries; hits join `existing`."""
         position = {it.id: n for n, it in enumerate(existing)}
 
         def search(vectors: np.ndarray, threshold: float, k: int) -> list[list[tuple[int, float]]]:
@@ -114,7 +105,7 @@ class IngestDeduper:
             for vec in vectors:
                 found = []
                 for hit in self.store.query(vec, limit=k, score_threshold=threshold):
-                    if hit.id in skip or "phash" not in hit.payload:
+                    if hit.id in skip or P.PHASH not in hit.payload:
                         continue
                     if hit.id not in position:
                         position[hit.id] = len(existing)
@@ -126,21 +117,21 @@ class IngestDeduper:
 
     def _cluster_mates(self, existing: Sequence[Fingerprint], matched: Sequence[int]) -> list[Fingerprint]:
         """Stored members of the clusters that the new items join (their canonical may change)."""
-        cids = sorted({existing[int(e)].payload.get("cluster_id") for e in matched} - {None})
+        cids = sorted({existing[int(e)].payload.get(P.CLUSTER_ID) for e in matched} - {None})
         have = {it.id for it in existing}
-        rows, _ = self.store.scroll_where({"cluster_id": cids}, limit=10_000) if cids else ([], None)
+        rows, _ = self.store.scroll_where({P.CLUSTER_ID: cids}, limit=10_000) if cids else ([], None)
         return [self._with_cluster(fingerprint_of(pid, p), p) for pid, p, _ in rows if pid not in have]
 
     @staticmethod
     def _with_cluster(fp: Fingerprint, payload: dict[str, Any]) -> Fingerprint:
-        fp.payload.update({k: payload[k] for k in CLUSTER_FIELDS if k in payload})
+        fp.payload.update({k: payload[k] for k in P.CLUSTER_FIELDS if k in payload})
         return fp
 
     def _write(self, members, ids, payloads, existing, off) -> dict[str, int]:
         counts: dict[str, int] = {}
         updates: dict[tuple, list[str]] = {}
         for row in members.itertuples():
-            fields = {"cluster_id": row.cluster_id, "tier": row.tier, "canonical": bool(row.canonical)}
+            fields = {P.CLUSTER_ID: row.cluster_id, P.TIER: row.tier, P.CANONICAL: bool(row.canonical)}
             if row.index < off:
                 payloads[row.index].update(fields)
                 counts[row.tier] = counts.get(row.tier, 0) + (0 if row.canonical else 1)
@@ -163,7 +154,7 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
         vectors.append(vec)
     items = [fingerprint_of(pid, payloads[pid]) for pid in ids]
     for k, pid in enumerate(list(ids)):  # byte-identical files of one point join the sweep as exact copies
-        for n, copy in enumerate(payloads[pid].get("copies", [])):
+        for n, copy in enumerate(payloads[pid].get(P.COPIES, [])):
             alias = f"{pid}@{n}"
             payloads[alias] = {**payloads[pid], **copy}
             fp = fingerprint_of(alias, payloads[alias])
@@ -171,23 +162,23 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
             items.append(fp)
             vectors.append(vectors[k])
     emb = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
-    result = DedupEngine(dedup_config(settings)).find_duplicates(items, emb)
+    result = _engine(settings).find_duplicates(items, emb)
     pairs = result.pairs
-    same = pairs[pairs["tier"].isin(SAME_PICTURE)]
-    pictures = build_members(items, same["i"].to_numpy(), same["j"].to_numpy(), same["tier"].tolist())
+    same = pairs[pairs[P.TIER].isin(SAME_PICTURE)]
+    pictures = build_members(items, same["i"].to_numpy(), same["j"].to_numpy(), same[P.TIER].tolist())
     wanted: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
     for row in pictures.itertuples():
         if row.id in wanted:  # copies ride along in reports, not as points
-            wanted[row.id].update(cluster_id=row.cluster_id, tier=row.tier, canonical=bool(row.canonical))
+            wanted[row.id].update({P.CLUSTER_ID: row.cluster_id, P.TIER: row.tier, P.CANONICAL: bool(row.canonical)})
     for row in result.members.itertuples():
         if row.id in wanted:
-            wanted[row.id]["near_cluster_id"] = row.cluster_id
+            wanted[row.id][P.NEAR_CLUSTER_ID] = row.cluster_id
     groups: dict[tuple, list[str]] = {}
     stale: dict[tuple, list[str]] = {}
     for pid, fields in wanted.items():
         if any(payloads[pid].get(k) != v for k, v in fields.items()):
             groups.setdefault(tuple(sorted(fields.items())), []).append(pid)
-        gone = tuple(k for k in CLUSTER_FIELDS if k in payloads[pid] and k not in fields)
+        gone = tuple(k for k in P.CLUSTER_FIELDS if k in payloads[pid] and k not in fields)
         if gone:
             stale.setdefault(gone, []).append(pid)
     for fields, pids in groups.items():
@@ -197,6 +188,6 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
     summary = write_reports(result, out_dir, payloads) if out_dir else result.summary()
     summary.update({"points": len(ids), "updated": sum(map(len, groups.values())),
                     "cleared": sum(map(len, stale.values())),
-                    "same_picture_clusters": int(pictures["cluster_id"].nunique()) if len(pictures) else 0,
+                    "same_picture_clusters": int(pictures[P.CLUSTER_ID].nunique()) if len(pictures) else 0,
                     "seconds": round(time.perf_counter() - started, 3)})
     return summary

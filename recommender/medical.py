@@ -14,15 +14,13 @@ import gzip
 import hashlib
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from recommender.decode import DecodeError, Item
-
-if TYPE_CHECKING:
-    from recommender.decode import DecodeOptions
+from recommender import payload as P
+from recommender.items import DecodeError, DecodeOptions, Item
 
 _NIFTI_MAGIC = (b"n+1\x00", b"ni1\x00", b"n+2\x00")
 DICOM_SUFFIXES = (".dcm",)
@@ -72,7 +70,7 @@ def _check_size(path: Path, shape: tuple[int, ...], max_pixels: int) -> None:
                                 f"{max_pixels:,}; raise RECOMMENDER_MAX_IMAGE_PIXELS if it is genuine")
 
 
-def decode_dicom(path: Path, data: bytes, opts: "DecodeOptions") -> list[Item]:
+def decode_dicom(path: Path, data: bytes, opts: DecodeOptions) -> list[Item]:
     """One item per DICOM frame, windowed to 8 bits; payload names modality, series and frame."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -118,23 +116,23 @@ def decode_dicom(path: Path, data: bytes, opts: "DecodeOptions") -> list[Item]:
         images = [Image.fromarray(np.ascontiguousarray(f[..., :3])) for f in arr]
     digest = hashlib.sha256(data)
     base = {
-        "format": "dicom",
-        "modality": str(ds.get("Modality", "")) or None,
-        "series": str(ds.get("SeriesInstanceUID", "")) or None,
-        "series_description": str(ds.get("SeriesDescription", "")) or None,
-        "volume": path.name,
-        "n_slices": n_frames,
-        "window": window,
-        "width": cols,
-        "height": rows,
-        "bytes": len(data),
+        P.FORMAT: "dicom",
+        P.MODALITY: str(ds.get("Modality", "")) or None,
+        P.SERIES: str(ds.get("SeriesInstanceUID", "")) or None,
+        P.SERIES_DESCRIPTION: str(ds.get("SeriesDescription", "")) or None,
+        P.VOLUME: path.name,
+        P.N_SLICES: n_frames,
+        P.WINDOW: window,
+        P.WIDTH: cols,
+        P.HEIGHT: rows,
+        P.BYTES: len(data),
     }
     instance = ds.get("InstanceNumber")
     if instance is not None:
-        base["instance_number"] = int(instance)
+        base[P.INSTANCE_NUMBER] = int(instance)
     return [
         Item(key=f"{path}#{i}", path=str(path), content_hash=slice_hash(digest, i), image=img,
-             payload={**base, "slice_index": i})
+             payload={**base, P.SLICE_INDEX: i})
         for i, img in enumerate(images)
     ]
 
@@ -157,7 +155,7 @@ def _load_nifti(path: Path, data: bytes):
                                 "re-export it as .nii or .nii.gz") from exc
 
 
-def decode_nifti(path: Path, data: bytes, opts: "DecodeOptions") -> list[Item]:
+def decode_nifti(path: Path, data: bytes, opts: DecodeOptions) -> list[Item]:
     """One item per non-empty slice along opts.volume_axis, windowed on the whole volume's intensities."""
     if not data:
         raise DecodeError(path, "empty file (0 bytes); re-export or remove it")
@@ -189,14 +187,14 @@ def decode_nifti(path: Path, data: bytes, opts: "DecodeOptions") -> list[Item]:
     digest = hashlib.sha256(data)
     zooms = [float(z) for z in vol_img.header.get_zooms()[:3]]
     base = {
-        "format": "nifti",
-        "modality": _nifti_modality(path),
-        "volume": path.name.removesuffix(".gz").removesuffix(".nii"),
-        "series": path.name,
-        "axis": axis,
-        "n_slices": int(vol.shape[axis]),
-        "voxel_size": zooms,
-        "bytes": len(data),
+        P.FORMAT: "nifti",
+        P.MODALITY: _nifti_modality(path),
+        P.VOLUME: path.name.removesuffix(".gz").removesuffix(".nii"),
+        P.SERIES: path.name,
+        P.AXIS: axis,
+        P.N_SLICES: int(vol.shape[axis]),
+        P.VOXEL_SIZE: zooms,
+        P.BYTES: len(data),
     }
     items: list[Item] = []
     for i in range(vol.shape[axis]):
@@ -206,7 +204,7 @@ def decode_nifti(path: Path, data: bytes, opts: "DecodeOptions") -> list[Item]:
         grey = _window_to_uint8(np.rot90(plane), lo, hi)  # rot90: radiological display orientation
         img = Image.fromarray(np.ascontiguousarray(grey)).convert("RGB")
         items.append(Item(key=f"{path}#{i}", path=str(path), content_hash=slice_hash(digest, i), image=img,
-                          payload={**base, "slice_index": i, "width": img.width, "height": img.height}))
+                          payload={**base, P.SLICE_INDEX: i, P.WIDTH: img.width, P.HEIGHT: img.height}))
     if not items:
         raise DecodeError(path, f"all {vol.shape[axis]} slices along axis {axis} are empty; nothing to embed")
     return items

@@ -29,6 +29,7 @@ from recommender.decode import decode_image_bytes
 from recommender.errors import ConfigError, NotFoundError, RecommenderError
 from recommender.models import Embedder, cached_embedder
 from recommender.settings import Settings
+from recommender import payload as P
 from recommender.store import VECTOR_NAME, Hit, VectorStore, open_store, validate_filter_spec
 
 MAX_ROUNDS = 6  # over-fetch doublings when collapsing drops candidates
@@ -199,6 +200,9 @@ class Recommender:
         if len(seeds) > 1:
             raise ConfigError("Give at most one of an image, a text or a vector as the query.")
         spec = validate_filter_spec(dict(filters or {}))
+        self.store.check_fields(spec, role="filter")
+        if group_by:
+            self.store.check_fields([group_by], role="group-by")
         kind = _kind or ("image" if image is not None else "text" if text is not None else "vector" if vector is not None else None)
         query_vec = None
         if image is not None:
@@ -231,14 +235,14 @@ class Recommender:
                 why["group"] = h.group
             if getattr(h, "collapsed_from", None):
                 why["collapsed_from"] = h.collapsed_from
-            out.append(Result(h.id, str(h.payload.get("path", "")), round(float(h.score), 6), h.payload, why))
+            out.append(Result(h.id, str(h.payload.get(P.PATH, "")), round(float(h.score), 6), h.payload, why))
         return out
 
     def _clusters_of(self, ids: Sequence[str]) -> set[Any]:
         if not ids:
             return set()
         rows = self.store.get_many(list(ids))
-        return {p.get("cluster_id") for _, p, _ in rows if p.get("cluster_id") is not None}
+        return {p.get(P.CLUSTER_ID) for _, p, _ in rows if p.get(P.CLUSTER_ID) is not None}
 
     def _search(self, examples, neg_ids, exclude, spec, need, group_by, group_size, mmr_lambda,
                 score_threshold, collapse, query_clusters) -> list[Hit]:
@@ -273,18 +277,18 @@ class Recommender:
         seen: set[Any] = set()
         canonicals: dict[Any, Hit] = {}
         for h in hits:
-            if h.payload.get("canonical") is True and h.payload.get("cluster_id") is not None:
-                canonicals.setdefault(h.payload["cluster_id"], h)
+            if h.payload.get(P.CANONICAL) is True and h.payload.get(P.CLUSTER_ID) is not None:
+                canonicals.setdefault(h.payload[P.CLUSTER_ID], h)
         out: list[Hit] = []
         for h in hits:
-            cid = h.payload.get("cluster_id")
+            cid = h.payload.get(P.CLUSTER_ID)
             if cid is None:
                 out.append(h)
                 continue
             if cid in query_clusters or cid in seen:
                 continue
             seen.add(cid)
-            if h.payload.get("canonical") is True:
+            if h.payload.get(P.CANONICAL) is True:
                 out.append(h)
                 continue
             canon = canonicals.get(cid)

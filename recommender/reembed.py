@@ -13,11 +13,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from recommender import payload as P
 from recommender.catalog import Catalog
-from recommender.decode import DecodeError, decode_file
 from recommender.errors import RecommenderError
+from recommender.ingest import EmbeddedChunk, EmbedSpec, SourceFile, embed_files, embedder_for
+from recommender.ingest.stages import chunks
 from recommender.locks import CollectionLock
-from recommender.models import create_embedder
 from recommender.settings import Settings
 from recommender.store import VectorStore, open_store
 
@@ -34,27 +37,27 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
         if not store.exists():
             raise RecommenderError(f"Collection '{settings.collection}' does not exist; ingest it first.")
         old_model, old_phys = store.model_name(), store.physical_name()
-        embedder = create_embedder(model, settings.device).configure(settings.batch_size, streams=1)  # one caller
+        spec = EmbedSpec.from_settings(settings.with_overrides(model=model, model_streams=1))  # queries go on
+        embedder = embedder_for(spec)
         target = store.create_generation(embedder.name, embedder.dim)
         dest = VectorStore(store.client, target, store.attempts, store.backoff)
         by_path: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         for pid, payload, _ in store.scroll(batch=1024):
-            by_path[payload.get("path", "")].append((pid, payload))
+            by_path[payload.get(P.PATH, "")].append((pid, payload))
         missing: list[str] = []
-        buffer: tuple[list, list, list] = ([], [], [])
-        for path, points in by_path.items():
-            for part, values in zip(buffer, _decode_again(path, points, embedder.name, settings, missing)):
-                part.extend(values)
-            if len(buffer[0]) >= embedder.max_batch:
-                _flush(buffer, embedder, dest, on_batch)
-        _flush(buffer, embedder, dest, on_batch)
+        for paths in chunks(sorted(by_path), settings.chunk_items):
+            chunk = embed_files([SourceFile(p, Path(p).name, 0, 0) for p in paths], spec)
+            ids, vectors, payloads = _matched(chunk, by_path, missing)
+            dest.upsert(ids, vectors, payloads)
+            if on_batch and ids:
+                on_batch(len(ids))
         if missing and not allow_missing:
             store.client.delete_collection(target)
             raise RecommenderError(
                 f"{len(missing)} item(s) can't be re-embedded because their files are gone or changed "
                 f"(first: {missing[0]}). Re-ingest the source first, or pass --allow-missing to drop them."
             )
-        dest.create_indexes(_keyword_fields(by_path))
+        dest.create_indexes(store.metadata_fields())
         if dest.count() != store.count() - len(missing):
             raise RecommenderError(f"Re-embedded collection '{target}' is incomplete; the alias was not switched.")
         store.switch_alias(target, drop_old=not keep_old)
@@ -71,35 +74,20 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
         lock.release()
 
 
-def _decode_again(path: str, points: list[tuple[str, dict[str, Any]]], model: str, settings: Settings,
-                  missing: list[str]) -> tuple[list, list, list]:
-    """Decode one file again; its items keep their ids and payload (with the new model's name)."""
-    try:
-        items = {it.content_hash: it for it in decode_file(Path(path), settings.max_image_pixels)}
-    except (DecodeError, OSError):
-        items = {}
-    ids, images, payloads = [], [], []
-    for pid, payload in points:
-        item = items.get(payload.get("sha256", ""))
-        if item is None:
-            missing.append(str(payload.get("item_key", path)))
-            continue
-        ids.append(pid)
-        images.append(item.image)
-        payloads.append({**payload, "model": model})
-    return ids, images, payloads
 
-
-def _flush(buffer: tuple[list, list, list], embedder, dest: VectorStore, on_batch) -> None:
-    ids, images, payloads = buffer
-    if ids:
-        dest.upsert(ids, embedder.embed_images(images), payloads)
-        if on_batch:
-            on_batch(len(ids))
-    for part in buffer:
-        part.clear()
-
-
-def _keyword_fields(by_path: dict[str, list[tuple[str, dict[str, Any]]]]) -> list[str]:
-    first = next((pts[0][1] for pts in by_path.values() if pts), {})
-    return sorted(k for k, v in first.items() if isinstance(v, str) and k not in ("path", "relpath", "sha256"))
+def _matched(chunk: EmbeddedChunk, by_path: dict[str, list[tuple[str, dict[str, Any]]]],
+             missing: list[str]) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    """Each stored point gets the new vector of the item with its content hash; points whose file is
+    gone or changed go to `missing`. Ids and payloads stay (the payload names the new model)."""
+    ids, rows, payloads = [], [], []
+    for ef in chunk.files:
+        row_of = {h: k for k, h in enumerate(ef.hashes)}
+        for pid, payload in by_path[ef.file.path]:
+            k = row_of.get(payload.get(P.SHA256, ""))
+            if k is None or ef.vectors is None:
+                missing.append(str(payload.get(P.ITEM_KEY, ef.file.path)))
+                continue
+            ids.append(pid)
+            rows.append(ef.vectors[k])
+            payloads.append({**payload, P.MODEL: chunk.model})
+    return ids, (np.stack(rows) if rows else np.zeros((0, chunk.dim), np.float32)), payloads

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from recommender import payload as P
 from recommender.errors import ConfigError
 from recommender.recommend import Recommender
 
@@ -45,8 +46,8 @@ def load_corpus(rec: Recommender, label: str) -> Corpus:
         vecs.append(vec)
         value = payload.get(label)
         labels.append(None if value in (None, "") else (tuple(value) if isinstance(value, list) else value))
-        sha.append(payload.get("sha256"))
-        cluster.append(payload.get("cluster_id"))
+        sha.append(payload.get(P.SHA256))
+        cluster.append(payload.get(P.CLUSTER_ID))
     if not ids:
         raise ConfigError("The collection is empty; run `recommender ingest SOURCE` first.")
     if all(lab is None for lab in labels):

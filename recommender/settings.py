@@ -30,7 +30,13 @@ class Settings(BaseSettings):
     model_streams: int | None = Field(
         None, ge=1, description="Forward passes that may run at once; unset = one per CPU core (up to 8) on CPU, 1 on a GPU."
     )
-    chunk_items: int = Field(512, ge=1, description="Items decoded ahead per flow chunk (bounds memory; volumes count per slice).")
+    chunk_items: int = Field(512, ge=1, description="Files per embed task (one task per chunk; a volume counts as one file).")
+    chunks_ahead: int = Field(
+        1, ge=1, description="Embed chunks running while the writer stores the previous one; on Dask, about one per worker."
+    )
+    dask_address: str | None = Field(
+        None, description="Run the ingest flow's embed tasks on Dask: local:N (N worker processes here) or a scheduler address; unset = threads."
+    )
     decode_workers: int | None = Field(
         None, ge=0, description="Ingest worker threads, each decoding a batch then embedding it; unset = one per CPU core (up to 16), 0 = one."
     )
@@ -60,9 +66,12 @@ class Settings(BaseSettings):
     exact_index_cache: bool = Field(True, description="Cache the exact index's vectors under home/exact_index (memory-mapped).")
     max_upload_bytes: int = Field(20_000_000, ge=1, description="Largest image upload the REST API accepts (413 above).")
     dedup_on_ingest: bool = Field(True, description="Assign duplicate clusters while ingesting (against the batch and the collection).")
-    dedup_phash_strict: int = Field(2, ge=0, le=64, description="copy tier: pHash Hamming distance that alone means the same picture.")
-    dedup_copy_cosine: float = Field(0.985, ge=0, le=1, description="copy tier: embedding cosine that alone means the same picture.")
-    dedup_near_cosine: float = Field(0.90, ge=0, le=1, description="near tier: embedding cosine for near-identical shots / adjacent slices.")
+    dedup_phash_strict: int | None = Field(
+        None, ge=0, le=64, description="copy tier: pHash Hamming distance that alone means the same picture; unset = measured for the model (`recommender models`).")
+    dedup_copy_cosine: float | None = Field(
+        None, ge=0, le=1, description="copy tier: embedding cosine that alone means the same picture; unset = measured for the model.")
+    dedup_near_cosine: float | None = Field(
+        None, ge=0, le=1, description="near tier: embedding cosine for near-identical shots / adjacent slices; unset = measured for the model.")
     dedup_verify: bool = Field(True, description="copy tier: confirm ambiguous pairs by ORB+RANSAC geometric verification.")
     dedup_candidates: int = Field(10, ge=1, description="Nearest neighbours checked per new item when deduplicating on ingest.")
     ignore_suffixes: tuple[str, ...] = Field(

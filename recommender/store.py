@@ -8,48 +8,48 @@ same `VectorStore` either way.
 from __future__ import annotations
 
 import threading
-
-import time
 import uuid
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import httpx
 import numpy as np
+import tenacity
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from recommender.errors import ModelMismatchError, NotFoundError, StoreLockedError
+from recommender import payload as P
+from recommender.errors import ConfigError, ModelMismatchError, NotFoundError, StoreLockedError
 from recommender.settings import Settings
 
 VECTOR_NAME = "image"
+METADATA_FIELDS_KEY = "metadata_fields"  # collection metadata: the metadata table's columns
+_SCHEMA_TYPES = {
+    "keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER,
+    "float": models.PayloadSchemaType.FLOAT, "bool": models.PayloadSchemaType.BOOL,
+    "datetime": models.PayloadSchemaType.DATETIME, "text": models.PayloadSchemaType.TEXT,
+}
 _NAMESPACE = uuid.UUID("5b0f8a36-3c1e-4f51-9d8e-6a0c5e0b1f00")
 
 
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: the server is briefly unreachable, overloaded or timing out."""
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
     if isinstance(exc, UnexpectedResponse):
         return exc.status_code in (429, 502, 503, 504)
-    if isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError)):
-        return True
-    try:
-        import httpx
-
-        return isinstance(exc, httpx.TransportError)
-    except ImportError:  # pragma: no cover - httpx ships with qdrant-client
-        return False
+    return isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError, httpx.TransportError))
 
 
-def with_retries(fn, *args, attempts: int = 5, backoff: float = 0.5, **kwargs):
-    """Call fn, retrying transient errors with exponential backoff; permanent errors raise at once."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if not is_transient(exc) or attempt == attempts:
-                raise
-            time.sleep(backoff * 2 ** (attempt - 1))
+def with_retries(fn: Callable[..., Any], *args: Any, attempts: int = 5, backoff: float = 0.5, **kwargs: Any) -> Any:
+    """Call fn, retrying transient errors after backoff, 2 x backoff, 4 x backoff ... seconds;
+    permanent errors, and the last transient one, raise as they are."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential(multiplier=backoff, exp_base=2),
+        reraise=True,
+    )
+    return retrying(fn, *args, **kwargs)
 
 
 def point_id_for(content_hash: str) -> str:
@@ -81,7 +81,7 @@ class VectorStore:
         self.replication_factor = replication_factor
         self._writes = 0  # part of version_stamp: in-process caches see every write made through this object
 
-    def _call(self, fn, *args, **kwargs):
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Every write goes through here: retried when transient, and counted."""
         self._writes += 1
         return with_retries(fn, *args, attempts=self.attempts, backoff=self.backoff, **kwargs)
@@ -159,11 +159,33 @@ class VectorStore:
             self.client.delete_collection(old)
 
     def create_indexes(self, keyword_fields: Iterable[str] = ()) -> None:
-        """Keyword payload indexes for filtering (local mode ignores them and says so)."""
+        """Payload indexes for the fields the payload schema marks as indexed, plus the metadata
+        table's string columns; the metadata columns are recorded with the collection so filters
+        can be checked against them (local mode ignores indexes and says so)."""
+        extra = sorted(set(keyword_fields) - set(P.FIELDS))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            for field in ("path", "relpath", "sha256", *keyword_fields):
-                self._call(self.client.create_payload_index, self.collection, field, models.PayloadSchemaType.KEYWORD)
+            for field, kind in P.indexed_fields(extra).items():
+                self._call(self.client.create_payload_index, self.collection, field, _SCHEMA_TYPES[kind])
+        recorded = self.metadata_fields()
+        if set(extra) - set(recorded):
+            meta = self.client.get_collection(self.collection).config.metadata or {}
+            self._call(self.client.update_collection, self.collection,
+                       metadata={**meta, METADATA_FIELDS_KEY: sorted(set(recorded) | set(extra))})
+
+    def metadata_fields(self) -> list[str]:
+        """Metadata-table columns ingested into this collection (beyond the declared payload fields)."""
+        if not self.exists():
+            return []
+        meta = self.client.get_collection(self.collection).config.metadata or {}
+        return list(meta.get(METADATA_FIELDS_KEY, []))
+
+    def check_fields(self, names: Iterable[str], role: str = "filter") -> None:
+        """Raise ConfigError for a filter/group-by/facet field no point can carry, listing those that exist."""
+        try:
+            P.check_fields(names, self.metadata_fields(), role)
+        except P.UnknownFieldError as exc:
+            raise ConfigError(str(exc)) from exc
 
     # -- writes --------------------------------------------------------------
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
@@ -213,7 +235,7 @@ class VectorStore:
 
     def find_by_path(self, path: str) -> str:
         """Point id of an ingested file, by absolute or source-relative path."""
-        for field in ("path", "relpath"):
+        for field in (P.PATH, P.RELPATH):
             flt = models.Filter(must=[models.FieldCondition(key=field, match=models.MatchValue(value=path))])
             records, _ = self.client.scroll(self.collection, scroll_filter=flt, limit=1, with_payload=False)
             if records:
@@ -363,7 +385,7 @@ class VectorStore:
         """True for Qdrant local mode (a folder), False for a server."""
         return type(getattr(self.client, "_client", None)).__name__ == "QdrantLocal"
 
-    def mark_duplicates(self, cluster_id: str, members: Sequence[str], canonical: str, tier: str = "near") -> None:
+    def mark_duplicates(self, cluster_id: str, members: Sequence[str], canonical: str, tier: P.Tier = P.Tier.NEAR) -> None:
         """Write the dedup engine's payload fields (cluster_id, tier, canonical) on a cluster's points.
 
         The dedup engine writes these itself; this helper exists so queries that collapse
@@ -372,9 +394,10 @@ class VectorStore:
         if canonical not in members:
             raise NotFoundError(f"Canonical '{canonical}' is not one of the cluster's members {list(members)}.")
         others = [m for m in members if m != canonical]
-        self.set_payload([canonical], {"cluster_id": cluster_id, "tier": tier, "canonical": True})
+        fields = {P.CLUSTER_ID: cluster_id, P.TIER: P.Tier(tier).value}
+        self.set_payload([canonical], {**fields, P.CANONICAL: True})
         if others:
-            self.set_payload(others, {"cluster_id": cluster_id, "tier": tier, "canonical": False})
+            self.set_payload(others, {**fields, P.CANONICAL: False})
 
 
 RANGE_KEYS = ("gt", "gte", "lt", "lte")
@@ -402,8 +425,6 @@ def query_filter(spec: dict[str, Any] | None, exclude_ids: Sequence[str] = ()) -
 
 def validate_filter_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
     """Normalise a filter spec or raise ConfigError saying which field is wrong and how to fix it."""
-    from recommender.errors import ConfigError
-
     out: dict[str, Any] = {}
     for key, value in (spec or {}).items():
         if not isinstance(key, str) or not key:
@@ -438,8 +459,6 @@ def _query_input(query: Any, negative: Sequence[Any]) -> Any:
     """Plain nearest query for one positive; best-score recommend for examples."""
     positives = list(query) if isinstance(query, (list, tuple)) else [query]
     if not positives:
-        from recommender.errors import ConfigError
-
         raise ConfigError("A query needs at least one positive example (an item id or a vector).")
     as_input = [p.tolist() if isinstance(p, np.ndarray) else p for p in positives]
     if len(as_input) == 1 and not negative:

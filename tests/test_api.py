@@ -1,34 +1,32 @@
-"""The REST API on the real sample images: every query kind, thumbnails by id only, each 4xx code."""
+"""The REST API on the collection the real pipeline built: every query kind, thumbnails by id only,
+duplicates collapsed as ingest and the dedupe sweep labelled them, each 4xx code."""
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from flows.ingest import ingest_flow
-from recommender.api import create_app
+from api.app import create_app
+from corpus import COPIED, SEED, Built
+from recommender import payload as P
 from recommender.recommend import Recommender
-from recommender.settings import get_settings
+
+pytestmark = pytest.mark.slow
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-LANDSCAPE = "art/landscape/cl010052607.jpg"
+LANDSCAPE = SEED
 
 
 @pytest.fixture(scope="module")
-def rec(tmp_path_factory):
-    """The sample images (no volume, to keep it quick) ingested once through the real flow."""
-    src = tmp_path_factory.mktemp("api_src") / "samples"
-    shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("volumes"))
-    cfg = get_settings(home=tmp_path_factory.mktemp("api_home"), max_upload_bytes=200_000)
-    report = ingest_flow(str(src), str(src / "metadata.csv"), settings=cfg.model_dump(mode="json"))
-    assert report["failed"] == 0 and report["points"] >= 49
-    r = Recommender(cfg)
+def rec(pipeline_built: Built, tmp_path_factory):
+    """A module copy of the pipeline-built collection (sample images, a cut volume, planted duplicates)."""
+    cfg = pipeline_built.copy_home(tmp_path_factory.mktemp("api") / "home")
+    r = Recommender(cfg.with_overrides(max_upload_bytes=200_000))
     yield r
     r.close()
 
@@ -50,9 +48,9 @@ def _jpeg(path: Path, size=(300, 300)) -> bytes:
     return buf.getvalue()
 
 
-def test_health_and_openapi(client):
+def test_health_and_openapi(client, rec):
     h = client.get("/health").json()
-    assert h["status"] == "ok" and h["model"] == "mobilenet_v2" and h["points"] >= 49
+    assert h["status"] == "ok" and h["model"] == "mobilenet_v2" and h["points"] == rec.store.count() > 50
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/items/{item_id}/similar", "/recommend", "/similar/image", "/search", "/items/{item_id}/thumbnail"} <= set(paths)
 
@@ -135,3 +133,13 @@ def test_415_not_an_image(client):
     assert r.status_code == 415 and "not a readable image" in r.json()["detail"]
     truncated = _jpeg(SAMPLES / LANDSCAPE)[:1500]
     assert client.post("/similar/image", files={"file": ("cut.jpg", truncated, "image/jpeg")}).status_code == 415
+
+
+def test_copies_of_one_picture_come_back_once(client, rec):
+    """The planted resized, cropped and mirrored copies (copy tier) collapse to their canonical."""
+    original = rec.store.find_by_path(COPIED)
+    cluster = rec.store.get(original)[0][P.CLUSTER_ID]
+    got = client.get(f"/items/{original}/similar", params={"k": 20}).json()
+    assert all(r["payload"].get(P.CLUSTER_ID) != cluster for r in got), "a copy of the query came back"
+    other = client.get(f"/items/{rec.store.find_by_path(LANDSCAPE)}/similar", params={"k": 40}).json()
+    assert sum(r["payload"].get(P.CLUSTER_ID) == cluster for r in other) <= 1

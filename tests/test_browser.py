@@ -1,8 +1,10 @@
 """The dashboard in a real browser: `streamlit run` as a subprocess, Debian's chromium via Playwright.
 
-Opens every page on the sample collection, clicks Browse -> Similar -> a
-positive example, uploads a query image, and asserts on what the pages show
-(result counts, scores), saving a screenshot of each page. Screenshots go to
+Opens every page on the collection the real pipeline built (conftest's
+`pipeline_built`: sample images plus planted exact, copy and near duplicates),
+clicks Browse -> Similar -> a positive example, uploads a query image, and asserts
+on what the pages show (item and result counts, scores, every duplicate tier),
+saving a screenshot of each page. Screenshots go to
 tmp_path, or to $RECOMMENDER_SCREENSHOTS_DIR (docs/screenshots for the README).
 
 Needs /usr/bin/chromium: run scripts/install_chromium.sh (the Makefile's test
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,12 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.demo_data import SAMPLES, sample_home_once
+from corpus import Built
+from recommender import payload as P
+from recommender.browse import duplicate_clusters
+from recommender.store import open_store
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
 APP = REPO / "dashboard" / "app.py"
 CHROMIUM = "/usr/bin/chromium"
-COLLECTION = "dash_samples"
 TIMEOUT_MS = 90_000
 
 
@@ -54,17 +60,20 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, prefect_harness):
-    """A streamlit server on a free port over a copy of the labelled sample collection."""
+def server(pipeline_built: Built, tmp_path_factory):
+    """A streamlit server on a free port over a copy of the pipeline-built collection."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/install_chromium.sh (apt-get install chromium), "
                     "then rerun the browser test.")
-    pristine = sample_home_once(tmp_path_factory.getbasetemp() / "dash_pristine", COLLECTION)
-    home = tmp_path_factory.mktemp("browser") / "home"
-    shutil.copytree(pristine, home)
+    cfg = pipeline_built.copy_home(tmp_path_factory.mktemp("browser") / "home")
+    store = open_store(cfg)  # what the Duplicates page must show, read before the server holds the store
+    try:
+        clusters = len(duplicate_clusters(store))
+    finally:
+        store.close()
     port = _free_port()
-    log = home.parent / "streamlit.log"
-    env = {**os.environ, "RECOMMENDER_HOME": str(home), "RECOMMENDER_COLLECTION": COLLECTION,
+    log = cfg.home.parent / "streamlit.log"
+    env = {**os.environ, "RECOMMENDER_HOME": str(cfg.home), "RECOMMENDER_COLLECTION": cfg.collection,
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
@@ -74,7 +83,7 @@ def server(tmp_path_factory, prefect_harness):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log)
-        yield url
+        yield url, clusters
     finally:
         proc.terminate()
         try:
@@ -133,15 +142,17 @@ def _scores(pg) -> list[float]:
     return [float(re.search(r"score\s+([0-9.]+)", t).group(1)) for t in texts]
 
 
-def test_pages_in_browser(server, page, shots):
+def test_pages_in_browser(server, page, shots, pipeline_built: Built):
+    server, clusters = server
     pg = page
+    points = pipeline_built.report["points"]
     # Browse
     pg.goto(f"{server}/?page=Browse")
     total = pg.get_by_text(re.compile(r"\d+ items match")).first
     total.wait_for()
     _settle(pg)
-    assert re.match(r"111 items match", total.inner_text()), total.inner_text()
-    assert pg.locator("[data-testid='stImage'] img").count() >= 24
+    assert re.match(rf"{points} items match", total.inner_text()), total.inner_text()
+    pg.locator("[data-testid='stImage'] img").nth(23).wait_for()  # the first page's 24 thumbnails
     _shot(pg, shots, "browse")
 
     # Browse -> Similar (first card's button)
@@ -180,14 +191,18 @@ def test_pages_in_browser(server, page, shots):
     head = pg.get_by_text(re.compile(r"\d+ clusters")).first
     head.wait_for()
     _settle(pg)
-    assert int(re.match(r"(\d+) clusters", head.inner_text()).group(1)) >= 1
+    assert int(re.match(r"(\d+) clusters", head.inner_text()).group(1)) == clusters
+    for tier in P.Tier:  # the real run's clusters of every tier are on the page
+        assert pg.get_by_text(re.compile(rf"— tier {tier.value} —")).count() >= 1, tier
+    for _, original, duplicate in pipeline_built.corpus.pairs():
+        assert pg.get_by_text(original, exact=True).count() >= 1 and pg.get_by_text(duplicate, exact=True).count() >= 1
     assert pg.get_by_text("canonical").count() >= 1
     assert pg.get_by_text(re.compile(r"Split leakage")).count() == 1
     _shot(pg, shots, "duplicates")
 
     # Map
     pg.goto(f"{server}/?page=Map")
-    pts = pg.get_by_text(re.compile(r"111 points")).first
+    pts = pg.get_by_text(re.compile(rf"{points} points")).first
     pts.wait_for()
     pg.locator("canvas, svg.marks").first.wait_for()
     _settle(pg)

@@ -164,7 +164,7 @@ def test_dockerfile_installs_the_project_with_pinned_torch():
         for path in src.split():
             assert (REPO / path).exists(), f"Dockerfile copies {path}, which is not in the repository"
     ignore = (REPO / "docker" / "Dockerfile.dockerignore").read_text()
-    for path in ("pyproject.toml", "README.md", "recommender/", "flows/", "dashboard/"):
+    for path in ("pyproject.toml", "README.md", "recommender/", "flows/", "cli/", "api/", "dashboard/"):
         assert f"!{path}" in ignore, f"{path} is excluded from the build context"
     for name, svc in yaml.safe_load(COMPOSE.read_text())["services"].items():
         build = svc.get("build")

@@ -1,58 +1,57 @@
-"""The Streamlit dashboard driven with AppTest on a collection ingested from samples/.
+"""The Streamlit dashboard driven with AppTest on the collection the real pipeline built.
 
-One module-scoped collection: the real Prefect ingest flow over samples/ (with
-metadata.csv) into a tmp data home, then the real dedup engine labels clusters.
-Every page's main interaction is exercised and its output checked.
+The session's `pipeline_built` collection: the planted corpus (tests/corpus.py: sample
+paintings and MRI slices, a cut NIfTI volume, planted exact/copy/near duplicates,
+metadata.csv) ingested by the Prefect flow and swept by the dedupe. Every page's main
+interaction is exercised and its output checked against what that run wrote.
 """
 
 from __future__ import annotations
 
-import shutil
+import re
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.demo_data import SAMPLES, sample_home_once
-from recommender.catalog import Catalog
+from corpus import SEED, Built
+from recommender import payload as P
 from recommender.browse import duplicate_clusters
-from recommender.settings import get_settings
+from recommender.catalog import Catalog
 from recommender.store import open_store
 
+pytestmark = pytest.mark.slow
+
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-COLLECTION = "dash_samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 @pytest.fixture(scope="module")
-def sample_home(tmp_path_factory, prefect_harness) -> dict:
-    """Ingest samples/ once; return what the pages should show (read before the app opens the store)."""
-    pristine = sample_home_once(tmp_path_factory.getbasetemp() / "dash_pristine", COLLECTION)
-    home = tmp_path_factory.mktemp("dash_home") / "home"
-    shutil.copytree(pristine, home)
-    cfg = get_settings(home=home, collection=COLLECTION)
+def sample_home(pipeline_built: Built, tmp_path_factory) -> dict:
+    """A module copy of the pipeline-built home; what the pages should show (read before the app opens the store)."""
+    cfg = pipeline_built.copy_home(tmp_path_factory.mktemp("dash_home") / "home")
     store = open_store(cfg)
     try:
         items = list(store.scroll())
-        landscape = store.facet("genre").get("Landscape", 0)
+        landscape = store.facet(P.GENRE).get("Landscape", 0)
         clusters = duplicate_clusters(store)
     finally:
         store.close()
     cat = Catalog(cfg.catalog_path)
-    report = cat.runs(COLLECTION)[0]["report"]
+    report = cat.runs(cfg.collection)[0]["report"]
     cat.close()
-    clustered = sum(len(c.members) for c in clusters)
-    by_path = {p["path"]: pid for pid, p, _ in items}
+    by_path = {p[P.PATH]: pid for pid, p, _ in items}
     return {
-        "home": home, "count": len(items), "landscape": landscape, "clustered": clustered, "clusters": clusters,
-        "report": report, "by_path": by_path,
-        "seed": by_path[str(SAMPLES / "art" / "landscape" / "cl010052607.jpg")],
+        "home": cfg.home, "collection": cfg.collection, "count": len(items), "landscape": landscape,
+        "clusters": clusters, "report": report, "by_path": by_path, "payloads": {pid: p for pid, p, _ in items},
+        "seed": by_path[pipeline_built.corpus.path(SEED)], "built": pipeline_built,
     }
 
 
 @pytest.fixture
 def app(sample_home, isolated_home, monkeypatch) -> AppTest:
     monkeypatch.setenv("RECOMMENDER_HOME", str(sample_home["home"]))
-    monkeypatch.setenv("RECOMMENDER_COLLECTION", COLLECTION)
+    monkeypatch.setenv("RECOMMENDER_COLLECTION", sample_home["collection"])
     at = AppTest.from_file(str(APP), default_timeout=120)
     return at
 
@@ -72,6 +71,18 @@ def _result_scores(at: AppTest) -> list[float]:
     return [float(m.value.split("**")[1]) for m in at.markdown if m.value.startswith("score **")]
 
 
+def _shown_clusters(at: AppTest) -> list[tuple[str, set[str]]]:
+    """(tier, member file names) of every cluster on the Duplicates page, read from its markdown."""
+    shown: list[tuple[str, set[str]]] = []
+    for m in at.markdown:
+        head = re.match(r"\*\*Cluster\*\* `[^`]+` — tier \*\*(\w+)\*\*", m.value)
+        if head:
+            shown.append((head.group(1), set()))
+        elif shown and (name := re.search(r"\n`([^`]+)`$", m.value)):
+            shown[-1][1].add(name.group(1))
+    return shown
+
+
 def test_browse_grid_filters_pagination_and_detail(app, sample_home):
     at = app
     at.run()
@@ -85,6 +96,11 @@ def test_browse_grid_filters_pagination_and_detail(app, sample_home):
     assert f"**{sample_home['landscape']}** items match (of {sample_home['count']})" in _markdown(at)
     assert len(at.image) == sample_home["landscape"]
     at.selectbox(key="browse_f_genre").set_value("(any)").run()
+    at.selectbox(key="browse_f_tier").set_value(P.Tier.COPY.value).run()  # the schema's facets include the dedup tier
+    plants = [p for p in sample_home["built"].corpus.plants if p.tier == P.Tier.COPY]
+    copies = len(plants) + len({p.original for p in plants})  # the canonical carries its cluster's tier
+    assert f"**{copies}** items match" in _markdown(at)
+    at.selectbox(key="browse_f_tier").set_value("(any)").run()
     at.button(key="browse_next").click().run()
     assert "page 2 of" in _markdown(at)
     # detail view of one item
@@ -93,21 +109,32 @@ def test_browse_grid_filters_pagination_and_detail(app, sample_home):
     first.click().run()
     assert at.subheader, "detail view did not open"
     fields = {row["field"]: row["value"] for row in at.dataframe[0].value.to_dict("records")}
-    assert fields["path"].startswith(str(SAMPLES))
+    assert fields[P.PATH].startswith(str(sample_home["built"].corpus.root))
     assert at.session_state["detail_id"] == pid
 
 
-def test_browse_detail_shows_duplicate_cluster(app, sample_home):
-    assert sample_home["clusters"], "the sample corpus has known duplicates; the dedup engine found none"
-    cluster = sample_home["clusters"][0]
-    member = next(m for m in cluster.members if not m.canonical)
+def test_browse_detail_shows_duplicate_cluster_with_byte_copies(app, sample_home):
+    built = sample_home["built"]
+    plant = next(p for p in built.corpus.plants if p.tier == P.Tier.EXACT and "bytes" in p.relpath)
+    original = sample_home["by_path"][built.corpus.path(plant.original)]
     at = app
-    at.session_state["detail_id"] = member.id
+    at.session_state["detail_id"] = original
     at.run()
+    assert not at.exception, at.exception
     text = _markdown(at)
-    assert f"**Duplicate cluster** `{cluster.cluster_id}`" in text
-    assert "★ **canonical**" in text
-    assert "← this item" in text
+    cid = sample_home["payloads"][original][P.CLUSTER_ID]
+    assert f"**Duplicate cluster** `{cid}` — tier **exact**, 2 items" in text
+    assert "★ **canonical**" in text and "← this item" in text and "same bytes" in text
+
+
+def test_browse_detail_of_a_slice_shows_its_near_cluster(app, sample_home):
+    built = sample_home["built"]
+    slice_id = sample_home["by_path"][str(built.corpus.volume)]  # any slice of the cut volume
+    at = app
+    at.session_state["detail_id"] = slice_id
+    at.run()
+    assert not at.exception, at.exception
+    assert re.search(r"\*\*Duplicate cluster\*\* `[^`]+` — tier \*\*near\*\*, \d+ items", _markdown(at))
 
 
 def test_browse_to_similar_then_positive_example(app, sample_home):
@@ -146,11 +173,12 @@ def test_similar_filters_one_per_group_and_diversity(app, sample_home):
     at.session_state["sim_item"] = sample_home["seed"]
     _open(at, "Similar")
     at.selectbox(key="sim_f_collection").set_value("art").run()
-    art_paths = [p for p in sample_home["by_path"] if "/art/" in p]
-    assert f"**{min(12, len(art_paths) - 1)} results**" in _markdown(at)
+    assert "**12 results**" in _markdown(at)
     cards = [b.key.removeprefix("sim-like-") for b in at.button if b.key and b.key.startswith("sim-like-")]
-    ids_art = {sample_home["by_path"][p] for p in art_paths}
-    assert cards and set(cards) <= ids_art
+    art = {pid for pid, p in sample_home["payloads"].items() if p.get("collection") == "art"}
+    assert len(cards) == 12 and set(cards) <= art
+    clusters = [sample_home["payloads"][c].get(P.CLUSTER_ID) for c in cards]
+    assert len({c for c in clusters if c}) == sum(1 for c in clusters if c), "copies of one picture collapse to one"
     at.selectbox(key="sim_group").set_value("genre").run()
     text = _markdown(at)
     assert "**4 results**" in text  # four genres in the art samples: one per group
@@ -175,24 +203,38 @@ def test_search_text_unavailable_and_image_upload(app, sample_home):
     assert any("notes.png" in e.value or "upload" in e.value for e in at.error)
 
 
-def test_duplicates_tiers_leakage_and_export(app, sample_home):
+def test_duplicates_shows_exact_copy_and_near_clusters_of_the_real_run(app, sample_home):
+    """Every planted duplicate (and the samples' natural exact pair) is shown in a cluster of its tier."""
+    corpus = sample_home["built"].corpus
     at = _open(app, "Duplicates")
     clusters = sample_home["clusters"]
     text = _markdown(at)
     assert f"**{len(clusters)} clusters**" in text
-    assert "★ **canonical**" in text and "cos 1.000" in text
+    assert "★ **canonical**" in text and "cos 1.000" in text and "same bytes" in text
     assert at.get("download_button"), "CSV export button missing"
-    tiers = sorted({c.tier for c in clusters})
-    at.radio(key="dup_tier").set_value(tiers[0]).run()
-    n = sum(1 for c in clusters if c.tier == tiers[0])
-    assert f"**{n} clusters**" in _markdown(at)
+    for tier in P.Tier:
+        at.radio(key="dup_tier").set_value(tier.value).run()
+        assert not at.exception, at.exception
+        n = sum(1 for c in clusters if c.tier == tier)
+        assert f"**{n} clusters**" in _markdown(at)
+        shown = _shown_clusters(at)
+        assert shown and {t for t, _ in shown} == {tier.value}
+        for want, original, duplicate in corpus.pairs():
+            if want == tier:
+                assert any({original, duplicate} <= names for _, names in shown), (tier, original, duplicate, shown)
+    assert any(set(corpus.slices[:2]) <= names for _, names in shown), shown  # nearby slices: near
+    at.radio(key="dup_tier").set_value("all").run()
+    leak = at.dataframe[0].value
+    leaking = " ".join(leak["paths"])
+    for name in ("Te-me_0135.jpg", "Tr-me_0071.jpg", "landscape_bytes_copy.jpg", "naturmort_small.jpg"):
+        assert name in leaking  # clusters with members in both splits
     assert any("Split leakage" in s.value for s in at.subheader)
 
 
 def test_map_projection_cached_and_colour(app, sample_home):
     at = _open(app, "Map")
     assert f"**{sample_home['count']} points**" in _markdown(at)
-    assert (Path(sample_home["home"]) / "projections" / f"{COLLECTION}.parquet").is_file()
+    assert (Path(sample_home["home"]) / "projections" / f"{sample_home['collection']}.parquet").is_file()
     assert at.selectbox(key="map_color").value == "collection"
     at.selectbox(key="map_color").set_value("genre").run()
     assert not at.exception, at.exception
@@ -220,14 +262,12 @@ def test_empty_collection_says_how_to_ingest(isolated_home, monkeypatch):
     assert any("recommender ingest" in i.value for i in at.info)
 
 
-def test_store_held_by_an_ingest_shows_a_clear_message(tmp_path_factory, sample_home, isolated_home, monkeypatch):
+def test_store_held_by_an_ingest_shows_a_clear_message(pipeline_home, sample_home, isolated_home, monkeypatch):
     """While another holder (an ingest) has the embedded store, pages say so instead of crashing."""
-    home = tmp_path_factory.mktemp("locked") / "home"
-    shutil.copytree(tmp_path_factory.getbasetemp() / "dash_pristine", home)
-    holder = open_store(get_settings(home=home, collection=COLLECTION))
+    holder = open_store(pipeline_home)
     try:
-        monkeypatch.setenv("RECOMMENDER_HOME", str(home))
-        monkeypatch.setenv("RECOMMENDER_COLLECTION", COLLECTION)
+        monkeypatch.setenv("RECOMMENDER_HOME", str(pipeline_home.home))
+        monkeypatch.setenv("RECOMMENDER_COLLECTION", pipeline_home.collection)
         at = AppTest.from_file(str(APP), default_timeout=60)
         at.run()
         assert not at.exception, at.exception

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from recommender.decode import DecodeError, DecodeOptions, decode_file, decode_image_bytes
+from recommender.decode import DecodeError, DecodeOptions, decode_file, decode_image_bytes, load_image
 
 ART = sorted((Path(__file__).resolve().parents[1] / "samples" / "art").rglob("*.jpg"))
 
@@ -139,24 +138,64 @@ def test_decode_image_bytes_refuses_empty_upload():
         decode_image_bytes(b"", "upload", 1000)
 
 
-def test_pipeline_decodes_to_uint8_tensors_and_reports_failures(tmp_path):
-    from recommender.pipeline import IngestJob
+def test_dedup_fingerprints_files_exactly_as_ingest_decodes_them(tmp_path):
+    """The dedup engine's fingerprint of a file = the payload ingest stores for it (same decode, same hashes)."""
+    from recommender.dedup import fingerprint_file, fingerprint_payload
+
+    f = _good_files(tmp_path / "good")
+    big = _save(Image.fromarray(np.random.default_rng(1).integers(0, 255, (1200, 1800, 3), dtype=np.uint8)),
+                tmp_path / "big.jpg", quality=90)
+    for options in (DecodeOptions(), DecodeOptions(draft_size=256)):
+        for path in [*f.values(), big]:
+            item = decode_file(path, options=options)[0]
+            assert np.array_equal(np.asarray(load_image(path, options)), np.asarray(item.image)), path
+            fp = fingerprint_file(path, options=options)[0]
+            stored = fingerprint_payload(item.image, item.content_hash)
+            assert (f"{fp.phash:016x}", f"{fp.phash_mirror:016x}", fp.pixel_hash) == (
+                stored["phash"], stored["phash_mirror"], stored["pixel_hash"]), path
+            assert fp.sha256 == item.content_hash and fp.error is None and fp.key == ""
+            assert (fp.width, fp.height) == (item.payload["width"], item.payload["height"])  # displayed, undrafted size
+    bad = _bad_files(tmp_path / "bad")
+    fp = fingerprint_file(bad["truncated"])[0]
+    assert fp.error and "truncated" in fp.error and fp.path == str(bad["truncated"])
+
+
+def test_grey_decode_is_the_stored_jpeg_luma_with_exif_applied(tmp_path):
+    """Verification decodes luminance through the same module: EXIF applied, a JPEG's Y channel as stored."""
+    import cv2
+
+    f = _good_files(tmp_path)
+    grey = load_image(f["exif"], DecodeOptions(grey=True))
+    assert grey.mode == "L" and grey.size == (30, 60)  # rotated like the RGB decode
+    arr = np.asarray(grey)
+    assert 60 <= arr[5, 15] <= 95 and 15 <= arr[55, 15] <= 45  # red luma ~76 on top, blue ~29 below
+    art = ART[0]
+    assert np.array_equal(np.asarray(load_image(art, DecodeOptions(grey=True))),
+                          cv2.imdecode(np.frombuffer(art.read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE))
+    pal = load_image(f["palette_t"], DecodeOptions(grey=True))
+    assert pal.mode == "L" and np.asarray(pal)[5, 2] == 255  # non-JPEG: the RGB decode (transparency on white), as L
+
+
+@pytest.mark.slow
+def test_embed_stage_embeds_good_files_and_reports_failures(tmp_path):
+    from recommender.ingest import EmbedSpec, embed_files, scan_source
     from recommender.settings import get_settings
 
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(ART[0], src / "a.jpg")
     (src / "empty.jpg").write_bytes(b"")
-    job = IngestJob(get_settings(home=tmp_path / "h", device="cpu", batch_size=4), src)
-    try:
-        decoded = job.decode(job.scan()).files
-    finally:
-        job.close()
-    by_name = {Path(df.file.path).name: df for df in decoded}
-    assert by_name["a.jpg"].tensors[0].dtype == torch.uint8 and tuple(by_name["a.jpg"].tensors[0].shape) == (3, 224, 224)
-    assert "empty file" in by_name["empty.jpg"].error and not by_name["empty.jpg"].tensors
+    spec = EmbedSpec.from_settings(get_settings(home=tmp_path / "h", device="cpu", batch_size=4))
+    chunk = embed_files(scan_source(src), spec)
+    by_name = {Path(ef.file.path).name: ef for ef in chunk.files}
+    good, empty = by_name["a.jpg"], by_name["empty.jpg"]
+    assert good.vectors.dtype == np.float32 and good.vectors.shape == (1, 1280)
+    assert abs(float(np.linalg.norm(good.vectors[0])) - 1) < 1e-5
+    assert good.payloads[0]["width"] == Image.open(ART[0]).width and len(good.payloads[0]["phash"]) == 16
+    assert "empty file" in empty.error and empty.vectors is None and not empty.keys
 
 
+@pytest.mark.slow
 def test_ingest_flow_refuses_each_bad_file_and_embeds_the_good_ones(tmp_path):
     from flows.ingest import ingest_flow
     from recommender.settings import get_settings
@@ -176,9 +215,11 @@ def test_ingest_flow_refuses_each_bad_file_and_embeds_the_good_ones(tmp_path):
     assert report["points"] >= len(good)  # the solid-colour fakes may share a vector point only if bytes match
 
 
-def test_process_keeps_file_order_across_workers_and_stops_near_max_items(tmp_path):
-    """Workers race, but dedupe runs in file order: the first of two identical files is the new one."""
-    from recommender.pipeline import IngestJob
+@pytest.mark.slow
+def test_duplicates_are_decided_in_file_order_whatever_the_worker_timing(tmp_path):
+    """Workers race, but the writer classifies in file order: the first of two identical files is the new one."""
+    from recommender.catalog import Catalog
+    from recommender.ingest import run_ingest
     from recommender.settings import get_settings
 
     src = tmp_path / "src"
@@ -186,58 +227,48 @@ def test_process_keeps_file_order_across_workers_and_stops_near_max_items(tmp_pa
     order = [ART[0], ART[1], ART[0], ART[2], ART[1], ART[3]]  # 3.jpg and 5.jpg repeat 1.jpg and 2.jpg
     for i, p in enumerate(order, start=1):
         shutil.copy(p, src / f"{i}.jpg")
-    expected = ["new", "new", "duplicate", "new", "duplicate", "new"]
     for run in range(3):
-        cfg = get_settings(home=tmp_path / f"h{run}", device="cpu", batch_size=1, decode_workers=3)
-        job = IngestJob(cfg, src)
+        cfg = get_settings(home=tmp_path / f"h{run}", device="cpu", batch_size=1, decode_workers=3, chunk_items=2,
+                           chunks_ahead=2)
+        report = run_ingest(cfg, src)
+        assert (report.new, report.duplicate, report.points) == (4, 2, 4)
+        catalog = Catalog(cfg.catalog_path)
         try:
-            files = job.plan(job.scan())
-            batches, rest = job.process(files)
-            assert rest == []
-            statuses = [b.statuses[0] for b in batches]
-            assert [Path(b.files[0].file.path).name for b in batches] == [f"{i}.jpg" for i in range(1, 7)]
-            assert statuses == expected
-            assert all(b.vectors is not None and b.vectors.shape == (1, 1280) for b, st in zip(batches, statuses) if st == "new")
-            first, rest = job.process(files, max_items=2)
-            assert 2 <= len(first) < len(files) and [b.files[0].file for b in first] + rest == files
+            statuses = {Path(p).name: r.status for p, r in catalog.files(cfg.collection).items()}
         finally:
-            job.close()
+            catalog.close()
+        assert statuses == {"1.jpg": "ok", "2.jpg": "ok", "3.jpg": "duplicate", "4.jpg": "ok", "5.jpg": "duplicate",
+                            "6.jpg": "ok"}
 
 
-def test_process_raises_a_worker_failure_instead_of_hanging(tmp_path, monkeypatch):
-    """A batch that fails outside the per-file error handling still passes its dedupe turn."""
-    import threading
-
-    from recommender.pipeline import IngestJob
+@pytest.mark.slow
+def test_a_failing_embed_call_fails_the_run_clearly_and_frees_the_collection(tmp_path, monkeypatch):
+    """A batch that fails outside the per-file error handling fails the run (no hang) and releases the lock."""
+    from recommender.catalog import Catalog
+    from recommender.ingest import embed, run_ingest
     from recommender.settings import get_settings
 
     src = tmp_path / "src"
     src.mkdir()
     for i, p in enumerate(ART[:4]):
         shutil.copy(p, src / f"{i}.jpg")
-    job = IngestJob(get_settings(home=tmp_path / "h", device="cpu", batch_size=1, decode_workers=2), src)
-    real, calls = job.decode, []
+    cfg = get_settings(home=tmp_path / "h", device="cpu", batch_size=1, decode_workers=2)
+    real, calls = embed._embed_group, []
 
-    def flaky(files):
-        calls.append(files)
-        if len(calls) == 1:
-            raise RuntimeError("decoder bug")
-        return real(files)
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("model bug")
+        return real(*args)
 
-    monkeypatch.setattr(job, "decode", flaky)
-    outcome: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            job.process(job.plan(job.scan()))
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
-            outcome.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout=120)
+    monkeypatch.setattr(embed, "_embed_group", flaky)
+    with pytest.raises(RuntimeError, match="model bug"):
+        run_ingest(cfg, src)
+    catalog = Catalog(cfg.catalog_path)
     try:
-        assert not t.is_alive(), "process() hung after a worker failed"
-        assert outcome and "decoder bug" in str(outcome[0])
+        run = catalog.runs(cfg.collection)[0]
     finally:
-        job.close()
+        catalog.close()
+    assert run["status"] == "failed" and "model bug" in run["report"]["error"]
+    monkeypatch.setattr(embed, "_embed_group", real)
+    assert run_ingest(cfg, src).new == 4  # the lock was released and nothing half-written is in the way

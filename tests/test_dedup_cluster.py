@@ -1,4 +1,4 @@
-"""Union-find clustering, the canonical policy and tier nesting (pure logic, no images)."""
+"""Connected-component clustering, the canonical policy and tier nesting (pure logic, no images)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from recommender.dedup.cluster import UnionFind, build_members, choose_canonical, connected_labels
+from recommender.dedup.cluster import build_members, choose_canonical, connected_labels
 from recommender.dedup.hashing import Fingerprint
 
 
@@ -14,12 +14,9 @@ def fp(id: str, w: int = 10, h: int = 10, seq: float = 0.0, path: str | None = N
     return Fingerprint(id, path or f"/data/{id}.jpg", w, h, seq, f"sha-{id}", f"px-{id}", 0, 0)
 
 
-def test_union_find_merges_transitively_and_keeps_others_apart():
-    uf = UnionFind(6)
-    uf.union(0, 1)
-    uf.union(1, 2)
-    uf.union(4, 5)
-    labels = uf.labels()
+def test_connected_labels_merge_transitively_and_keep_others_apart():
+    labels = connected_labels(6, np.array([0, 1, 4, 2]), np.array([1, 2, 5, 0]))  # a cycle and a repeated edge
+    assert len(labels) == 6
     assert labels[0] == labels[1] == labels[2]
     assert labels[4] == labels[5]
     assert len({labels[0], labels[3], labels[4]}) == 3

@@ -46,6 +46,7 @@ def test_no_payload_key_no_report():
 
 
 @pytest.mark.skipif(not MRI.is_dir(), reason="shared corpora not mounted")
+@pytest.mark.slow
 def test_every_cross_split_exact_duplicate_of_brain_mri_is_reported():
     rows = list(csv.DictReader(open(MRI / "labels.csv")))
     paths = [str(MRI / r["path"]) for r in rows]

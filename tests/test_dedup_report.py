@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from recommender.decode import load_image
 from recommender.dedup import DedupConfig, DedupEngine, write_reports
-from recommender.dedup.hashing import load_rgb
 
 ART = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "art-louvre" / "images"
 pytestmark = pytest.mark.skipif(not ART.is_dir(), reason="shared corpora not mounted")
@@ -24,11 +24,11 @@ def test_write_reports_round_trip(tmp_path):
     data.mkdir()
     paths = []
     for k, s in enumerate(src):
-        img = load_rgb(s.read_bytes()).resize((160, 160))
+        img = load_image(s).resize((160, 160))
         img.save(data / f"{k}.png")
         paths.append(data / f"{k}.png")
     shutil.copy(paths[0], data / "0_copy.png")
-    load_rgb(paths[1].read_bytes()).resize((80, 80)).save(data / "1_small.jpg", quality=90)
+    load_image(paths[1]).resize((80, 80)).save(data / "1_small.jpg", quality=90)
     paths += [data / "0_copy.png", data / "1_small.jpg"]
     payloads = [{"split": "train"}, {"split": "train"}, {"split": "train"}, {"split": "test"}, {"split": "train"}]
     res = DedupEngine(DedupConfig(workers=0)).run(paths, payloads=payloads)

@@ -1,7 +1,8 @@
 """Each tier on real paintings: exact re-saves, transformed copies, and a different shot of a scene.
 
-Real images from the shared art-louvre corpus, the real MobileNetV2 ImageNet
-embedder and the real ORB verifier; nothing is mocked.
+Real images from the shared art-louvre corpus, the project's real MobileNetV2 ImageNet
+embedder and the real ORB verifier; nothing is mocked. Files are decoded by
+`recommender.decode`, as ingest decodes them.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from recommender.dedup import DedupConfig, DedupEngine
+from recommender.decode import load_image
+from recommender.dedup import DedupConfig, DedupEngine, fingerprint_files
 from recommender.dedup.evaluate import level_labels
-from recommender.dedup.hashing import fingerprint_files, load_rgb, phash_pair
+from recommender.dedup.hashing import phash_pair
 from recommender.dedup.transforms import TRANSFORMS, save_kwargs
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
@@ -32,9 +34,9 @@ pytestmark = pytest.mark.skipif(not ART.is_dir(), reason="shared corpora not mou
 
 @pytest.fixture(scope="module")
 def embedder():
-    from recommender.dedup.embed import torchvision_mobilenet_v2
+    from recommender.dedup.embed import model_embedder
 
-    return torchvision_mobilenet_v2()
+    return model_embedder("mobilenet_v2")[0]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def planted(tmp_path_factory, embedder):
     paths, origin, transform = [], [], []
     for g, rel in enumerate(ORIGINALS):
         src = ART / rel
-        img = load_rgb(src.read_bytes()).resize((320, 320), Image.Resampling.LANCZOS)  # small = fast
+        img = load_image(src).resize((320, 320), Image.Resampling.LANCZOS)  # small = fast
         base = work / f"{g}_original.png"
         img.save(base)
         paths.append(base), origin.append(g), transform.append("original")
@@ -63,7 +65,7 @@ def planted(tmp_path_factory, embedder):
 
 
 def test_flip_invariant_phash_matches_imagehash():
-    img = load_rgb((ART / ORIGINALS[0]).read_bytes())
+    img = load_image(ART / ORIGINALS[0])
     h, m = phash_pair(img)
     # imagehash's algorithm on our thumbnail (its own 32x32 resize of a 32x32 image is the identity)
     thumb = img.convert("L").resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=2.0)
@@ -74,7 +76,7 @@ def test_flip_invariant_phash_matches_imagehash():
 
 
 def test_exact_tier_bytes_and_decoded_pixels(tmp_path):
-    img = load_rgb((ART / ORIGINALS[1]).read_bytes()).resize((200, 200))
+    img = load_image(ART / ORIGINALS[1]).resize((200, 200))
     img.save(tmp_path / "a.png")
     shutil.copy(tmp_path / "a.png", tmp_path / "a_copy.png")
     img.save(tmp_path / "a_resaved.png", compress_level=9)  # other bytes, same pixels
@@ -175,7 +177,7 @@ def test_match_new_items_against_an_existing_collection(planted, embedder):
     result, origin, transform, paths = planted
     old = [k for k in range(len(paths)) if transform[k] == "original" or origin[k] == 100]
     new = [k for k in range(len(paths)) if transform[k] in ("png_resave", "crop10", "text") or origin[k] == 101]
-    emb = np.asarray(embedder([load_rgb(Path(paths[k]).read_bytes()) for k in old + new]))
+    emb = np.asarray(embedder([load_image(paths[k]) for k in old + new]))
     engine = DedupEngine(DedupConfig(workers=0))
     m = match_new_items(engine, [result.items[k] for k in new], emb[len(old):], [result.items[k] for k in old],
                         search=numpy_search(emb[: len(old)]))

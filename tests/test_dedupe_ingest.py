@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import shutil
 from pathlib import Path
@@ -9,14 +11,16 @@ from pathlib import Path
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.main import app
 from flows.ingest import ingest_flow
-from recommender.cli import app
 from recommender.recommend import Recommender
 from recommender.settings import get_settings
 from recommender.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 ART = sorted((REPO / "samples" / "art").rglob("*.jpg"))
+
+pytestmark = pytest.mark.slow  # Prefect flows
 
 
 def _copies(original: Path, folder: Path) -> list[Path]:

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.main import app
 from flows.ingest import ingest_flow
-from recommender.cli import app
 from recommender.errors import MetadataError, ModelMismatchError, NotFoundError
 from recommender.recommend import Recommender
 from recommender.settings import get_settings
@@ -24,6 +24,7 @@ def _settings(home: Path, **kw):
     return get_settings(home=home, **kw)
 
 
+@pytest.mark.slow
 def test_ingest_twice_second_run_changes_nothing(tmp_path, sample_copy):
     cfg = _settings(tmp_path / "h")
     meta = sample_copy / "metadata.csv"
@@ -36,6 +37,7 @@ def test_ingest_twice_second_run_changes_nothing(tmp_path, sample_copy):
     assert second["failed"] == first["failed"]
 
 
+@pytest.mark.slow
 def test_exact_duplicate_files_share_one_point(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -46,6 +48,7 @@ def test_exact_duplicate_files_share_one_point(tmp_path):
     assert (r["new"], r["duplicate"], r["points"]) == (2, 1, 2)
 
 
+@pytest.mark.slow
 def test_corrupt_and_non_image_files_fail_with_reason_others_ingested(tmp_path, art_source):
     src = art_source(5)
     (src / "broken.jpg").write_bytes(ART[5].read_bytes()[:2000])
@@ -57,6 +60,7 @@ def test_corrupt_and_non_image_files_fail_with_reason_others_ingested(tmp_path, 
     assert "not a recognised image" in reasons["report.pdf"]
 
 
+@pytest.mark.slow
 def test_nearest_neighbour_of_a_resized_crop_is_its_original(tmp_path):
     """Real MobileNetV2 weights: a resized, cropped copy finds its original among unrelated paintings and scans."""
     src = tmp_path / "src"
@@ -85,6 +89,7 @@ def test_nearest_neighbour_of_a_resized_crop_is_its_original(tmp_path):
         assert str(original.resolve()) not in {r.path for r in collapsed}
 
 
+@pytest.mark.slow
 def test_metadata_becomes_payload_and_filters_apply(tmp_path, sample_copy):
     cfg = _settings(tmp_path / "h")
     ingest_flow(str(sample_copy), str(sample_copy / "metadata.csv"), settings=cfg.model_dump(mode="json"))
@@ -99,6 +104,7 @@ def test_metadata_becomes_payload_and_filters_apply(tmp_path, sample_copy):
     assert all(r.payload["collection"] == "medical" for r in results)
 
 
+@pytest.mark.slow
 def test_other_model_into_same_collection_is_refused(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -115,6 +121,7 @@ def test_other_model_into_same_collection_is_refused(tmp_path):
         store.close()
 
 
+@pytest.mark.slow
 def test_metadata_without_path_column_names_the_problem(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -125,6 +132,7 @@ def test_metadata_without_path_column_names_the_problem(tmp_path):
         ingest_flow(str(src), str(bad), settings=_settings(tmp_path / "h").model_dump(mode="json"))
 
 
+@pytest.mark.slow
 def test_unknown_item_is_a_clear_error(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -139,6 +147,7 @@ def test_unknown_item_is_a_clear_error(tmp_path):
         rec.close()
 
 
+@pytest.mark.slow
 def test_cli_ingest_json_and_similar_json(tmp_path, art_source):
     src = art_source(6)
     runner = CliRunner()

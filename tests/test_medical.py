@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from recommender.decode import DecodeError, DecodeOptions, decode_file
+from recommender.decode import DecodeError, DecodeOptions, decode_file, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_VOLUME = REPO / "samples" / "volumes" / "itk_kmeans_t1.nii.gz"
@@ -83,6 +83,28 @@ def test_nifti_volume_slices_skip_empty_and_follow_the_axis(tmp_path):
         decode_file(tmp_path / "broken.dcm")
 
 
+def test_slices_load_by_key_and_dedup_fingerprints_every_slice():
+    """load_image picks a slice by its item key; the dedup engine fingerprints volumes slice by slice."""
+    from recommender.dedup import fingerprint_files
+
+    items = decode_file(SAMPLE_VOLUME)
+    mid = items[len(items) // 2]
+    assert np.array_equal(np.asarray(load_image(SAMPLE_VOLUME, key=mid.key)), np.asarray(mid.image))
+    assert np.array_equal(np.asarray(load_image(SAMPLE_VOLUME)), np.asarray(items[0].image))
+    with pytest.raises(DecodeError, match="has no item") as info:
+        load_image(SAMPLE_VOLUME, key=f"{SAMPLE_VOLUME}#9999")
+    assert info.value.path == str(SAMPLE_VOLUME)
+    frames = decode_file(_testdata("rtdose.dcm"))
+    assert np.array_equal(np.asarray(load_image(_testdata("rtdose.dcm"), DecodeOptions(grey=True), frames[3].key)),
+                          np.asarray(frames[3].image.convert("L")))
+    fps = fingerprint_files([SAMPLE_VOLUME], ids=["vol"], workers=0)
+    assert [fp.key for fp in fps] == [it.key for it in items]
+    assert [fp.id for fp in fps] == [f"vol#{it.payload['slice_index']}" for it in items]
+    assert all(fp.path == str(SAMPLE_VOLUME) and fp.sha256 == it.content_hash and fp.error is None
+               and fp.payload["volume"] == it.payload["volume"] for fp, it in zip(fps, items))
+
+
+@pytest.mark.slow
 def test_dicom_and_nifti_ingest_as_slices_through_the_flow(tmp_path):
     from flows.ingest import ingest_flow
     from recommender.settings import get_settings

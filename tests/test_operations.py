@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from flows.ingest import ingest_flow
 from recommender.catalog import Catalog
@@ -49,6 +48,7 @@ def _state(cfg) -> tuple[dict, dict]:
     return points, files
 
 
+@pytest.mark.slow
 def test_incremental_add_change_delete(tmp_path, art_source):
     src = art_source(4)
     cfg = get_settings(home=tmp_path / "h")
@@ -67,6 +67,7 @@ def test_incremental_add_change_delete(tmp_path, art_source):
     assert check(cfg).consistent
 
 
+@pytest.mark.slow
 def test_delete_one_of_two_identical_files_keeps_the_point(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -81,6 +82,7 @@ def test_delete_one_of_two_identical_files_keeps_the_point(tmp_path):
     assert [v[0] for v in points.values()] == [str((src / "b.jpg").resolve())]
 
 
+@pytest.mark.slow
 def test_mark_instead_of_remove(tmp_path, art_source):
     src = art_source(2)
     cfg = get_settings(home=tmp_path / "h", on_delete="mark")
@@ -102,7 +104,7 @@ def _ingest_subprocess(src: Path, home: Path, tag: str = "") -> subprocess.Popen
     env = {**os.environ, "RECOMMENDER_HOME": str(home), "RECOMMENDER_BATCH_SIZE": "2", "RECOMMENDER_CHUNK_ITEMS": "4",
            "PREFECT_HOME": str(home / f"prefect{tag}"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    return subprocess.Popen([sys.executable, "-m", "recommender.cli", "ingest", str(src), "--json"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "ingest", str(src), "--json"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -114,6 +116,7 @@ def _catalog_rows(home: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after_files", [0, 7])
 def test_sigkill_then_rerun_equals_clean_run(tmp_path, kill_after_files):
     """Kill the ingest process (SIGKILL) after N files are recorded; a rerun ends exactly like a clean run."""
@@ -141,6 +144,7 @@ def test_sigkill_then_rerun_equals_clean_run(tmp_path, kill_after_files):
     assert check(crashed).consistent
 
 
+@pytest.mark.slow
 def test_second_ingest_while_one_runs_fails_clearly(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -158,6 +162,7 @@ def test_second_ingest_while_one_runs_fails_clearly(tmp_path):
         holder.release()
 
 
+@pytest.mark.slow
 def test_two_concurrent_ingest_processes_never_corrupt_the_store(tmp_path, art_source):
     src = art_source(8)
     home = tmp_path / "h"
@@ -209,6 +214,7 @@ def test_transient_qdrant_failure_is_retried_permanent_one_is_not(tmp_path):
         real.close()
 
 
+@pytest.mark.slow
 def test_reembed_switches_alias_while_queries_keep_working(tmp_path, art_source):
     src = art_source(6)
     cfg = get_settings(home=tmp_path / "h")
@@ -249,6 +255,7 @@ def test_reembed_switches_alias_while_queries_keep_working(tmp_path, art_source)
     assert _run(src, cfg, model=f"resnet50:{ckpt}")["unchanged"] == 6
 
 
+@pytest.mark.slow
 def test_check_finds_and_repairs_differences(tmp_path, art_source):
     src = art_source(3)
     cfg = get_settings(home=tmp_path / "h")

@@ -19,6 +19,8 @@ from recommender.recommend import Recommender, parse_filters
 from recommender.settings import get_settings
 from recommender.store import open_store
 
+pytestmark = pytest.mark.slow  # Prefect ingest flows and real models
+
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 LANDSCAPE = "art/landscape/cl010052607.jpg"
 

@@ -16,10 +16,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from flows.ingest import ingest_flow
-from recommender.api import create_app
 from recommender.recommend import Recommender
 from recommender.settings import get_settings
+
+pytestmark = pytest.mark.slow  # Prefect ingest flows and real models
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 ARCH = "Tiny-ViT-RecText"

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
 from flows.ingest import ingest_flow
-from recommender.cli import app
 from recommender.errors import ConfigError
 from recommender.recommend import Recommender
 from recommender.retrieval_eval import evaluate, load_corpus, neighbours_recommender
 from recommender.settings import get_settings
+
+pytestmark = pytest.mark.slow  # Prefect ingest flows and real models
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

@@ -20,13 +20,15 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from recommender.cli import app
-from recommender.commands.schedule import deployment_name, flow_parameters
+from cli.main import app
+from cli.schedule import deployment_name, flow_parameters
 from recommender.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RUN_TIMEOUT_S = 180
+
+pytestmark = pytest.mark.slow  # Prefect flows
 
 
 def _free_port() -> int:

@@ -8,7 +8,8 @@ from dashboard import resources
 from dashboard.images import full_image
 from dashboard.nav import goto
 from dashboard.widgets import filter_selectors, grid, label_line
-from recommender.browse import cluster_of, get_item
+from recommender import payload as P
+from recommender.browse import get_item, item_cluster
 from recommender.errors import NotFoundError
 
 PAGE_SIZES = (24, 48, 96)
@@ -38,14 +39,16 @@ def _detail(store, point_id: str, fields: list[str]) -> None:
                 [{"field": k, "value": str(v)} for k, v in sorted(item.payload.items())],
                 hide_index=True, width="stretch",
             )
-        cid = item.payload.get("cluster_id")
-        if cid:
-            cluster = cluster_of(store, str(cid))
-            st.markdown(f"**Duplicate cluster** `{cid}` — tier **{cluster.tier}**, {len(cluster.members)} items")
+        cluster = item_cluster(store, item)
+        if cluster is not None:
+            st.markdown(f"**Duplicate cluster** `{cluster.cluster_id}` — tier **{cluster.tier}**, "
+                        f"{len(cluster.members)} items")
             cards = [{
-                "id": m.id, "path": m.path, "item_key": m.payload.get("item_key", ""),
+                "id": m.id, "path": m.path, "item_key": m.item_key,
                 "caption": ("★ **canonical**" if m.canonical else f"tier {m.tier}")
-                + (f" · cos {m.score:.3f}" if m.score is not None else "") + ("  ← this item" if m.id == item.id else ""),
+                + (" · same bytes" if m.byte_copy else "")
+                + (f" · cos {m.score:.3f}" if m.score is not None else "")
+                + ("  ← this item" if m.id == item.id and not m.byte_copy else ""),
             } for m in cluster.members]
             grid(cards, columns=6, key="detail-cluster")
         else:
@@ -97,8 +100,8 @@ def render() -> None:
     cards = [{
         "id": it.id, "path": it.path, "item_key": it.item_key,
         "caption": f"**{it.title}**  \n{label_line(it.payload, fields)}"
-        + ("  \n:material/content_copy: dup " + str(it.payload.get("tier")) + (" ★" if it.payload.get("canonical") else "")
-           if it.payload.get("cluster_id") else ""),
+        + ("  \n:material/content_copy: dup " + str(it.payload.get(P.TIER)) + (" ★" if it.payload.get(P.CANONICAL) else "")
+           if it.payload.get(P.CLUSTER_ID) else ""),
     } for it in page.items]
     grid(cards, columns=6, key="browse", stacked=True,
          actions=[("details", "Details", _open_detail, "Show the image and its metadata"),

@@ -1,5 +1,8 @@
 """Duplicates: clusters found by the dedup engine, side by side, with tier, scores,
-the canonical item marked, split leakage, and a CSV export of the current view."""
+the canonical item marked, split leakage, and a CSV export of the current view.
+
+Shows what ingest and `recommender dedupe` write: same-picture clusters (exact, copy),
+byte-identical files that share one point (its `copies`), and near clusters."""
 
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ import streamlit as st
 from dashboard import resources
 from dashboard.images import thumbnail
 from dashboard.nav import goto
+from recommender import payload as P
 from recommender.browse import clusters_frame, duplicate_clusters, score_clusters, split_leakage
 
 PER_PAGE = 10
-TIER_CHOICES = ("all", "exact", "copy", "near")
+TIER_CHOICES = ("all", *(t.value for t in P.Tier))
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading duplicate clusters…")
@@ -23,9 +27,9 @@ def _view(home: str, collection: str, stamp: str, tier: str) -> tuple[list, bool
     by_tier = {t: sum(1 for c in everything if c.tier == t) for t in TIER_CHOICES[1:]}
     clusters = everything if tier == "all" else [c for c in everything if c.tier == tier]
     score_clusters(store, clusters)
-    has_split = any(m.payload.get("split") is not None for c in everything for m in c.members)
+    has_split = any(m.payload.get(P.SPLIT) is not None for c in everything for m in c.members)
     leak = split_leakage(clusters) if has_split else pd.DataFrame()
-    export = clusters_frame(clusters, fields=("split",) if has_split else ()).to_csv(index=False).encode()
+    export = clusters_frame(clusters, fields=(P.SPLIT,) if has_split else ()).to_csv(index=False).encode()
     return clusters, has_split, leak, export, {"all": len(everything), **by_tier}
 
 
@@ -38,8 +42,8 @@ def render() -> None:
     clusters, has_split, leak, export, counts = _view(str(cfg.home), cfg.collection, resources.stamp(), tier)
     if not counts["all"]:
         st.info(
-            "No duplicate clusters in this collection yet. The dedup engine writes `cluster_id`, `tier` and "
-            "`canonical` into each duplicate's payload; run it with\n\n"
+            f"No duplicate clusters in this collection yet. Ingest writes `{P.CLUSTER_ID}`, `{P.TIER}` and "
+            f"`{P.CANONICAL}` on same-picture duplicates, and the full sweep adds `{P.NEAR_CLUSTER_ID}`; run it with\n\n"
             f"```\nrecommender dedupe --home {cfg.home} --collection {cfg.collection}\n```\n\n"
             "then reload this page."
         )
@@ -70,11 +74,12 @@ def render() -> None:
         with st.container(border=True):
             st.markdown(f"**Cluster** `{c.cluster_id}` — tier **{c.tier}** — {len(c.members)} items")
             cols = st.columns(max(len(c.members), 4))
-            for col, m in zip(cols, c.members):
-                col.image(thumbnail(m.path, m.payload.get("item_key", ""), 200), width="stretch")
+            for n, (col, m) in enumerate(zip(cols, c.members)):
+                col.image(thumbnail(m.path, m.item_key, 200), width="stretch")
                 label = "★ **canonical**" if m.canonical else f"tier **{m.tier}**"
+                copy = " · same bytes" if m.byte_copy else ""
                 score = f" · cos {m.score:.3f}" if m.score is not None else ""
-                split = f" · {m.payload['split']}" if m.payload.get("split") is not None else ""
-                col.markdown(f"{label}{score}{split}  \n`{m.path.rsplit('/', 1)[-1]}`")
-                col.button("Similar", key=f"dup-sim-{c.cluster_id}-{m.id}", on_click=goto,
+                split = f" · {m.payload[P.SPLIT]}" if m.payload.get(P.SPLIT) is not None else ""
+                col.markdown(f"{label}{copy}{score}{split}  \n`{m.name}`")
+                col.button("Similar", key=f"dup-sim-{c.tier}-{c.cluster_id}-{n}", on_click=goto,
                            args=("Similar",), kwargs={"sim_item": m.id, "sim_pos": [], "sim_neg": []})

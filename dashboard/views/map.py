@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import resources
 from dashboard.images import thumbnail
 from dashboard.nav import goto
+from recommender import payload as P
 from recommender.browse import projection
 
 alt.data_transformers.disable_max_rows()
@@ -40,13 +41,13 @@ def render() -> None:
     cfg = resources.settings()
     st.title("Map of the collection")
     df = _projection(str(cfg.home), cfg.collection, store.count())
-    labels = [c for c in df.columns if c not in ("id", "x", "y", "path", "item_key")]
+    labels = [c for c in df.columns if c not in ("id", "x", "y", P.PATH, P.ITEM_KEY)]
     c1, c2 = st.columns([2, 4])
-    color = c1.selectbox("Colour by", ["(none)", *labels], key="map_color",
-                         index=1 + labels.index("collection") if "collection" in labels else 0)
+    # labels come metadata table first (see recommender.browse.facet_candidates): colour by its first column
+    color = c1.selectbox("Colour by", ["(none)", *labels], key="map_color", index=1 if labels else 0)
     color = None if color == "(none)" else color
     view = df if len(df) <= MAX_POINTS else df.sample(MAX_POINTS, random_state=0)
-    view = view.assign(name=view["item_key"].map(lambda s: str(s).rsplit("/", 1)[-1]))
+    view = view.assign(name=view[P.ITEM_KEY].map(lambda s: str(s).rsplit("/", 1)[-1]))
     if color:
         view = view.assign(**{color: view[color].fillna("(unlabelled)")})
     c2.markdown(f"**{len(view)} points** (PCA of {len(df)} embeddings; cached at "
@@ -61,8 +62,8 @@ def render() -> None:
         r = row.iloc[0]
         with st.container(border=True):
             a, b = st.columns([1, 4])
-            a.image(thumbnail(r["path"], r["item_key"], 240), width="stretch")
-            b.markdown(f"**{str(r['item_key']).rsplit('/', 1)[-1]}**  \n"
+            a.image(thumbnail(r[P.PATH], r[P.ITEM_KEY], 240), width="stretch")
+            b.markdown(f"**{str(r[P.ITEM_KEY]).rsplit('/', 1)[-1]}**  \n"
                        + "  \n".join(f"{l}: {r[l]}" for l in labels if pd.notna(r[l])))
             b.button("Find similar items", key="map_similar", type="primary", on_click=goto,
                      args=("Similar",), kwargs={"sim_item": pid, "sim_pos": [], "sim_neg": []})

@@ -7,13 +7,14 @@ import streamlit as st
 from dashboard import resources
 from dashboard.nav import goto
 from dashboard.widgets import grid, label_line, score_caption
+from recommender import payload as P
 from recommender.decode import DecodeError, decode_image_bytes
 from recommender.errors import RecommenderError
 
 
 def _cards(results, fields):
     return [{
-        "id": r.id, "path": r.path, "item_key": r.payload.get("item_key", ""),
+        "id": r.id, "path": r.path, "item_key": r.payload.get(P.ITEM_KEY, ""),
         "caption": f"{score_caption(r.score)}  \n{label_line(r.payload, fields)}",
     } for r in results]
 
@@ -50,11 +51,7 @@ def render() -> None:
                                   placeholder="a still life with fruit")
             if query.strip():
                 try:
-                    if hasattr(rec, "similar_to_text"):
-                        results = rec.similar_to_text(query.strip(), k)
-                    else:  # older library: embed here, same result
-                        results = rec.similar_to_vector(embedder.embed_text([query.strip()])[0], k, kind="text")
-                    _show(results, fields, "search-text")
+                    _show(rec.similar_to_text(query.strip(), k), fields, "search-text")
                 except RecommenderError as exc:
                     resources.show_error(exc)
 

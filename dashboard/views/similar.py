@@ -11,6 +11,7 @@ from dashboard import resources
 from dashboard.images import thumbnail
 from dashboard.nav import goto
 from dashboard.widgets import ANY, grid, label_line, score_caption
+from recommender import payload as P
 from recommender.browse import get_item
 from recommender.errors import RecommenderError
 
@@ -92,7 +93,7 @@ def _body(fields: list[str]) -> None:
                 + (f" — filters: {filters}" if filters else ""))
     st.session_state["sim_last"] = [(r.id, r.score) for r in results]
     cards = [{
-        "id": r.id, "path": r.path, "item_key": r.payload.get("item_key", ""),
+        "id": r.id, "path": r.path, "item_key": r.payload.get(P.ITEM_KEY, ""),
         "caption": f"{score_caption(r.score)}  \n{label_line(r.payload, fields)}",
     } for r in results]
     grid(cards, columns=4, key="sim",

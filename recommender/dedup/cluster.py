@@ -1,4 +1,4 @@
-"""Union-find clustering of pairs, and the canonical-member policy.
+"""Clusters from pairs (connected components), and the canonical-member policy.
 
 Tiers nest: exact-links form the finest partition, exact+copy a coarser one,
 and all links the final clusters. Each member's tier is the strongest level at
@@ -13,46 +13,23 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 
-from recommender.dedup.config import TIER_RANK, TIERS
+from recommender import payload as P
 from recommender.dedup.hashing import Fingerprint
+from recommender.dedup.tiers import TIER_RANK, TIERS
 
 
-class UnionFind:
-    """Disjoint sets over 0..n-1 with path halving and union by size."""
-
-    def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
-        self.size = np.ones(n, dtype=np.int64)
-
-    def find(self, a: int) -> int:
-        p = self.parent
-        while p[a] != a:
-            p[a] = p[p[a]]
-            a = int(p[a])
-        return a
-
-    def union(self, a: int, b: int) -> int:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return ra
-        if self.size[ra] < self.size[rb]:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        self.size[ra] += self.size[rb]
-        return ra
-
-    def labels(self) -> np.ndarray:
-        """Root of every element (a canonical label per set)."""
-        return np.array([self.find(a) for a in range(len(self.parent))], dtype=np.int64)
+MEMBER_COLUMNS = ["index", "id", P.PATH, P.CLUSTER_ID, P.TIER, P.CANONICAL, "cluster_tier", "cluster_size",
+                  P.WIDTH, P.HEIGHT, "seq"]
 
 
 def connected_labels(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Set label per element for the graph with edges (i[k], j[k])."""
-    uf = UnionFind(n)
-    for a, b in zip(np.asarray(i).tolist(), np.asarray(j).tolist()):
-        uf.union(a, b)
-    return uf.labels()
+    """Component label per element of the undirected graph on 0..n-1 with edges (i[k], j[k])."""
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    graph = coo_array((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
 def canonical_key(item: Fingerprint) -> tuple:
@@ -89,17 +66,16 @@ def build_members(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, ti
         for m in members:
             if m == c:
                 continue
-            member_tier[m] = next(TIERS[r] for r in range(len(TIERS)) if level_labels[r][m] == level_labels[r][c])
+            member_tier[m] = next(TIERS[r].value for r in range(len(TIERS))
+                                  if level_labels[r][m] == level_labels[r][c])
         cluster_tier = max(member_tier.values(), key=lambda t: TIER_RANK[t]) if member_tier else None
         for m in sorted(members, key=lambda k: (k != c, canonical_key(items[k]))):
             it = items[m]
             rows.append({
-                "index": m, "id": it.id, "path": it.path, "cluster_id": items[c].id,
-                "tier": cluster_tier if m == c else member_tier[m], "canonical": m == c,
+                "index": m, "id": it.id, P.PATH: it.path, P.CLUSTER_ID: items[c].id,
+                P.TIER: cluster_tier if m == c else member_tier[m], P.CANONICAL: m == c,
                 "cluster_tier": cluster_tier, "cluster_size": len(members),
-                "width": it.width, "height": it.height, "seq": it.seq,
+                P.WIDTH: it.width, P.HEIGHT: it.height, "seq": it.seq,
             })
-    cols = ["index", "id", "path", "cluster_id", "tier", "canonical", "cluster_tier", "cluster_size",
-            "width", "height", "seq"]
-    df = pd.DataFrame(rows, columns=cols)
-    return df.sort_values(["cluster_id", "canonical", "path"], ascending=[True, False, True], ignore_index=True)
+    df = pd.DataFrame(rows, columns=MEMBER_COLUMNS)
+    return df.sort_values([P.CLUSTER_ID, P.CANONICAL, P.PATH], ascending=[True, False, True], ignore_index=True)

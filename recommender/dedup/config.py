@@ -1,9 +1,9 @@
 """Thresholds of the deduplication tiers, in one frozen object.
 
-The lead wires these into the global `Settings`; keeping them here as plain
-defaults lets the library, its tests and the evaluation harness run without
-any settings machinery. Every number was chosen by measurement on the
-evaluation harness (see docs/dedup.md), not by guess.
+Plain defaults, so the library, its tests and the evaluation harness run without
+any settings machinery; `recommender.duplicates.dedup_config` overrides them with
+the model's measured thresholds and the user's settings. Every number was chosen
+by measurement on the evaluation harness (see docs/dedup.md), not by guess.
 """
 
 from __future__ import annotations
@@ -11,17 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-TIERS: tuple[str, ...] = ("exact", "copy", "near")
-"""Tier labels, strongest first. A pair's tier is the strongest rule it satisfies."""
-
-TIER_RANK: dict[str, int] = {t: i for i, t in enumerate(TIERS)}
-
 
 @dataclass(frozen=True)
 class DedupConfig:
     """Defaults for every tier; override single fields with `with_overrides`.
 
-    copy rule (measured, docs/dedup.md): a pair is a `copy` when
+    The rule itself is `tiers.decide_tiers`; in words (measured, docs/dedup.md), a pair is a `copy` when
       phash distance <= phash_strict and cosine >= copy_cosine   (both say "unchanged"), or
       (cosine >= verify_cosine or phash distance <= phash_strict) and at least
       min_inliers ORB matches agree on one similarity transform and cover the
@@ -32,7 +27,7 @@ class DedupConfig:
     min(d(a, b), d(a, mirror(b))).
     """
 
-    # exact tier: SHA-256 of bytes, or SHA-256 of the decoded RGB pixels (EXIF applied)
+    # exact tier: SHA-256 of bytes, or BLAKE3 of the decoded RGB pixels (EXIF applied)
     exact_pixels: bool = True
     # copy tier
     phash_strict: int = 2

@@ -14,6 +14,12 @@ one cluster at that tier or stronger (exact < copy < near are cumulative).
 The baseline (imagededup-style pHash, Hamming <= 10, no flip handling) is
 scored on the same items with the same clustering in the same run.
 
+The planted files are written to disk (`plant.py`) and then decoded and
+deduplicated by the production code: `recommender.decode` with ingest's decode
+options for the model, the fingerprints ingest stores, `tiers.decide_tiers` and the
+connected-component clusters. This module scores; it uses only the public API of
+`recommender.dedup` (the engine, and a `PerceptualHash` method for the baseline).
+
 Run: python -m recommender.dedup.evaluate /path/to/images --originals 200 --distractors 300
 """
 
@@ -21,79 +27,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from recommender.dedup.cluster import connected_labels
-from recommender.dedup.config import TIER_RANK, TIERS, DedupConfig
-from recommender.dedup.embed import EmbedFn
-from recommender.dedup.engine import DedupEngine
-from recommender.dedup.hashing import Fingerprint, hash_array, load_rgb
-from recommender.dedup.sweep import hamming_pairs
-from recommender.dedup.transforms import EXPECTED_TIER, TRANSFORMS, save_kwargs
+from recommender.decode import DecodeOptions
+from recommender.dedup import (TIER_RANK, TIERS, DedupConfig, DedupEngine, EmbedFn, Fingerprint, PerceptualHash,
+                               connected_labels)
+from recommender.dedup.plant import Planted, list_images, plant, sample_files
+from recommender.dedup.transforms import EXPECTED_TIER, TRANSFORMS
+from recommender import payload as P
+from recommender.payload import SAME_PICTURE_TIERS, Tier
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-
-
-@dataclass
-class Planted:
-    """One evaluation item: where it is, which ground-truth group, how it was made."""
-
-    path: str
-    group: int
-    transform: str  # "original", "distractor" or a TRANSFORMS name
-    origin: str  # the original's path (itself for originals and distractors)
-
-
-def list_images(source: Path) -> list[Path]:
-    """All image files under source, sorted (deterministic sampling)."""
-    return sorted(p for p in Path(source).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def sample_files(source: Path, n: int, seed: int = 0) -> list[Path]:
-    """The first n image files of `source` in a seeded shuffle."""
-    files = list_images(source)
-    random.Random(seed).shuffle(files)
-    if n > len(files):
-        raise ValueError(f"{source} has {len(files)} images, fewer than the {n} requested")
-    return files[:n]
-
-
-def plant(originals: Sequence[Path], distractors: Sequence[Path], work: Path, seed: int = 0,
-          transforms: Sequence[str] | None = None) -> list[Planted]:
-    """Write each original's transformed copies under `work`; return originals, copies and distractors."""
-    names = list(transforms or TRANSFORMS)
-    out: list[Planted] = []
-    for g, src in enumerate(originals):
-        out.append(Planted(str(src), g, "original", str(src)))
-        img = load_rgb(Path(src).read_bytes())
-        for name in names:
-            suffix, kw = save_kwargs(name)
-            dest = Path(work) / name / f"{g:05d}_{Path(src).stem}{suffix}"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            TRANSFORMS[name](img, random.Random(f"{seed}:{g}:{name}")).save(dest, **kw)
-            out.append(Planted(str(dest), g, name, str(src)))
-    for k, src in enumerate(distractors):
-        out.append(Planted(str(src), len(originals) + k, "distractor", str(src)))
-    return out
-
-
-def build_benchmark(source: Path, work: Path, n_originals: int, n_distractors: int, seed: int = 0,
-                    transforms: Sequence[str] | None = None) -> list[Planted]:
-    """Sample originals and distractors (no pool screening) and plant the transformed copies."""
-    files = sample_files(Path(source), n_originals + n_distractors, seed)
-    return plant(files[:n_originals], files[n_originals:], work, seed, transforms)
-
+LEVELS: tuple[str, ...] = tuple(t.value for t in TIERS)  # exact, copy, near: cumulative scoring levels
 
 def screen_pool(engine: DedupEngine, files: Sequence[Path], need: int
                 ) -> tuple[list[int], list[Fingerprint], np.ndarray, dict[str, Any]]:
@@ -107,7 +60,7 @@ def screen_pool(engine: DedupEngine, files: Sequence[Path], need: int
     items = engine.fingerprint([str(f) for f in files])
     emb = engine.embed_items(items)
     res = engine.find_duplicates(items, emb)
-    labels = level_labels(len(items), res.pairs, "copy")
+    labels = level_labels(len(items), res.pairs, Tier.COPY)
     seen: set[int] = set()
     kept: list[int] = []
     for k, lab in enumerate(labels.tolist()):
@@ -138,11 +91,11 @@ def ground_truth(planted: Sequence[Planted], items: Sequence[Fingerprint], level
     for k, p in enumerate(planted):
         if p.transform in ("original", "distractor"):
             continue
-        if level == "exact" and EXPECTED_TIER[p.transform] != "exact":
+        if level == Tier.EXACT and EXPECTED_TIER[p.transform] != Tier.EXACT:
             continue
         ii.append(first[p.group])
         jj.append(k)
-    for field in ("sha256", "pixel_hash"):
+    for field in (P.SHA256, P.PIXEL_HASH):
         seen: dict[str, int] = {}
         for k, it in enumerate(items):
             key = getattr(it, field)
@@ -163,10 +116,10 @@ def natural_links(planted: Sequence[Planted], pairs: pd.DataFrame, strict: np.nd
     are listed in the result, and report.html of a `recommender dedupe` run shows them.
     """
     untouched = np.array([p.transform in ("original", "distractor") for p in planted])
-    sel = pairs[pairs["tier"].isin(["exact", "copy"])]
+    sel = pairs[pairs[P.TIER].isin([t.value for t in SAME_PICTURE_TIERS])]
     i, j = sel["i"].to_numpy(), sel["j"].to_numpy()
     keep = untouched[i] & untouched[j] & (strict[i] != strict[j])
-    return sel[keep][["i", "j", "path_a", "path_b", "tier", "cosine", "phash_distance", "inliers"]].reset_index(drop=True)
+    return sel[keep][["i", "j", "path_a", "path_b", P.TIER, "cosine", "phash_distance", "inliers"]].reset_index(drop=True)
 
 
 def merge_links(labels: np.ndarray, links: pd.DataFrame) -> np.ndarray:
@@ -201,7 +154,7 @@ def pair_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 def level_labels(n: int, pairs: pd.DataFrame, level: str) -> np.ndarray:
     """Clusters formed by the pairs of tier `level` or stronger."""
-    sel = pairs[pairs["tier"].map(TIER_RANK) <= TIER_RANK[level]]
+    sel = pairs[pairs[P.TIER].map(TIER_RANK) <= TIER_RANK[level]]
     return connected_labels(n, sel["i"].to_numpy(), sel["j"].to_numpy())
 
 
@@ -246,9 +199,9 @@ def score_partition(planted: Sequence[Planted], pred: np.ndarray, truth: np.ndar
 
 
 def baseline_labels(items: Sequence[Fingerprint], max_distance: int = 10) -> np.ndarray:
-    """imagededup-style baseline: pHash Hamming <= 10, no flip handling, union-find clusters."""
-    i, j, _ = hamming_pairs(hash_array([it.phash for it in items]), max_distance)
-    return connected_labels(len(items), i, j)
+    """imagededup-style baseline: pHash Hamming <= 10, no flip handling, connected-component clusters."""
+    pairs = PerceptualHash(max_distance, flip_invariant=False).find_duplicates(items)
+    return connected_labels(len(items), pairs.i, pairs.j)
 
 
 SWEEPS: dict[str, list[Any]] = {
@@ -273,9 +226,9 @@ def threshold_sweep(engine: DedupEngine, items: list[Fingerprint], emb: np.ndarr
         for v in values:
             engine.config = base.with_overrides(**{param: v})
             res = engine.find_duplicates(items, emb)
-            level = "near" if param == "near_cosine" else "copy"
+            level = Tier.NEAR if param == "near_cosine" else Tier.COPY
             s = pair_scores(level_labels(len(items), res.pairs, level), truth)
-            rows.append({"param": param, "value": v, "level": level, "precision": s["precision"],
+            rows.append({"param": param, "value": v, "level": level.value, "precision": s["precision"],
                          "recall": s["recall"], "f1": s["f1"], "predicted_pairs": s["predicted_pairs"]})
     engine.config = base
     return pd.DataFrame(rows)
@@ -283,19 +236,21 @@ def threshold_sweep(engine: DedupEngine, items: list[Fingerprint], emb: np.ndarr
 
 def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors: int = 300, seed: int = 0,
              config: DedupConfig | None = None, work: Path | None = None, sweep: bool = True,
-             screen: bool = True, pool_factor: float = 1.25,
+             screen: bool = True, pool_factor: float = 1.25, options: DecodeOptions | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the planted benchmark from `source`, run engine and baseline, return all scores.
 
     With `screen` (default) the sample is drawn from a pool of need * pool_factor files with
-    the corpus's own duplicate clusters reduced to one file each (`screen_pool`).
+    the corpus's own duplicate clusters reduced to one file each (`screen_pool`). `options`
+    are the decode options of the run; pass ingest's for the model (`embed.model_embedder`
+    returns both) to score what ingest does.
     """
     tmp = None
     if work is None:
         tmp = tempfile.mkdtemp(prefix="dedup-eval-")
         work = Path(tmp)
     try:
-        engine = DedupEngine(config or DedupConfig(), embed)
+        engine = DedupEngine(config or DedupConfig(), embed, options=options)
         t0 = time.perf_counter()
         need = n_originals + n_distractors
         pool = sample_files(Path(source), min(len(list_images(Path(source))), int(need * pool_factor)), seed) \
@@ -344,30 +299,30 @@ def score_engine(engine: DedupEngine, planted: Sequence[Planted], items: list[Fi
     res = engine.find_duplicates(items, emb)
     t_find = time.perf_counter() - t
     n = len(items)
-    strict = {lvl: ground_truth(planted, items, "exact" if lvl == "exact" else "copy") for lvl in TIERS}
-    links = natural_links(planted, res.pairs, strict["copy"])
-    truth = {lvl: merge_links(strict[lvl], links if lvl != "exact" else links[links["tier"] == "exact"])
-             for lvl in TIERS}
-    natural_groups = sum(1 for c in Counter(strict["exact"].tolist()).values() if c > 1) - sum(
+    strict = {lvl: ground_truth(planted, items, Tier.EXACT if lvl == Tier.EXACT else Tier.COPY) for lvl in LEVELS}
+    links = natural_links(planted, res.pairs, strict[Tier.COPY])
+    truth = {lvl: merge_links(strict[lvl], links if lvl != Tier.EXACT else links[links[P.TIER] == Tier.EXACT])
+             for lvl in LEVELS}
+    natural_groups = sum(1 for c in Counter(strict[Tier.EXACT].tolist()).values() if c > 1) - sum(
         1 for p in planted if p.transform == "png_resave")
-    tiers = {lvl: score_partition(planted, level_labels(n, res.pairs, lvl), truth[lvl]) for lvl in TIERS}
-    tiers_strict = {lvl: score_partition(planted, level_labels(n, res.pairs, lvl), strict[lvl]) for lvl in TIERS}
+    tiers = {lvl: score_partition(planted, level_labels(n, res.pairs, lvl), truth[lvl]) for lvl in LEVELS}
+    tiers_strict = {lvl: score_partition(planted, level_labels(n, res.pairs, lvl), strict[lvl]) for lvl in LEVELS}
     base_lab = baseline_labels(items)
     out: dict[str, Any] = {
         "items": n, "transforms": sorted({p.transform for p in planted} - {"original", "distractor"},
                                          key=list(TRANSFORMS).index),
         "natural_exact_groups": max(0, natural_groups), "config": dict(engine.config.__dict__),
         "timings_s": {"find_duplicates": t_find, **{f"engine.{k}": v for k, v in res.timings.items()}},
-        "tiers": tiers, "baseline_phash10": score_partition(planted, base_lab, truth["copy"]),
-        "tiers_strict": tiers_strict, "baseline_phash10_strict": score_partition(planted, base_lab, strict["copy"]),
+        "tiers": tiers, "baseline_phash10": score_partition(planted, base_lab, truth[Tier.COPY]),
+        "tiers_strict": tiers_strict, "baseline_phash10_strict": score_partition(planted, base_lab, strict[Tier.COPY]),
         "natural_links": links.to_dict("records"),
     }
     if sweep:
         t = time.perf_counter()
-        out["sweep"] = threshold_sweep(engine, items, emb, planted, truth["copy"]).to_dict("records")
+        out["sweep"] = threshold_sweep(engine, items, emb, planted, truth[Tier.COPY]).to_dict("records")
         out["timings_s"]["sweep"] = time.perf_counter() - t
-    out["false_pairs_copy"] = false_pairs(planted, level_labels(n, res.pairs, "copy"),
-                                          truth["copy"]).head(50).to_dict("records")
+    out["false_pairs_copy"] = false_pairs(planted, level_labels(n, res.pairs, Tier.COPY),
+                                          truth[Tier.COPY]).head(50).to_dict("records")
     return out
 
 
@@ -383,16 +338,16 @@ def format_report(r: dict[str, Any]) -> str:
              "timings " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_s"].items() if k != "engine.verified_pairs")
              + f"; verified pairs {int(r['timings_s'].get('engine.verified_pairs', 0))}",
              "", f"{'method/level':<24}{'precision':>10}{'recall':>8}{'F1':>8}{'pairs':>8}{'false':>7}{'natural':>8}"]
-    rows = ([(f"engine {lvl}", r["tiers"][lvl]) for lvl in TIERS] + [("baseline phash<=10", r["baseline_phash10"])]
-            + [(f"strict: engine {lvl}", r["tiers_strict"][lvl]) for lvl in ("copy", "near")]
+    rows = ([(f"engine {lvl}", r["tiers"][lvl]) for lvl in LEVELS] + [("baseline phash<=10", r["baseline_phash10"])]
+            + [(f"strict: engine {lvl}", r["tiers_strict"][lvl]) for lvl in (Tier.COPY.value, Tier.NEAR.value)]
             + [("strict: baseline", r["baseline_phash10_strict"])])
     for name, s in rows:
         lines.append(f"{name:<24}{s['precision']:>10.4f}{s['recall']:>8.4f}{s['f1']:>8.4f}"
                      f"{s['predicted_pairs']:>8}{s['false_pairs']:>7}{s['false_pairs_natural']:>8}")
     lines += ["", "recall per transform (cluster shares the original):",
-              f"{'transform':<12}" + "".join(f"{'engine ' + lvl:>14}" for lvl in TIERS) + f"{'baseline':>10}"]
+              f"{'transform':<12}" + "".join(f"{'engine ' + lvl:>14}" for lvl in LEVELS) + f"{'baseline':>10}"]
     for t in r["transforms"]:
-        lines.append(f"{t:<12}" + "".join(f"{r['tiers'][lvl]['per_transform_recall'].get(t, 0):>14.3f}" for lvl in TIERS)
+        lines.append(f"{t:<12}" + "".join(f"{r['tiers'][lvl]['per_transform_recall'].get(t, 0):>14.3f}" for lvl in LEVELS)
                      + f"{r['baseline_phash10']['per_transform_recall'].get(t, 0):>10.3f}")
     if r.get("sweep"):
         lines += ["", "threshold sweep (one parameter moves, others at config):",
@@ -414,10 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the full result as JSON here")
     ap.add_argument("--model", default="mobilenet_v2")
     args = ap.parse_args(argv)
-    from recommender.dedup.embed import default_embedder
+    from recommender.dedup.embed import model_embedder
 
-    res = evaluate(args.source, default_embedder(args.model), args.originals, args.distractors, args.seed,
-                   sweep=not args.no_sweep, screen=not args.no_screen)
+    embed, options = model_embedder(args.model)
+    res = evaluate(args.source, embed, args.originals, args.distractors, args.seed,
+                   sweep=not args.no_sweep, screen=not args.no_screen, options=options)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2, default=str))

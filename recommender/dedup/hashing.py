@@ -2,6 +2,11 @@
 
 One decode per file yields everything the exact and copy tiers need, so the
 fingerprint stage is a single pass over the files (parallel across processes).
+Files are decoded by `recommender.decode` with the caller's options, and each
+item's fingerprint goes through the payload fields ingest stores
+(`fingerprint_payload`, read back by `fingerprint_of`): the engine, the evaluation
+and the store all compare exactly what ingest computed.
+
 The pHash follows `imagehash.phash` (the low 8x8 of the 2-D DCT of a 32x32 grey
 thumbnail, thresholded at its median); we compute it from the same thumbnail
 together with the hash of its mirror image, because a horizontally flipped copy
@@ -14,8 +19,6 @@ changes it by median 0, max 4 bits against the full decode (benchmarks/embed_cho
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +28,10 @@ from typing import Any, Iterable, Sequence
 import blake3
 import numpy as np
 import scipy.fftpack
-from PIL import Image, ImageOps
+from PIL import Image
+
+from recommender import payload as P
+from recommender.decode import DecodeError, DecodeOptions, decode_file
 
 _HASH_SIZE = 8
 _IMG_SIZE = 32
@@ -51,22 +57,13 @@ class Fingerprint:
     phash_mirror: int  # phash of the horizontally mirrored image
     payload: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    key: str = ""  # the decoded item's key when it is a slice or frame of `path` ('' = the file itself)
+    volume: str = ""  # series (DICOM SeriesInstanceUID, NIfTI file) a slice belongs to ('' = not a slice)
+    slice_index: int = -1
 
     @property
     def area(self) -> int:
         return self.width * self.height
-
-
-def load_rgb(data: bytes) -> Image.Image:
-    """Decode bytes to RGB with EXIF orientation applied (the normalised form every tier sees)."""
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    return img.convert("RGB") if img.mode != "RGB" else img
 
 
 def pixel_hash(img: Image.Image) -> str:
@@ -95,17 +92,6 @@ def phash_pair(img: Image.Image) -> tuple[int, int]:
     return _bits_to_int(dct > np.median(dct)), _bits_to_int(mirrored > np.median(mirrored))
 
 
-def fingerprint_bytes(data: bytes, id: str, path: str, seq: float = 0.0,
-                      payload: dict[str, Any] | None = None) -> Fingerprint:
-    """Fingerprint one encoded image; a decode failure is recorded, not raised."""
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        img = load_rgb(data)
-    except Exception as exc:  # PIL raises many types for bad files
-        return Fingerprint(id, path, 0, 0, seq, digest, "", 0, 0, dict(payload or {}), f"{type(exc).__name__}: {exc}")
-    return fingerprint_image(img, id, path, seq, payload, sha256=digest)
-
-
 def fingerprint_image(img: Image.Image, id: str, path: str = "", seq: float = 0.0,
                       payload: dict[str, Any] | None = None, sha256: str | None = None) -> Fingerprint:
     """Fingerprint an already decoded image (sha256 defaults to the pixel hash: no bytes known)."""
@@ -115,29 +101,77 @@ def fingerprint_image(img: Image.Image, id: str, path: str = "", seq: float = 0.
     return Fingerprint(id, path or id, img.width, img.height, seq, sha256 or px, px, ph, pm, dict(payload or {}))
 
 
-def _fingerprint_file(args: tuple[str, str, float, dict[str, Any] | None]) -> Fingerprint:
-    path, id, seq, payload = args
+def fingerprint_payload(img: Image.Image, sha256: str) -> dict[str, Any]:
+    """Payload fields the tiers compare later: pixel hash and (mirror) pHash as hex strings."""
+    fp = fingerprint_image(img, "", sha256=sha256)
+    return {P.PIXEL_HASH: fp.pixel_hash, P.PHASH: f"{fp.phash:016x}", P.PHASH_MIRROR: f"{fp.phash_mirror:016x}"}
+
+
+def fingerprint_of(pid: str, payload: dict[str, Any]) -> Fingerprint:
+    """Rebuild an item's fingerprint from its stored payload (no image needed)."""
+    path = str(payload.get(P.PATH, pid))
+    key = str(payload.get(P.ITEM_KEY, ""))
+    return Fingerprint(
+        id=pid, path=path, width=int(payload.get(P.WIDTH, 0)),
+        height=int(payload.get(P.HEIGHT, 0)), seq=float(payload.get(P.INGESTED_AT, 0.0)),
+        sha256=str(payload.get(P.SHA256, "")), pixel_hash=str(payload.get(P.PIXEL_HASH, "")),
+        phash=int(payload.get(P.PHASH, "0"), 16), phash_mirror=int(payload.get(P.PHASH_MIRROR, "0"), 16),
+        payload={k: v for k, v in payload.items() if k in P.GROUP_FIELDS},
+        error=None if P.PHASH in payload else "no fingerprint in payload (ingested before deduplication)",
+        key="" if key == path else key,
+        volume=str(payload.get(P.SERIES) or payload.get(P.VOLUME) or "") if P.SLICE_INDEX in payload else "",
+        slice_index=int(payload.get(P.SLICE_INDEX, -1)),
+    )
+
+
+def fingerprint_file(path: str | os.PathLike, id: str | None = None, seq: float = 0.0,
+                     payload: dict[str, Any] | None = None,
+                     options: DecodeOptions | None = None) -> list[Fingerprint]:
+    """Fingerprints of a file's items, computed as ingest computes them (decode, then the payload fields).
+
+    A plain image is one item with id `id`; a DICOM file or NIfTI volume gives one per
+    frame/slice, ids `<id>#<index>`. A file that can't be decoded gives one fingerprint
+    with `error` set (the reason), so a run reports it and carries on.
+    """
+    name = str(path)
+    id = id or name
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return Fingerprint(id, path, 0, 0, seq, "", "", 0, 0, dict(payload or {}), f"unreadable: {exc}")
-    return fingerprint_bytes(data, id, path, seq, payload)
+        items = decode_file(Path(name), options=options)
+    except DecodeError as exc:
+        return [Fingerprint(id, name, 0, 0, seq, "", "", 0, 0, dict(payload or {}), exc.reason)]
+    prefix = str(Path(name))
+    out = []
+    for item in items:
+        stored = {**item.payload, P.PATH: name, P.ITEM_KEY: item.key, P.SHA256: item.content_hash,
+                  **fingerprint_payload(item.image, item.content_hash)}
+        fp = fingerprint_of(id if len(items) == 1 else id + item.key.removeprefix(prefix), stored)
+        fp.seq = seq
+        fp.payload.update(payload or {})
+        out.append(fp)
+    return out
+
+
+def _fingerprint_job(job: tuple[str, str, float, dict[str, Any] | None, DecodeOptions | None]) -> list[Fingerprint]:
+    return fingerprint_file(*job)
 
 
 def fingerprint_files(paths: Sequence[str | os.PathLike], ids: Sequence[str] | None = None,
                       seqs: Sequence[float] | None = None, payloads: Sequence[dict[str, Any]] | None = None,
-                      workers: int = 2, chunksize: int = 64) -> list[Fingerprint]:
-    """Fingerprint files in order; `workers` processes (0 = this process). Ids default to paths,
-    seqs to the position in `paths` (i.e. the order given is the ingest order)."""
+                      workers: int = 2, chunksize: int = 64,
+                      options: DecodeOptions | None = None) -> list[Fingerprint]:
+    """Fingerprint files in order (`fingerprint_file` each); `workers` processes (0 = this process).
+
+    Ids default to paths, seqs to the position in `paths` (i.e. the order given is the ingest order).
+    """
     paths = [str(p) for p in paths]
     ids = list(ids) if ids is not None else paths
     seqs = list(seqs) if seqs is not None else [float(i) for i in range(len(paths))]
     payloads = list(payloads) if payloads is not None else [None] * len(paths)
-    jobs: Iterable = zip(paths, ids, seqs, payloads)
+    jobs: Iterable = zip(paths, ids, seqs, payloads, [options] * len(paths))
     if workers <= 0 or len(paths) < 2 * chunksize:
-        return [_fingerprint_file(j) for j in jobs]
+        return [fp for job in jobs for fp in _fingerprint_job(job)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_fingerprint_file, jobs, chunksize=chunksize))
+        return [fp for fps in pool.map(_fingerprint_job, jobs, chunksize=chunksize) for fp in fps]
 
 
 def hash_array(values: Sequence[int]) -> np.ndarray:

@@ -13,7 +13,9 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-CLUSTER_COLUMNS = ["cluster_id", "cluster_tier", "size", "values", "counts", "paths"]
+from recommender import payload as P
+
+CLUSTER_COLUMNS = [P.CLUSTER_ID, "cluster_tier", "size", "values", "counts", "paths"]
 PAIR_COLUMNS = ["value_a", "value_b", "clusters", "item_pairs"]
 
 
@@ -33,7 +35,7 @@ def field_leakage(members: pd.DataFrame, payloads: Mapping[str, Mapping[str, Any
     Items without the key are ignored: unknown is not evidence of leakage.
     """
     rows, pair_clusters, pair_items = [], {}, {}
-    for cid, g in members.groupby("cluster_id", sort=True):
+    for cid, g in members.groupby(P.CLUSTER_ID, sort=True):
         vals = {}
         for r in g.itertuples():
             v = (payloads.get(r.id) or {}).get(key)
@@ -43,7 +45,7 @@ def field_leakage(members: pd.DataFrame, payloads: Mapping[str, Mapping[str, Any
         if len(vals) < 2:
             continue
         counts = {v: len(p) for v, p in sorted(vals.items())}
-        rows.append({"cluster_id": cid, "cluster_tier": g["cluster_tier"].iloc[0], "size": len(g),
+        rows.append({P.CLUSTER_ID: cid, "cluster_tier": g["cluster_tier"].iloc[0], "size": len(g),
                      "values": ",".join(counts), "counts": counts,
                      "paths": {v: sorted(p) for v, p in sorted(vals.items())}})
         for a, b in combinations(sorted(vals), 2):
@@ -56,7 +58,7 @@ def field_leakage(members: pd.DataFrame, payloads: Mapping[str, Mapping[str, Any
 
 
 def leakage_report(members: pd.DataFrame, payloads: Mapping[str, Mapping[str, Any]] | None = None,
-                   items: Any = None, keys: tuple[str, ...] = ("split", "patient")) -> dict[str, pd.DataFrame]:
+                   items: Any = None, keys: tuple[str, ...] = (P.SPLIT, P.PATIENT)) -> dict[str, pd.DataFrame]:
     """DataFrames `<key>_clusters` and `<key>_pairs` for each key present in any payload.
 
     `payloads` maps item id -> payload; or pass `items` (fingerprints) to use their payloads.

@@ -3,7 +3,8 @@
 Like imagededup's `PHash`/`CNN` classes: each method answers
 `find_duplicates(items, embeddings) -> PairSet` over a list of fingerprints
 (and, for the embedding method, an aligned (N, d) matrix). The engine
-combines their pair sets into tiers; each method stays testable on its own.
+combines their pair sets into tiers (`tiers.decide_tiers`); each method stays
+testable on its own, and the evaluation's baseline is one of them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from recommender import payload as P
 from recommender.dedup.hashing import Fingerprint, hash_array
 from recommender.dedup.sweep import cosine_pairs, hamming_pairs
 
@@ -40,12 +42,12 @@ class ExactHash:
     """Identical bytes (`field='sha256'`) or identical decoded pixels (`field='pixel_hash'`).
 
     Groups by hash and links every member to the group's first item: a star
-    is enough for union-find and stays linear in the group size.
+    is enough for connected components and stays linear in the group size.
     """
 
-    def __init__(self, field: str = "sha256"):
-        if field not in ("sha256", "pixel_hash"):
-            raise ValueError("field must be 'sha256' or 'pixel_hash'")
+    def __init__(self, field: str = P.SHA256):
+        if field not in (P.SHA256, P.PIXEL_HASH):
+            raise ValueError(f"field must be '{P.SHA256}' or '{P.PIXEL_HASH}', not {field!r}")
         self.field = field
 
     def find_duplicates(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None = None) -> PairSet:

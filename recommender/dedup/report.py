@@ -16,16 +16,17 @@ from typing import Any, Mapping
 import pandas as pd
 from PIL import Image
 
+from recommender import payload as P
+from recommender.decode import DecodeError, DecodeOptions, load_image
 from recommender.dedup.engine import DedupResult
-from recommender.dedup.hashing import load_rgb
 from recommender.dedup.leakage import leakage_report
 
 
 def thumbnail_b64(path: str, size: int = 160) -> str | None:
-    """Base64 JPEG thumbnail of an image file (None when it can't be read)."""
+    """Base64 JPEG thumbnail of an image file (None when it can't be decoded any more)."""
     try:
-        img = load_rgb(Path(path).read_bytes())
-    except Exception:
+        img = load_image(path, DecodeOptions(draft_size=size))
+    except DecodeError:
         return None
     img.thumbnail((size, size), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
@@ -66,14 +67,14 @@ def render_html(result: DedupResult, max_clusters: int = 500, thumb: int = 160,
         if k >= max_clusters:
             parts.append(f"<p>... {len(s['clusters_list']) - max_clusters} more clusters in clusters.csv</p>")
             break
-        parts.append(f"<div class='c'><div>cluster <code>{html.escape(c['cluster_id'])}</code> "
-                     f"tier <span class='t {c['tier']}'>{c['tier']}</span>, {c['size']} members</div>")
+        parts.append(f"<div class='c'><div>cluster <code>{html.escape(c[P.CLUSTER_ID])}</code> "
+                     f"tier <span class='t {c[P.TIER]}'>{c[P.TIER]}</span>, {c['size']} members</div>")
         for m in c["members"]:
-            b64 = thumbnail_b64(m["path"], thumb)
+            b64 = thumbnail_b64(m[P.PATH], thumb)
             img = f"<img src='data:image/jpeg;base64,{b64}'>" if b64 else "<div>(unreadable)</div>"
-            label = "canonical" if m["canonical"] else m["tier"]
-            parts.append(f"<div class='m{' canon' if m['canonical'] else ''}'>{img}<div class='t {m['tier']}'>"
-                         f"{label}</div>{html.escape(m['path'])}</div>")
+            label = "canonical" if m[P.CANONICAL] else m[P.TIER]
+            parts.append(f"<div class='m{' canon' if m[P.CANONICAL] else ''}'>{img}<div class='t {m[P.TIER]}'>"
+                         f"{label}</div>{html.escape(m[P.PATH])}</div>")
         parts.append("</div>")
     parts.append("</body></html>")
     return "".join(parts)

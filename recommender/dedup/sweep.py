@@ -9,13 +9,14 @@ result is identical to an fp32 sweep, only faster.
 
 `hamming_pairs` does the same for 64-bit perceptual hashes, and `match_new`
 answers "which existing items does each new item duplicate?" (the pure-numpy
-twin of the Qdrant-backed lookup used at ingest).
+twin of the Qdrant-backed lookup used at ingest: both are a `SearchFn`).
 """
 
 from __future__ import annotations
 
 import time
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -161,6 +162,15 @@ def match_new(new: np.ndarray, existing: np.ndarray, threshold: float, k: int = 
             order = np.argsort(-best_s[r], kind="stable")
             result[r0 + r] = [(int(best_i[r, o]), float(best_s[r, o])) for o in order if best_s[r, o] >= threshold]
     return result
+
+
+SearchFn = Callable[[np.ndarray, float, int], list[list[tuple[int, float]]]]
+"""search(new_vectors, score_threshold, k) -> per new vector, [(existing index, cosine)] best first."""
+
+
+def numpy_search(existing: np.ndarray) -> SearchFn:
+    """The in-memory SearchFn over an (M, d) matrix; a store query per vector has the same contract."""
+    return lambda new, threshold, k: match_new(new, existing, threshold, k)
 
 
 def hamming_pairs(h: np.ndarray, max_distance: int, mirror: np.ndarray | None = None,

@@ -12,6 +12,8 @@ from typing import Callable
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
+from recommender.payload import Tier
+
 
 def _crop(frac: float) -> Callable[[Image.Image, random.Random], Image.Image]:
     def crop(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -61,7 +63,7 @@ TRANSFORMS: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "text": _text,
 }
 
-EXPECTED_TIER: dict[str, str] = {name: ("exact" if name == "png_resave" else "copy") for name in TRANSFORMS}
+EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in TRANSFORMS}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:

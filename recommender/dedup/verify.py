@@ -9,15 +9,19 @@ a different shot does not. So ambiguous pairs are verified by counting RANSAC
 inliers of ORB matches. The horizontally mirrored image is tried too, so
 flipped copies verify. Needs OpenCV (`opencv-python-headless`); without it
 `available()` is False and the engine falls back to thresholds alone.
+Images come in decoded (by `recommender.decode`, or lazily through a loader
+that calls it), so verification sees the same pixels, EXIF orientation
+included, as the fingerprints and the model.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Union
 
 import numpy as np
 from PIL import Image
+
+from recommender.decode import DecodeError
 
 try:
     import cv2
@@ -25,6 +29,10 @@ try:
     cv2.setNumThreads(1)
 except ImportError:  # optional dependency
     cv2 = None
+
+
+Source = Union[Image.Image, Callable[[], Image.Image]]
+"""An image, or a loader called only when its features are not cached yet (may raise DecodeError)."""
 
 
 def available() -> bool:
@@ -58,16 +66,14 @@ class LocalFeatureVerifier:
         self._pairs: dict[tuple[Any, Any], int] = {}
         self._cache: dict[Any, tuple] = {}
 
-    def _gray(self, source: "str | Image.Image") -> np.ndarray | None:
-        if isinstance(source, Image.Image):
-            g = np.asarray(source.convert("L"))
-        else:
+    def _gray(self, source: Source) -> np.ndarray | None:
+        if not isinstance(source, Image.Image):
             try:
-                data = np.frombuffer(Path(source).read_bytes(), np.uint8)
-            except OSError:
+                source = source()
+            except (DecodeError, OSError):  # gone or changed since fingerprinting: nothing to verify
                 return None
-            g = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-        if g is None or min(g.shape) < 8:
+        g = np.asarray(source.convert("L"))
+        if min(g.shape) < 8:
             return None
         s = self.max_side / max(g.shape)
         if s < 1:
@@ -78,7 +84,7 @@ class LocalFeatureVerifier:
         kp, des = self.orb.detectAndCompute(g, None)
         return np.array([k.pt for k in kp], np.float32).reshape(-1, 2), des
 
-    def features(self, key: Any, source: "str | Image.Image") -> tuple:
+    def features(self, key: Any, source: Source) -> tuple:
         """(area, points, descriptors, mirrored points, mirrored descriptors, shape) of one image, cached."""
         if key not in self._cache:
             g = self._gray(source)
@@ -134,7 +140,7 @@ class LocalFeatureVerifier:
         full = counts >= per_cell
         return int(full.any(axis=1).sum()) >= need and int(full.any(axis=0).sum()) >= need
 
-    def inliers(self, key_a: Any, source_a: "str | Image.Image", key_b: Any, source_b: "str | Image.Image") -> int:
+    def inliers(self, key_a: Any, source_a: Source, key_b: Any, source_b: Source) -> int:
         """Spatially spread inlier count of a vs b (and a vs mirrored b if `mirror`); cached per pair."""
         if (key_a, key_b) in self._pairs:
             return self._pairs[(key_a, key_b)]

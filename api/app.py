@@ -1,6 +1,6 @@
 """REST API over the `Recommender` (FastAPI; OpenAPI docs at /docs).
 
-`create_app(settings)` builds the app; `recommender serve` runs it with uvicorn.
+`create_app(settings)` builds the app; `recommender serve` (cli/apps.py) runs it with uvicorn.
 Errors are mapped to status codes a client can act on: unknown item 404,
 invalid parameters 422, upload too large 413 (`max_upload_bytes`), not an
 image 415, a store in use by another process 503. Thumbnails are served by
@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Optional
@@ -20,46 +21,15 @@ from typing import Any, Optional
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
 
+from api.schemas import QueryOptions, RecommendIn, ResultOut
+from recommender import payload as P
 from recommender.decode import DecodeError, decode_file
 from recommender.errors import NotFoundError, RecommenderError, StoreLockedError
 from recommender.recommend import Recommender, Result
 from recommender.settings import Settings, get_settings
 
 THUMBNAIL_MAX = 1024
-
-
-class ResultOut(BaseModel):
-    """One result: the point, its score, its payload and why it was returned."""
-
-    id: str
-    path: str
-    score: float
-    payload: dict[str, Any]
-    reason: dict[str, Any]
-
-
-class QueryOptions(BaseModel):
-    """Options shared by every query kind."""
-
-    k: int = Field(10, ge=1, le=1000, description="Number of results.")
-    offset: int = Field(0, ge=0, le=100_000, description="Skip this many results (paging).")
-    filters: dict[str, Any] = Field(default_factory=dict, description=(
-        "Payload filter: {field: value} equality, {field: [a, b]} any of, {field: {gte: 1, lt: 5}} numeric range."))
-    group_by: Optional[str] = Field(None, description="At most group_size results per value of this payload field.")
-    group_size: int = Field(1, ge=1, le=100)
-    mmr_lambda: Optional[float] = Field(None, ge=0.0, le=1.0, description="Diversity: 1 = pure relevance, lower = more diverse.")
-    score_threshold: Optional[float] = Field(None, description="Only results scoring above this.")
-    collapse_duplicates: bool = Field(True, description="One result per duplicate cluster; none from the query's own cluster.")
-
-
-class RecommendIn(QueryOptions):
-    """Examples to move towards (positive) and away from (negative), by id or ingested path; optional text."""
-
-    positive: list[str] = Field(default_factory=list, max_length=100)
-    negative: list[str] = Field(default_factory=list, max_length=100)
-    text: Optional[str] = Field(None, max_length=1000, description="A text query (CLIP collections only).")
 
 
 def _out(results: list[Result]) -> list[dict[str, Any]]:
@@ -186,14 +156,14 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         r = rec()
         with r._lock:
             payload, _ = r.store.get(_valid_id(item_id))
-        path = Path(str(payload.get("path", "")))
+        path = Path(str(payload.get(P.PATH, "")))
         if not path.is_file():
             raise NotFoundError(f"The file of item '{item_id}' is no longer at {path}; re-ingest its source.")
         try:
             items = decode_file(path, cfg.max_image_pixels)
         except DecodeError as exc:
             raise NotFoundError(f"The file of item '{item_id}' can no longer be read ({exc.reason}).") from None
-        key = payload.get("item_key")
+        key = payload.get(P.ITEM_KEY)
         image = next((it.image for it in items if it.key == key), items[0].image)
         image = image.copy()
         image.thumbnail((size, size))
@@ -206,8 +176,6 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
 def _valid_id(item_id: str) -> str:
     """Point ids are UUIDs or unsigned integers; anything else (a path, '..') is rejected with 422."""
-    import uuid
-
     if item_id.isdigit():
         return item_id
     try:

@@ -9,12 +9,12 @@ that restarts. See docs/operations.md.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from cli.common import CollectionOpt, DeviceOpt, HomeOpt, ModelOpt, quiet_prefect, settings
 from recommender.errors import ConfigError
 from recommender.settings import Settings
 
@@ -34,12 +34,12 @@ def flow_parameters(source: Path, metadata: Path | None, cfg: Settings) -> dict[
         raise ConfigError(f"SOURCE {source} does not exist: give a folder (or file) of images.")
     if metadata is not None and not metadata.is_file():
         raise ConfigError(f"--metadata {metadata} is not a file: give a CSV or Parquet table with a path column.")
-    settings = cfg.model_dump(mode="json", exclude={"qdrant_api_key"})
-    settings["home"] = str(Path(cfg.home).resolve())
+    params = cfg.model_dump(mode="json", exclude={"qdrant_api_key"})
+    params["home"] = str(Path(cfg.home).resolve())
     return {
         "source": str(source.resolve()),
         "metadata": str(metadata.resolve()) if metadata else None,
-        "settings": settings,
+        "settings": params,
     }
 
 
@@ -80,44 +80,37 @@ def prefect_api_url() -> str:
     return url
 
 
-def register(app: typer.Typer) -> None:
-    """Add `recommender schedule` to the CLI."""
+def schedule(
+    source: Path = typer.Argument(..., help="Folder tree (or single file) to ingest on every run."),
+    cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 2 * * *" (server time zone UTC).'),
+    interval: Optional[float] = typer.Option(None, "--interval", help="Run every N seconds instead of --cron."),
+    metadata: Optional[Path] = typer.Option(None, "--metadata", "-m", help="CSV/Parquet with a path column."),
+    name: Optional[str] = typer.Option(None, "--name", help="Deployment name (default ingest-<folder name>)."),
+    limit: int = typer.Option(1, "--limit", min=1, help="Concurrent runs this runner executes (embedded Qdrant needs 1)."),
+    collection: Optional[str] = CollectionOpt,
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Serve the ingest flow for SOURCE on a schedule against a Prefect server (runs until stopped)."""
+    quiet_prefect()
+    check_schedule(cron, interval)
+    cfg = settings(home=home, collection=collection, model=model, device=device)
+    params = flow_parameters(source, metadata, cfg)
+    prefect_api_url()
 
-    @app.command()
-    def schedule(
-        source: Path = typer.Argument(..., help="Folder tree (or single file) to ingest on every run."),
-        cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 2 * * *" (server time zone UTC).'),
-        interval: Optional[float] = typer.Option(None, "--interval", help="Run every N seconds instead of --cron."),
-        metadata: Optional[Path] = typer.Option(None, "--metadata", "-m", help="CSV/Parquet with a path column."),
-        name: Optional[str] = typer.Option(None, "--name", help="Deployment name (default ingest-<folder name>)."),
-        limit: int = typer.Option(1, "--limit", min=1, help="Concurrent runs this runner executes (embedded Qdrant needs 1)."),
-        collection: Optional[str] = typer.Option(None, "--collection", "-c", help="Collection (RECOMMENDER_COLLECTION)."),
-        model: Optional[str] = typer.Option(None, "--model", help="Model name (RECOMMENDER_MODEL)."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, mps (RECOMMENDER_DEVICE)."),
-        home: Optional[Path] = typer.Option(None, "--home", help="Data home (RECOMMENDER_HOME)."),
-    ) -> None:
-        """Serve the ingest flow for SOURCE on a schedule against a Prefect server (runs until stopped)."""
-        from recommender.cli import _settings
+    from prefect.types.entrypoint import EntrypointType
 
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        os.environ.setdefault("DO_NOT_TRACK", "1")
-        check_schedule(cron, interval)
-        cfg = _settings(home=home, collection=collection, model=model, device=device)
-        params = flow_parameters(source, metadata, cfg)
-        prefect_api_url()
+    from flows.ingest import ingest_flow
 
-        from prefect.types.entrypoint import EntrypointType
-
-        from flows.ingest import ingest_flow
-
-        # MODULE_PATH: runs import `flows.ingest` from the installed package, whatever the cwd.
-        ingest_flow.serve(
-            name=name or deployment_name(source),
-            cron=cron,
-            interval=interval,
-            parameters=params,
-            tags=["recommender", "ingest"],
-            description=f"Scheduled ingest of {params['source']} into {cfg.collection}",
-            limit=limit,
-            entrypoint_type=EntrypointType.MODULE_PATH,
-        )
+    # MODULE_PATH: runs import `flows.ingest` from the installed package, whatever the cwd.
+    ingest_flow.serve(
+        name=name or deployment_name(source),
+        cron=cron,
+        interval=interval,
+        parameters=params,
+        tags=["recommender", "ingest"],
+        description=f"Scheduled ingest of {params['source']} into {cfg.collection}",
+        limit=limit,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )

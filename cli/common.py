@@ -1,0 +1,37 @@
+"""What every command shares: settings from flags, the shared options, the stderr console."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from recommender.errors import RecommenderError
+from recommender.settings import Settings, get_settings
+
+err = Console(stderr=True)
+
+HomeOpt = typer.Option(None, "--home", help="Data home (RECOMMENDER_HOME).")
+CollectionOpt = typer.Option(None, "--collection", "-c", help="Collection (RECOMMENDER_COLLECTION).")
+ModelOpt = typer.Option(None, "--model", help="Model name (RECOMMENDER_MODEL).")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, mps (RECOMMENDER_DEVICE).")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings from `RECOMMENDER_*` with the flags that were given on top; a bad value names its field."""
+    try:
+        return get_settings(**overrides)
+    except Exception as exc:  # pydantic ValidationError names the field
+        raise RecommenderError(f"Invalid configuration: {exc}") from exc
+
+
+def quiet_prefect(json_mode: bool = False) -> None:
+    """No telemetry (there may be no network); keep stdout clean for --json."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow, busy machines
+    if json_mode:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

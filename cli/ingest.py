@@ -1,0 +1,42 @@
+"""`recommender ingest`: run the Prefect ingest flow over a folder and print its run report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import CollectionOpt, DeviceOpt, HomeOpt, JsonOpt, ModelOpt, err, quiet_prefect, settings
+
+
+def ingest(
+    source: Path = typer.Argument(..., help="Folder tree (or single file) of images and volumes."),
+    metadata: Optional[Path] = typer.Option(None, "--metadata", "-m", help="CSV/Parquet with a path column."),
+    collection: Optional[str] = CollectionOpt,
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass."),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run the Prefect ingest flow over SOURCE."""
+    quiet_prefect(as_json)
+    cfg = settings(home=home, collection=collection, model=model, device=device, batch_size=batch_size,
+                   progress=None if as_json else sys.stderr.isatty() or None)
+    from flows.ingest import run_ingest_flow
+
+    report = run_ingest_flow(str(source), str(metadata) if metadata else None, settings=cfg.model_dump(mode="json"))
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    err.print(
+        f"[bold]{report['collection']}[/]: scanned {report['scanned']}, new {report['new']}, "
+        f"changed {report['changed']}, unchanged {report['unchanged']}, duplicate {report['duplicate']}, "
+        f"deleted {report['deleted']}, failed {report['failed']}; "
+        f"{report['points']} points; {report['seconds']} s ({report['images_per_second']} images/s)"
+    )
+    for failure in report["failures"]:
+        err.print(f"  [red]failed[/] {failure['path']}: {failure['reason']}")

@@ -1,0 +1,49 @@
+"""Operations commands: `check` (catalog vs collection) and `reembed` (model upgrade)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import CollectionOpt, HomeOpt, err, settings
+
+
+def check(
+    repair: bool = typer.Option(False, "--repair", help="Delete orphan points; forget files whose points are missing."),
+    collection: Optional[str] = CollectionOpt,
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Verify the catalog against the collection; exit 1 when they differ (and --repair was not given)."""
+    from recommender.consistency import check as run_check
+
+    report = run_check(settings(home=home, collection=collection), repair=repair)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        err.print(
+            f"{report.collection}: {report.points} points, {report.catalog_points} referenced by the catalog; "
+            f"{len(report.orphan_points)} orphan points, {len(report.files_missing_points)} files missing points"
+            + ("; repaired (run ingest again to restore those files)" if report.repaired else "")
+        )
+    if not report.consistent and not report.repaired:
+        raise typer.Exit(1)
+
+
+def reembed(
+    model: str = typer.Option(..., "--model", help="The new model name."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Drop items whose files are gone."),
+    keep_old: bool = typer.Option(False, "--keep-old", help="Keep the previous generation's collection."),
+    collection: Optional[str] = CollectionOpt,
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Upgrade the collection to another model: re-embed into a new collection, then switch the alias."""
+    from recommender.reembed import reembed as run_reembed
+
+    result = run_reembed(settings(home=home, collection=collection), model, allow_missing, keep_old)
+    typer.echo(json.dumps(result) if as_json else
+               f"{result['collection']}: {result['from_model']} -> {result['to_model']}, {result['points']} points")

@@ -1,0 +1,139 @@
+"""Query commands: `similar`, `recommend`, `embed-text` and `evaluate-retrieval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.common import CollectionOpt, DeviceOpt, HomeOpt, JsonOpt, err, settings
+from recommender.errors import ConfigError, RecommenderError
+
+
+def similar(
+    item: Optional[str] = typer.Argument(None, help="Point id or ingested file path."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query with an image file that need not be ingested."),
+    k: int = typer.Option(10, "-k", min=1, max=1000, help="Number of results."),
+    filters: Optional[List[str]] = typer.Option(None, "--filter", help="KEY=VALUE payload filter (repeatable)."),
+    collection: Optional[str] = CollectionOpt,
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Items most similar to ITEM or to --image."""
+    from recommender.recommend import Recommender, parse_filters
+
+    if (item is None) == (image is None):
+        raise RecommenderError("Give exactly one of ITEM (id or path) or --image PATH.")
+    rec = Recommender(settings(home=home, collection=collection))
+    try:
+        flt = parse_filters(filters)
+        results = rec.similar_to_item(item, k, flt) if item else rec.similar_to_image(image, k, flt)
+    finally:
+        rec.close()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results]))
+        return
+    table = Table("score", "id", "path")
+    for r in results:
+        table.add_row(f"{r.score:.4f}", r.id, r.path)
+    Console().print(table)
+
+
+def recommend(
+    positive: Optional[List[str]] = typer.Option(None, "--positive", "-p", help="Item id or ingested path to move towards (repeatable)."),
+    negative: Optional[List[str]] = typer.Option(None, "--negative", "-n", help="Item to move away from (repeatable)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query image file (embedded, not stored)."),
+    text: Optional[str] = typer.Option(None, "--text", help="Text query (CLIP collections)."),
+    k: int = typer.Option(10, "-k", min=1, max=1000),
+    offset: int = typer.Option(0, "--offset", min=0),
+    filters: Optional[List[str]] = typer.Option(None, "--filter", help="KEY=VALUE, KEY=A|B or KEY>=N (repeatable)."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="At most --group-size results per value."),
+    group_size: int = typer.Option(1, "--group-size", min=1),
+    mmr_lambda: Optional[float] = typer.Option(None, "--mmr-lambda", min=0.0, max=1.0, help="1 = relevance only."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Only scores above this."),
+    keep_duplicates: bool = typer.Option(False, "--keep-duplicates", help="Do not collapse duplicate clusters."),
+    collection: Optional[str] = CollectionOpt,
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Recommendations from examples, an image or a text, with filters, grouping and diversity."""
+    from recommender.recommend import Recommender, parse_filters
+
+    rec = Recommender(settings(home=home, collection=collection))
+    try:
+        results = rec.recommend(
+            positive or [], negative or [], image=image, text=text, k=k, offset=offset,
+            filters=parse_filters(filters), group_by=group_by, group_size=group_size, mmr_lambda=mmr_lambda,
+            score_threshold=threshold, collapse_duplicates=not keep_duplicates,
+        )
+    finally:
+        rec.close()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results]))
+        return
+    table = Table("score", "id", "path", *(["group"] if group_by else []))
+    for r in results:
+        table.add_row(f"{r.score:.4f}", r.id, r.path, *([str(r.reason.get("group"))] if group_by else []))
+    Console().print(table)
+
+
+def embed_text(
+    text: str = typer.Argument(..., help="Text to embed, e.g. 'a portrait of a woman'."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name (RECOMMENDER_MODEL); must be CLIP."),
+    device: Optional[str] = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Embed TEXT with a CLIP model's text tower (unit vector, same space as its images).
+
+    Useful to query by words, to check that a model loads and to script zero-shot
+    experiments; models without a text tower (the CNNs) are refused with a CLIP model to use.
+    """
+    from recommender.models import create_embedder
+
+    cfg = settings(model=model, device=device)
+    embedder = create_embedder(cfg.model, cfg.device)
+    if not embedder.supports_text:
+        raise RecommenderError(
+            f"Model '{embedder.name}' has no text tower, so it cannot embed text. "
+            "Pass a CLIP model, e.g. --model clip:ViT-B-32:laion2b_s34b_b79k (or clip:<arch>:/path/to/checkpoint)."
+        )
+    vector = embedder.embed_text([text])[0]
+    if as_json:
+        typer.echo(json.dumps({"model": embedder.name, "dim": embedder.dim, "text": text,
+                               "vector": [round(float(v), 7) for v in vector]}))
+        return
+    head = ", ".join(f"{v:+.4f}" for v in vector[:8])
+    typer.echo(f"{embedder.name} dim={embedder.dim} norm={float((vector ** 2).sum()) ** 0.5:.4f} [{head}, ...]")
+
+
+def evaluate_retrieval(
+    label: str = typer.Option(..., "--label", help="Payload field holding the class (e.g. genre, diagnosis)."),
+    k: int = typer.Option(10, "--k", "-k", min=1, max=1000),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for retrieval_<label>_k<k>.json/.md."),
+    no_classic: bool = typer.Option(False, "--no-classic", help="Skip the cosine-matrix comparison."),
+    collection: Optional[str] = CollectionOpt,
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """precision@k and mAP@k of same-label neighbours, per label and overall, vs the full cosine matrix."""
+    from recommender.recommend import Recommender
+    from recommender.retrieval_eval import evaluate, to_markdown, write
+
+    if not label.strip():
+        raise ConfigError("--label must name a payload field, e.g. --label genre.")
+    rec = Recommender(settings(home=home, collection=collection))
+    try:
+        report = evaluate(rec, label, k, compare_classic=not no_classic)
+    finally:
+        rec.close()
+    if out:
+        paths = write(report, out)
+        err.print(f"wrote {paths[0]} and {paths[1]}")
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        typer.echo(to_markdown(report))

@@ -1,0 +1,17 @@
+"""Ingest as stages over plain data: scan -> plan -> embed (decode, fingerprint, model) -> dedupe -> cluster -> upsert -> report.
+
+- `stages`: scan, plan, chunk, classify, payloads (decide, never write);
+- `embed`: `embed_files`, the stage a thread, a process or a Dask worker runs;
+- `writer`: the single writer (collection lock, store, catalog) in the driver process;
+- `runner`: `drive` composes the stages and times each; `run_ingest` runs them here without Prefect.
+"""
+
+from recommender.ingest.embed import embed_files, embedder_for
+from recommender.ingest.records import EmbeddedChunk, EmbeddedFile, EmbedSpec, Plan, RunReport
+from recommender.ingest.runner import IngestRun, StageTimer, drive, run_ingest
+from recommender.ingest.scan import SourceFile, scan_source
+
+__all__ = [
+    "EmbedSpec", "EmbeddedChunk", "EmbeddedFile", "IngestRun", "Plan", "RunReport", "SourceFile", "StageTimer",
+    "drive", "embed_files", "embedder_for", "run_ingest", "scan_source",
+]

@@ -1,0 +1,157 @@
+"""The single writer of an ingest run: the collection lock, the store and the catalog, in the driver process.
+
+Crash safety comes from the order of writes: points before the catalog rows that
+reference them, a changed or deleted file's old points released idempotently (the
+catalog row still lists them until it is rewritten), so a run killed at any point
+and re-run ends in the state of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from recommender import payload as P
+from recommender.catalog import Catalog, FileRecord
+from recommender.duplicates import IngestDeduper
+from recommender.ingest.records import EmbeddedFile
+from recommender.locks import CollectionLock
+from recommender.settings import Settings
+from recommender.store import VectorStore, open_store, point_id_for
+
+
+class IngestWriter:
+    """Holds what must stay in one process (lock, Qdrant client, SQLite connection) and does every write."""
+
+    def __init__(self, settings: Settings, keyword_fields: Iterable[str] = ()):
+        self.settings = settings
+        self.keyword_fields = list(keyword_fields)
+        self._lock = CollectionLock(settings.home, settings.collection).acquire(settings.lock_timeout)
+        try:
+            self.store: VectorStore = open_store(settings)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.catalog = Catalog(settings.catalog_path)
+        self._deduper: IngestDeduper | None = None
+        self._ready = False
+
+    def start(self, run_id: str, source: str) -> None:
+        """Refuse a collection built with another model (before any model loads), then record the run."""
+        if self.store.exists():
+            self.ensure_collection(self.settings.model, 0)  # raises ModelMismatchError; creates metadata indexes
+        if self.settings.dedup_on_ingest:
+            self._deduper = IngestDeduper(self.store, self.settings)
+        self.catalog.start_run(run_id, self.settings.collection, source, self.settings.model)
+
+    def ensure_collection(self, model: str, dim: int) -> None:
+        """Create the collection for the model's vectors on first use (a model mismatch raises)."""
+        if not self._ready:
+            self.store.ensure_collection(model, dim, self.keyword_fields)
+            self._ready = True
+
+    def close(self) -> None:
+        self.store.close()
+        self.catalog.close()
+        self._lock.release()
+
+    # -- reads the stages need -------------------------------------------------
+    def known(self) -> dict[str, FileRecord]:
+        return self.catalog.files(self.settings.collection)
+
+    def stored(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self.store.existing(ids)
+
+    # -- writes --------------------------------------------------------------------
+    def release_gone(self, gone: Sequence[FileRecord], run_id: str) -> None:
+        """Deleted source files: release their points (or mark them), then forget or flag the rows."""
+        mark = self.settings.on_delete == "mark"
+        for rec in gone:
+            self._release(rec.path, rec.point_ids, keep=(), mark=mark)
+        paths = [r.path for r in gone]
+        if mark:
+            self.catalog.mark_deleted(self.settings.collection, paths, run_id)
+        else:
+            self.catalog.remove_files(self.settings.collection, paths)
+
+    def cluster(self, ids: Sequence[str], payloads: list[dict[str, Any]], vectors: np.ndarray) -> dict[str, int]:
+        """Assign duplicate clusters to the new points (payloads filled in place) against each other and the
+        collection, before any of them is written; returns new items per tier."""
+        if self._deduper is None or not len(ids):
+            return {}
+        return self._deduper.assign(ids, payloads, vectors)
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        step = self.settings.upsert_batch
+        for s in range(0, len(ids), step):
+            self.store.upsert(ids[s : s + step], vectors[s : s + step], payloads[s : s + step])
+
+    def record(self, files: Sequence[EmbeddedFile], statuses: Sequence[str], known: Mapping[str, FileRecord],
+               metadata: Mapping[str, dict[str, Any]], model: str, run_id: str) -> None:
+        """After the points: release what a changed file no longer has, keep byte-identical paths, write the rows."""
+        records = []
+        for ef, status in zip(files, statuses):
+            pids = [point_id_for(h) for h in ef.hashes]
+            old = known.get(ef.file.path)  # the row as the plan read it: this run writes it only here
+            if old and old.point_ids:
+                self._release(ef.file.path, old.point_ids, keep=pids if status != "failed" else [])
+            records.append(FileRecord(
+                ef.file.path, ef.file.size, ef.file.mtime_ns, ef.hashes[0] if ef.hashes else None,
+                status if status in ("failed", "duplicate") else "ok", ef.error, pids,
+            ))
+        self._record_copies(files, statuses, metadata)
+        self.catalog.record_files(self.settings.collection, model, run_id, records)
+
+    def finish_run(self, run_id: str, status: str, report: dict[str, Any]) -> None:
+        self.catalog.finish_run(run_id, status, report)
+
+    def _release(self, path: str, old_ids: Sequence[str], keep: Sequence[str], mark: bool = False) -> None:
+        """Stop `path` referencing old_ids: points no other file references are deleted (or marked).
+
+        Idempotent, so a run killed half-way repeats it safely: the catalog row still lists the ids.
+        """
+        gone_ids, reassigned = [], []
+        for pid in set(old_ids) - set(keep):
+            others = self.catalog.other_paths(self.settings.collection, pid, path)
+            if others:
+                reassigned.append((pid, others[0]))
+            else:
+                gone_ids.append(pid)
+        stored = self.store.existing([pid for pid, _ in reassigned])
+        for pid, other in reassigned:
+            if pid in stored:
+                self.store.set_payload([pid], _drop_copy(stored[pid], path, other))
+        if mark:
+            self.store.set_payload(gone_ids, {P.DELETED: True})
+        else:
+            self.store.delete(gone_ids)
+
+    def _record_copies(self, files: Sequence[EmbeddedFile], statuses: Sequence[str],
+                       metadata: Mapping[str, dict[str, Any]]) -> None:
+        """Byte-identical files share one point; keep each extra path (and its metadata, e.g. its split)
+        in the point's `copies`, so nothing is lost and leakage reports see every file."""
+        extra: dict[str, list[dict[str, Any]]] = {}
+        for ef, status in zip(files, statuses):
+            if status == "duplicate":
+                entry = {P.PATH: ef.file.path, P.RELPATH: ef.file.relpath, **metadata.get(ef.file.path, {})}
+                for h in ef.hashes:
+                    extra.setdefault(point_id_for(h), []).append(entry)
+        stored = self.store.existing(list(extra))
+        for pid, entries in extra.items():
+            payload = stored.get(pid, {})
+            copies = [c for c in payload.get(P.COPIES, []) if c[P.PATH] != payload.get(P.PATH)]
+            have = {c[P.PATH] for c in copies} | {payload.get(P.PATH)}
+            new = [e for e in entries if e[P.PATH] not in have]
+            if new:
+                self.store.set_payload([pid], {P.COPIES: copies + new})
+
+
+def _drop_copy(payload: dict[str, Any], path: str, other: str) -> dict[str, Any]:
+    """Payload update when `path` stops referencing a shared point: drop it from `copies`, and if it
+    was the point's main path, promote `other` (with its own metadata) in its place."""
+    copies = [c for c in payload.get(P.COPIES, []) if c[P.PATH] != path]
+    if payload.get(P.PATH) != path:
+        return {P.COPIES: copies}
+    promoted = next((c for c in copies if c[P.PATH] == other), {P.PATH: other})
+    return {**promoted, P.COPIES: [c for c in copies if c[P.PATH] != other]}
