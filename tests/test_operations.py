@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -276,3 +277,28 @@ def test_check_finds_and_repairs_differences(tmp_path, art_source):
     assert check(cfg, repair=True).repaired and check(cfg).consistent
     r = _run(src, cfg)                                                    # the next ingest restores the file
     assert r["new"] == 1 and r["points"] == 3 and check(cfg).consistent
+
+
+@pytest.mark.slow
+def test_one_off_ingest_runs_in_process_and_records_its_run(tmp_path):
+    """Without PREFECT_API_URL, `recommender ingest` runs the stages here: no Prefect imported (so no
+    temporary server started), and the run is in the catalog's history like a flow run's."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in ART[:3]:
+        shutil.copy(p, src / p.name)
+    env = {**os.environ, "RECOMMENDER_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    script = ("import json, sys\nfrom cli.main import main\nsys.argv = ['recommender', 'ingest', sys.argv[1], '--json']\n"
+              "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+              "assert 'prefect' not in sys.modules, 'a one-off ingest imported prefect'\n")
+    out = subprocess.run([sys.executable, "-c", script, str(src)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["new"] == 3 and report["status"] == "completed"
+    catalog = Catalog(tmp_path / "home" / "catalog.sqlite")
+    try:
+        runs = catalog.runs()
+    finally:
+        catalog.close()
+    assert [(r["run_id"], r["status"], r["report"]["new"]) for r in runs] == [(report["run_id"], "completed", 3)]
