@@ -47,3 +47,17 @@ def reembed(
     result = run_reembed(settings(home=home, collection=collection), model, allow_missing, keep_old)
     typer.echo(json.dumps(result) if as_json else
                f"{result['collection']}: {result['from_model']} -> {result['to_model']}, {result['points']} points")
+
+
+def migrate(
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Move the home's embedded store from qdrant-client local mode to the edge engine (nothing is lost;
+    the old store stays in place until the copy is complete and checked)."""
+    from recommender.store.migrate import migrate_local_to_edge
+
+    result = migrate_local_to_edge(settings(home=home))
+    typer.echo(json.dumps(result) if as_json else
+               f"{result['home']}: migrated {sum(result['collections'].values())} points in "
+               f"{len(result['collections'])} collection(s) to {result['edge']}")

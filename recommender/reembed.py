@@ -29,7 +29,7 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
             on_batch: Callable[[int], None] | None = None, store: VectorStore | None = None) -> dict[str, Any]:
     """Re-embed every point of the collection with `model` and switch the alias to the new generation."""
     started = time.perf_counter()
-    lock = CollectionLock(settings.home, settings.collection).acquire(settings.lock_timeout)
+    lock = CollectionLock(settings.home, settings.collection, "reembed").acquire(settings.lock_timeout)
     own_store = store is None
     store = store or open_store(settings)
     catalog = Catalog(settings.catalog_path)
@@ -58,6 +58,7 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
                 f"(first: {missing[0]}). Re-ingest the source first, or pass --allow-missing to drop them."
             )
         dest.create_indexes(store.metadata_fields())
+        dest.optimize()  # build the new generation's index before it serves queries
         if dest.count() != store.count() - len(missing):
             raise RecommenderError(f"Re-embedded collection '{target}' is incomplete; the alias was not switched.")
         store.switch_alias(target, drop_old=not keep_old)

@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECOMMENDER_", extra="ignore")
 
     home: Path = Field(Path("./var"), description="Data home: embedded Qdrant, catalog, caches.")
-    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset means embedded local mode under home.")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store under home.")
     qdrant_api_key: str | None = Field(None, description="API key for a Qdrant server.")
     collection: str = Field("images", description="Qdrant collection name.")
     model: str = Field("mobilenet_v2", description="Embedding model name (see `recommender models`).")
@@ -60,8 +60,11 @@ class Settings(BaseSettings):
     retry_attempts: int = Field(5, ge=1, description="Attempts for a Qdrant call that fails transiently (connection, timeout, 5xx).")
     retry_backoff: float = Field(0.5, ge=0, description="First retry delay in seconds; doubles each attempt.")
     progress: bool = Field(False, description="Show a progress bar with images/second (the CLI turns it on).")
+    store_backend: Literal["auto", "edge", "local"] = Field(
+        "auto", description="Embedded store engine: edge = Qdrant's in-process engine (HNSW, int8, vectors on disk), local = qdrant-client local mode; auto = the store the home already holds, else edge (`recommender migrate` moves a local-mode home)."
+    )
     query_engine: Literal["auto", "qdrant", "exact"] = Field(
-        "auto", description="Who answers queries: auto = in-process exact index for the embedded store, Qdrant for a server."
+        "auto", description="Who answers queries: auto = in-process exact index for local mode, the engine itself for the edge store and a server."
     )
     exact_index_cache: bool = Field(True, description="Cache the exact index's vectors under home/exact_index (memory-mapped).")
     max_upload_bytes: int = Field(20_000_000, ge=1, description="Largest image upload the REST API accepts (413 above).")

@@ -1,8 +1,10 @@
-"""The only module that talks to `qdrant_client`.
+"""The only package that talks to a vector engine.
 
-Embedded local mode (`QdrantClient(path=...)`) by default, a server or
-cluster when `RECOMMENDER_QDRANT_URL` is set; the rest of the code sees the
-same `VectorStore` either way.
+`VectorStore` speaks the qdrant_client API. Behind it: a Qdrant server or cluster when
+`RECOMMENDER_QDRANT_URL` is set; otherwise an embedded store under the data home, either
+qdrant-client's local mode (`QdrantClient(path=...)`, brute force over vectors loaded into
+Python) or the Qdrant edge engine in process (`edge.py`: HNSW, int8 quantization, vectors on
+disk), chosen by `store_backend`. The rest of the code sees the same `VectorStore` either way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from recommender import payload as P
 from recommender.errors import ConfigError, ModelMismatchError, NotFoundError, StoreLockedError
 from recommender.settings import Settings
+from recommender.store.filters import (  # noqa: F401  (re-exported: callers import them from recommender.store)
+    RANGE_KEYS, _query_input, payload_filter, query_filter, validate_filter_spec,
+)
 
 VECTOR_NAME = "image"
 METADATA_FIELDS_KEY = "metadata_fields"  # collection metadata: the metadata table's columns
@@ -192,8 +197,10 @@ class VectorStore:
         """Write points (idempotent: the same id overwrites itself)."""
         if not ids:
             return
+        # The edge engine validates points itself: skip pydantic's per-float validation (half the upsert time)
+        make = models.PointStruct.model_construct if self.is_edge() else models.PointStruct
         points = [
-            models.PointStruct(id=pid, vector={VECTOR_NAME: vec.tolist()}, payload=payload)
+            make(id=pid, vector={VECTOR_NAME: vec.tolist()}, payload=payload)
             for pid, vec, payload in zip(ids, vectors, payloads)
         ]
         self._call(self.client.upsert, self.collection, points=points, wait=True)
@@ -379,11 +386,27 @@ class VectorStore:
             if db.exists():
                 st = db.stat()
                 files = (st.st_size, st.st_mtime_ns)
+        stamp = getattr(self.client, "version_stamp", None)  # the edge engine: its WAL's size and mtime
+        if stamp is not None and name:
+            files = stamp(name)
         return (name, self.count(), files, self._writes)
 
     def is_embedded(self) -> bool:
-        """True for Qdrant local mode (a folder), False for a server."""
-        return type(getattr(self.client, "_client", None)).__name__ == "QdrantLocal"
+        """True for an embedded store (a folder under home, one process at a time), False for a server."""
+        return self.is_edge() or type(getattr(self.client, "_client", None)).__name__ == "QdrantLocal"
+
+    def is_edge(self) -> bool:
+        """True for the in-process edge engine, which answers queries from its own HNSW index
+        (so the exact in-process index, built for local mode's brute force, is not needed)."""
+        return bool(getattr(self.client, "is_edge", False))
+
+    def optimize(self) -> None:
+        """Build the approximate index (HNSW + quantization) for what was written; a no-op on a
+        server (which builds it in the background) and in local mode (which has none). Called at
+        the end of an ingest run, off the query path: queries before it stay correct, only slower."""
+        fn = getattr(self.client, "optimize", None) if self.is_edge() else None
+        if fn is not None and self.exists():
+            fn(self.collection)
 
     def mark_duplicates(self, cluster_id: str, members: Sequence[str], canonical: str, tier: P.Tier = P.Tier.NEAR) -> None:
         """Write the dedup engine's payload fields (cluster_id, tier, canonical) on a cluster's points.
@@ -400,89 +423,11 @@ class VectorStore:
             self.set_payload(others, {**fields, P.CANONICAL: False})
 
 
-RANGE_KEYS = ("gt", "gte", "lt", "lte")
-
-
-def query_filter(spec: dict[str, Any] | None, exclude_ids: Sequence[str] = ()) -> models.Filter | None:
-    """A Qdrant filter from a plain spec, validated with messages naming the field.
-
-    `{"genre": "Landscape"}` equality; `{"genre": ["Landscape", "Portrait"]}` any of;
-    `{"year": {"gte": 1800, "lt": 1900}}` numeric range. All conditions must hold.
-    """
-    conditions: list[Any] = []
-    for key, value in validate_filter_spec(spec).items():
-        if isinstance(value, dict):
-            conditions.append(models.FieldCondition(key=key, range=models.Range(**value)))
-        elif isinstance(value, list):
-            conditions.append(models.FieldCondition(key=key, match=models.MatchAny(any=value)))
-        else:
-            conditions.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
-    must_not = [models.HasIdCondition(has_id=list(exclude_ids))] if exclude_ids else None
-    if not conditions and not must_not:
-        return None
-    return models.Filter(must=conditions or None, must_not=must_not)
-
-
-def validate_filter_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
-    """Normalise a filter spec or raise ConfigError saying which field is wrong and how to fix it."""
-    out: dict[str, Any] = {}
-    for key, value in (spec or {}).items():
-        if not isinstance(key, str) or not key:
-            raise ConfigError(f"Filter field name {key!r} must be a non-empty string.")
-        if isinstance(value, dict):
-            bad = [k for k in value if k not in RANGE_KEYS]
-            if bad or not value:
-                raise ConfigError(f"Filter '{key}': a range takes gt/gte/lt/lte, got {sorted(value) or 'nothing'}.")
-            for op, bound in value.items():
-                if isinstance(bound, bool) or not isinstance(bound, (int, float)):
-                    raise ConfigError(f"Filter '{key}': range bound {op}={bound!r} must be a number.")
-            out[key] = {k: float(v) for k, v in value.items()}
-        elif isinstance(value, (list, tuple, set)):
-            values = list(value)
-            if not values:
-                raise ConfigError(f"Filter '{key}': an any-of list needs at least one value.")
-            kinds = {type(v) for v in values}
-            if not (kinds <= {str} or kinds <= {int}):
-                raise ConfigError(f"Filter '{key}': any-of values must be all strings or all integers, got {values!r}.")
-            out[key] = values
-        elif isinstance(value, (str, int, bool)):
-            out[key] = value
-        else:
-            raise ConfigError(
-                f"Filter '{key}': {value!r} can't be matched exactly; use a string, integer or boolean, "
-                "a list for any-of, or {'gte': .., 'lte': ..} for a numeric range."
-            )
-    return out
-
-
-def _query_input(query: Any, negative: Sequence[Any]) -> Any:
-    """Plain nearest query for one positive; best-score recommend for examples."""
-    positives = list(query) if isinstance(query, (list, tuple)) else [query]
-    if not positives:
-        raise ConfigError("A query needs at least one positive example (an item id or a vector).")
-    as_input = [p.tolist() if isinstance(p, np.ndarray) else p for p in positives]
-    if len(as_input) == 1 and not negative:
-        return as_input[0]
-    return models.RecommendQuery(recommend=models.RecommendInput(
-        positive=as_input, negative=[n.tolist() if isinstance(n, np.ndarray) else n for n in negative],
-        strategy=models.RecommendStrategy.BEST_SCORE,
-    ))
-
-
 def _hit(p: Any, with_vectors: bool) -> Hit:
     vec = None
     if with_vectors and p.vector is not None:
         vec = np.asarray(p.vector[VECTOR_NAME] if isinstance(p.vector, dict) else p.vector, dtype=np.float32)
     return Hit(str(p.id), float(p.score), p.payload or {}, vec)
-
-
-def payload_filter(must: dict[str, Any] | None = None, has: Sequence[str] = ()) -> models.Filter | None:
-    """`query_filter` (equality, any-of, ranges) plus fields that must be present and non-empty."""
-    base = query_filter(must)
-    must_not = [models.IsEmptyCondition(is_empty=models.PayloadField(key=k)) for k in has]
-    if not must_not:
-        return base
-    return models.Filter(must=base.must if base else None, must_not=must_not)
 
 
 class SerializedClient:
@@ -510,10 +455,34 @@ class SerializedClient:
         return call
 
 
+# What `store_backend=auto` means for a new embedded home (the test suite passes on both; local is kept for old homes).
+AUTO_BACKEND = "edge"
+
+
+def embedded_backend(settings: Settings) -> str:
+    """'edge' or 'local' for an embedded store: the setting; for auto, the store the home already
+    holds (an edge folder wins: it only appears complete, see `migrate.py`), else the default."""
+    wanted = getattr(settings, "store_backend", "auto")
+    if wanted != "auto":
+        return wanted
+    from recommender.store.edge import edge_root
+
+    if edge_root(settings).exists():
+        return "edge"
+    local_home = settings.qdrant_path / "collection"
+    if local_home.is_dir() and any(local_home.iterdir()):
+        return "local"
+    return AUTO_BACKEND
+
+
 def open_store(settings: Settings) -> VectorStore:
-    """Connect to the configured Qdrant (server by URL, else embedded under the data home)."""
+    """Connect to the configured store: a server by URL, else the embedded backend under the data home."""
     if settings.qdrant_url:
         client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=30)
+    elif embedded_backend(settings) == "edge":
+        from recommender.store.edge import EdgeClient, edge_root
+
+        client = EdgeClient(edge_root(settings))
     else:
         settings.qdrant_path.mkdir(parents=True, exist_ok=True)
         try:

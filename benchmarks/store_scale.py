@@ -1,0 +1,272 @@
+"""The embedded store at scale: our store (edge engine) vs faiss HNSW vs numpy exact, one run.
+
+Issue 12's benchmark. For each scale, 1280-d clustered unit vectors (the default model's
+stored dimension; clusters of varying size and spread, like image embeddings, not uniform)
+with a `bucket` payload keyword that a filter keeps 10 % of:
+
+  - ours: `open_store` with `store_backend=edge` through the product's `VectorStore`
+    (upsert batches of 256, `optimize()` = index build, queries by point id);
+  - faiss: `IndexHNSWFlat` M 32 (efConstruction 40, faiss' default), inner product on unit
+    vectors; efSearch tuned to the smallest value whose recall@10 reaches ours;
+  - numpy exact: matrix @ vector + argpartition, the ground truth of the recall figures.
+
+Per system and scale: upsert points/s, index build seconds, open seconds, first-query seconds
+and peak RSS of a FRESH process (a child that opens the data and answers one query), p50/p95
+of similar-by-id top-10 without and with the 10 % filter, recall@10 against exact (the query
+item itself excluded). One line per scale and system, and `--json` for everything.
+
+    python benchmarks/store_scale.py --sizes 10000 50000 --queries 200
+    python benchmarks/store_scale.py --sizes 200000 --with-1m   # 1M takes long on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DIM, K, BUCKETS = 1280, 10, 10
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors around ~n/50 centres with Zipf-like cluster sizes and per-cluster spread."""
+    rng = np.random.default_rng(seed)
+    centers = max(20, n // 50)
+    c = rng.standard_normal((centers, dim)).astype(np.float32)
+    weights = 1.0 / np.arange(1, centers + 1) ** 0.7
+    labels = rng.choice(centers, n, p=weights / weights.sum())
+    spread = rng.uniform(0.3, 0.9, centers).astype(np.float32)
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, 20_000):  # in blocks: no second n x dim float64 temporary
+        lab = labels[s:s + 20_000]
+        v = c[lab] + spread[lab, None] * rng.standard_normal((len(lab), dim), dtype=np.float32)
+        out[s:s + 20_000] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
+
+
+def ids_for(n: int) -> list[str]:
+    from recommender.store import point_id_for
+
+    return [point_id_for(f"bench-{i}") for i in range(n)]
+
+
+def buckets(n: int) -> np.ndarray:
+    return np.arange(n) % BUCKETS  # bucket 0 = the 10 % the filter keeps
+
+
+def exact_topk(x: np.ndarray, q: int, mask: np.ndarray | None = None) -> np.ndarray:
+    scores = x @ x[q]
+    scores[q] = -np.inf
+    if mask is not None:
+        scores[~mask] = -np.inf
+    top = np.argpartition(-scores, K)[:K]
+    return top[np.argsort(-scores[top])]
+
+
+def pcts(times: list[float]) -> tuple[float, float]:
+    a = np.asarray(times) * 1000
+    return float(np.percentile(a, 50)), float(np.percentile(a, 95))
+
+
+def recall(got: list[list[int]], truth: list[np.ndarray]) -> float:
+    return float(np.mean([len(set(g) & set(t.tolist())) / K for g, t in zip(got, truth)]))
+
+
+def fresh_process(kind: str, folder: Path, query: int) -> dict:
+    """Open + first query in a child process: what a new CLI call or API worker pays."""
+    out = subprocess.run([sys.executable, __file__, "--child", kind, str(folder), str(query)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: per address space, so not inherited from the parent that
+    forked it, as getrusage's ru_maxrss is across exec)."""
+    for row in Path("/proc/self/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(kind: str, folder: str, query: int) -> None:
+    import faiss  # noqa: F401  (imported up front in every child so RSS baselines compare)
+
+    from recommender.settings import get_settings
+    from recommender.store import open_store
+
+    base = peak_rss_mb()
+    t = time.perf_counter()
+    if kind == "ours":
+        store = open_store(get_settings(home=folder, store_backend="edge", collection="bench"))
+        opened = time.perf_counter() - t
+        pid = ids_for(query + 1)[query]
+        t = time.perf_counter()
+        store.query(pid, K)
+    elif kind == "faiss":
+        index = faiss.read_index(str(Path(folder) / "hnsw.faiss"))
+        opened = time.perf_counter() - t
+        x = np.load(Path(folder) / "vectors.npy", mmap_mode="r")
+        t = time.perf_counter()
+        index.search(np.asarray(x[query:query + 1]), K + 1)
+    else:
+        x = np.load(Path(folder) / "vectors.npy")
+        opened = time.perf_counter() - t
+        t = time.perf_counter()
+        exact_topk(x, query)
+    first = time.perf_counter() - t
+    rss = peak_rss_mb()
+    print(json.dumps({"open_s": opened, "first_query_s": first, "rss_mb": rss, "rss_after_imports_mb": base}))
+
+
+def bench_ours(x: np.ndarray, folder: Path, queries: np.ndarray, batch: int) -> dict:
+    from recommender.settings import get_settings
+    from recommender.store import open_store
+
+    cfg = get_settings(home=folder, store_backend="edge", collection="bench")
+    ids = ids_for(len(x))
+    b = buckets(len(x))
+    store = open_store(cfg)
+    store.ensure_collection("bench", x.shape[1], ["bucket"])
+    t = time.perf_counter()
+    for s in range(0, len(x), batch):
+        store.upsert(ids[s:s + batch], x[s:s + batch],
+                     [{"path": f"/bench/{i}.jpg", "bucket": f"b{b[i]}"} for i in range(s, min(s + batch, len(x)))])
+    upsert_s = time.perf_counter() - t
+    t = time.perf_counter()
+    store.optimize()
+    build_s = time.perf_counter() - t
+    store.close()
+    fresh = fresh_process("ours", folder, int(queries[0]))
+    store = open_store(cfg)
+    row = {i: n for n, i in enumerate(ids)}
+    res: dict = {"upsert_pts_s": len(x) / upsert_s, "build_s": build_s, **fresh}
+    for name, must in (("nofilter", None), ("filter", {"bucket": "b0"})):
+        for q in queries[:5]:
+            store.query(ids[q], K, must=must)
+        times, got = [], []
+        for q in queries:
+            t = time.perf_counter()
+            hits = store.query(ids[q], K, must=must)
+            times.append(time.perf_counter() - t)
+            got.append([row[h.id] for h in hits])
+        res[name] = {"times": times, "got": got}
+    store.close()
+    return res
+
+
+def bench_faiss(x: np.ndarray, folder: Path, queries: np.ndarray, truth: dict, target: float) -> dict:
+    import faiss
+
+    index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    t = time.perf_counter()
+    index.add(x)
+    build_s = time.perf_counter() - t
+    faiss.write_index(index, str(folder / "hnsw.faiss"))
+    fresh = fresh_process("faiss", folder, int(queries[0]))
+    mask = buckets(len(x)) == 0
+    sel = faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64))
+    res: dict = {"upsert_pts_s": None, "build_s": build_s, **fresh}
+    for name, selector in (("nofilter", None), ("filter", sel)):
+        for ef in (16, 32, 64, 128, 256, 512, 1024):  # the smallest ef that reaches our recall
+            params = faiss.SearchParametersHNSW(efSearch=ef, sel=selector) if selector else faiss.SearchParametersHNSW(efSearch=ef)
+            times, got = [], []
+            for q in queries:
+                t = time.perf_counter()
+                _, idx = index.search(x[q:q + 1], K + 1, params=params)
+                times.append(time.perf_counter() - t)
+                got.append([int(i) for i in idx[0] if i != q and i >= 0][:K])
+            if recall(got, truth[name]) >= target[name] - 1e-9 or ef == 1024:
+                break
+        res[name] = {"times": times, "got": got, "ef": ef}
+    return res
+
+
+def bench_exact(x: np.ndarray, folder: Path, queries: np.ndarray) -> tuple[dict, dict]:
+    fresh = fresh_process("exact", folder, int(queries[0]))
+    mask = buckets(len(x)) == 0
+    res: dict = {"upsert_pts_s": None, "build_s": 0.0, **fresh}
+    truth: dict = {}
+    for name, m in (("nofilter", None), ("filter", mask)):
+        times, got = [], []
+        for q in queries:
+            t = time.perf_counter()
+            got.append(exact_topk(x, q, m))
+            times.append(time.perf_counter() - t)
+        res[name] = {"times": times, "got": [g.tolist() for g in got]}
+        truth[name] = got
+    return res, truth
+
+
+def line(n: int, system: str, r: dict, truth: dict) -> tuple[str, dict]:
+    summary = {"n": n, "system": system}
+    for name in ("nofilter", "filter"):
+        p50, p95 = pcts(r[name]["times"])
+        summary[name] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
+                         "recall@10": round(recall(r[name]["got"], truth[name]), 4), "ef": r[name].get("ef")}
+    for key in ("upsert_pts_s", "build_s", "open_s", "first_query_s", "rss_mb", "rss_after_imports_mb"):
+        summary[key] = None if r.get(key) is None else round(r[key], 3)
+    a, f = summary["nofilter"], summary["filter"]
+    ups = f"{summary['upsert_pts_s']:,.0f} pts/s" if summary["upsert_pts_s"] else "-"
+    text = (f"{n:>9,} {system:<6} p50 {a['p50_ms']:.2f} ms p95 {a['p95_ms']:.2f} ms recall@10 {a['recall@10']:.3f}"
+            f" | filter10% p50 {f['p50_ms']:.2f} ms p95 {f['p95_ms']:.2f} ms recall@10 {f['recall@10']:.3f}"
+            f" | upsert {ups} build {summary['build_s']:.1f} s | fresh open {summary['open_s']:.2f} s"
+            f" first query {summary['first_query_s'] * 1000:.1f} ms rss {summary['rss_mb']:,.0f} MB"
+            f" (after imports {summary['rss_after_imports_mb']:,.0f} MB)")
+    if system == "faiss":
+        text += f" efSearch {a['ef']}/{f['ef']}"
+    return text, summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
+    ap.add_argument("--with-1m", action="store_true", help="also 1,000,000 (long on 2 cores)")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=256, help="points per upsert (the product's default)")
+    ap.add_argument("--home", type=Path, default=None, help="scratch folder (default: a temp dir, removed)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--child", nargs=3, metavar=("KIND", "FOLDER", "QUERY"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    sizes = args.sizes + ([1_000_000] if args.with_1m else [])
+    root = args.home or Path(tempfile.mkdtemp(prefix="store_scale_"))
+    print(f"# {platform.platform()} {os.cpu_count()} cpus, python {platform.python_version()}, "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    results = []
+    for n in sizes:
+        folder = root / str(n)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        x = clustered(n, DIM, seed=n)
+        np.save(folder / "vectors.npy", x)
+        queries = np.random.default_rng(1).choice(n, args.queries, replace=False)
+        exact, truth = bench_exact(x, folder, queries)
+        ours = bench_ours(x, folder, queries, args.batch)
+        target = {k: recall(ours[k]["got"], truth[k]) for k in ("nofilter", "filter")}
+        faiss_r = bench_faiss(x, folder, queries, truth, target)
+        for system, r in (("ours", ours), ("faiss", faiss_r), ("exact", exact)):
+            text, summary = line(n, system, r, truth)
+            print(text, flush=True)
+            results.append(summary)
+        if args.home is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The edge backend against the real engine: same answers as local mode, one process per home,
+an index built by optimize(), aliases that survive a reopen, and a lossless migration."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+from recommender.errors import StoreLockedError
+from recommender.settings import get_settings
+from recommender.store import embedded_backend, open_store, point_id_for
+from recommender.store.migrate import migrate_local_to_edge
+
+N, DIM = 300, 32
+
+
+def _data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, DIM)).astype(np.float32)
+    ids = [point_id_for(f"p{i}") for i in range(N)]
+    payloads = [{"path": f"/src/{i}.jpg", "genre": ["a", "b", "c"][i % 3], "year": 1800 + i,
+                 "tags": ["x", "y"] if i % 2 else ["y"], "room": f"r{i % 7}"} for i in range(N)]
+    return ids, x, payloads
+
+
+def _fill(cfg, seed: int = 0):
+    ids, x, payloads = _data(seed)
+    store = open_store(cfg)
+    store.ensure_collection("m", DIM, ["genre", "room"])
+    store.upsert(ids, x, payloads)
+    return store, ids, x, payloads
+
+
+def test_edge_answers_like_local_mode_before_and_after_the_index(tmp_path):
+    local, ids, x, _ = _fill(get_settings(home=tmp_path / "l", store_backend="local"))
+    edge, _, _, _ = _fill(get_settings(home=tmp_path / "e", store_backend="edge"))
+    try:
+        assert edge.is_edge() and edge.is_embedded() and not local.is_edge()
+        for built in (False, True):
+            if built:
+                edge.optimize()
+            for q in ids[:10]:
+                for must in (None, {"genre": "a"}, {"year": {"gte": 1900}}, {"genre": ["a", "b"]}):
+                    want = [h.id for h in local.query(q, 10, must=must, exact=True)]
+                    got = [h.id for h in edge.query(q, 10, must=must)]
+                    assert got == want
+            assert [h.id for h in edge.query([ids[0], ids[1]], 5, negative=[ids[2]])] == \
+                   [h.id for h in local.query([ids[0], ids[1]], 5, negative=[ids[2]])]
+            assert edge.count_where({"genre": "b"}) == local.count_where({"genre": "b"}) == N // 3
+            assert edge.facet("genre") == local.facet("genre")
+            assert edge.facet("tags") == local.facet("tags")
+            lg = [(h.group, h.id) for h in local.query_groups(ids[3], "genre", group_size=2, groups=3)]
+            eg = [(h.group, h.id) for h in edge.query_groups(ids[3], "genre", group_size=2, groups=3)]
+            assert eg == lg
+        payload, vec = edge.get(ids[5], with_vector=True)
+        assert payload["year"] == 1805 and np.allclose(vec, x[5] / np.linalg.norm(x[5]), atol=1e-6)
+        assert edge.find_by_path("/src/7.jpg") == ids[7]
+        edge.set_payload(ids[:4], {"cluster_id": "c1"})
+        edge.delete_payload_keys(ids[:1], ["cluster_id"])
+        assert edge.count_where(has=["cluster_id"]) == 3
+        edge.delete(ids[:10])
+        assert edge.count() == N - 10 and len(list(edge.scroll(batch=37))) == N - 10
+    finally:
+        local.close()
+        edge.close()
+
+
+def _open_in_child(home, queue):
+    try:
+        open_store(get_settings(home=home, store_backend="edge")).close()
+        queue.put("opened")
+    except StoreLockedError:
+        queue.put("locked")
+
+
+def test_second_process_is_refused_clearly_and_aliases_survive_reopen(tmp_path):
+    cfg = get_settings(home=tmp_path / "e", store_backend="edge")
+    store, ids, _, _ = _fill(cfg)
+    try:
+        queue = mp.get_context("spawn").Queue()
+        p = mp.get_context("spawn").Process(target=_open_in_child, args=(cfg.home, queue))
+        p.start()
+        p.join(60)
+        assert queue.get(timeout=5) == "locked"
+        new = store.create_generation("m2", DIM)
+        store.switch_alias(new)
+    finally:
+        store.close()
+    again = open_store(cfg)
+    try:
+        assert again.model_name() == "m2" and again.physical_name() == new and again.count() == 0
+    finally:
+        again.close()
+
+
+def test_migration_from_local_mode_keeps_every_id_vector_and_payload(tmp_path):
+    home = tmp_path / "h"
+    local_cfg = get_settings(home=home, store_backend="local")
+    store, ids, x, payloads = _fill(local_cfg)
+    store.close()
+    auto = get_settings(home=home, store_backend="auto")
+    assert embedded_backend(auto) == "local"           # an old home stays on local mode until migrated
+    (home / "qdrant" / "edge.migrating").mkdir()                  # the leftover of an interrupted migration
+    assert embedded_backend(auto) == "local"
+    old = open_store(local_cfg)
+    assert old.count() == N                            # ... leaves the old home usable
+    old.close()
+    result = migrate_local_to_edge(auto)
+    assert result["collections"] == {"images__m": N} and result["aliases"] == {"images": "images__m"}
+    assert embedded_backend(auto) == "edge"
+    edge = open_store(auto)
+    try:
+        assert edge.is_edge() and edge.model_name() == "m" and edge.metadata_fields() == ["room"]
+        got = {pid: (p, v) for pid, p, v in edge.scroll(with_vectors=True)}
+        assert set(got) == set(ids)
+        for pid, vec, payload in zip(ids, x, payloads):
+            assert got[pid][0] == payload
+            assert np.allclose(got[pid][1], vec / np.linalg.norm(vec), atol=1e-6)
+        assert [h.id for h in edge.query(ids[0], 5)][0] != ids[0]
+    finally:
+        edge.close()
+    with pytest.raises(Exception, match="already has an edge store"):
+        migrate_local_to_edge(auto)
