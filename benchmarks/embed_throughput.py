@@ -132,7 +132,7 @@ def run_pipeline(model: str, files: list[Path], batch_size: int | None, workers:
         n, done, seconds = 0, [], {}
         with PeakRSS() as mem:
             start = time.perf_counter()
-            for chunk_files in stages.chunks(scan_source(src), cfg.chunk_items):
+            for chunk_files in stages.chunks(scan_source(src).files, cfg.chunk_items):
                 chunk = embed_files(chunk_files, spec)
                 n += sum(len(ef.keys) for ef in chunk.files)
                 seconds = {k: seconds.get(k, 0.0) + v for k, v in chunk.seconds.items()}

@@ -6,9 +6,10 @@ import os
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
-from recommender.errors import RecommenderError
+from recommender.errors import ConfigError
 from recommender.settings import Settings, get_settings
 
 err = Console(stderr=True)
@@ -18,14 +19,19 @@ CollectionOpt = typer.Option(None, "--collection", "-c", help="Collection (RECOM
 ModelOpt = typer.Option(None, "--model", help="Model name (RECOMMENDER_MODEL).")
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, mps (RECOMMENDER_DEVICE).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+WaitOpt = typer.Option(None, "--wait", min=0, help="Seconds to wait for another writer of the collection, "
+                       "then exit 75 (RECOMMENDER_LOCK_TIMEOUT).")
 
 
 def settings(**overrides: Any) -> Settings:
     """Settings from `RECOMMENDER_*` with the flags that were given on top; a bad value names its field."""
     try:
         return get_settings(**overrides)
-    except Exception as exc:  # pydantic ValidationError names the field
-        raise RecommenderError(f"Invalid configuration: {exc}") from exc
+    except ValidationError as exc:  # one line per bad field, naming its flag and variable
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))} (RECOMMENDER_{str(e['loc'][0]).upper()}) = {e.get('input')!r}: {e['msg']}"
+            for e in exc.errors())
+        raise ConfigError(f"Invalid configuration: {problems}") from exc
 
 
 def quiet_prefect(json_mode: bool = False) -> None:

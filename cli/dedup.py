@@ -23,7 +23,7 @@ def dedupe(
     from recommender.store import open_store
 
     cfg = settings(home=home, collection=collection)
-    lock = CollectionLock(cfg.home, cfg.collection).acquire(cfg.lock_timeout)
+    lock = CollectionLock(cfg.home, cfg.collection, "dedupe").acquire(cfg.lock_timeout)
     store = open_store(cfg)
     try:
         summary = sweep(store, cfg, out)

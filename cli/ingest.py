@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import CollectionOpt, DeviceOpt, HomeOpt, JsonOpt, ModelOpt, err, quiet_prefect, settings
+from cli.common import CollectionOpt, DeviceOpt, HomeOpt, JsonOpt, ModelOpt, WaitOpt, err, quiet_prefect, settings
 
 
 def ingest(
@@ -27,12 +27,13 @@ def ingest(
     device: Optional[str] = DeviceOpt,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass."),
     home: Optional[Path] = HomeOpt,
+    wait: Optional[float] = WaitOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Ingest SOURCE: in this process, or as the Prefect flow when PREFECT_API_URL or a Dask address is set."""
     quiet_prefect(as_json)
     cfg = settings(home=home, collection=collection, model=model, device=device, batch_size=batch_size,
-                   progress=None if as_json else sys.stderr.isatty() or None)
+                   lock_timeout=wait, progress=None if as_json else sys.stderr.isatty() or None)
     if os.environ.get("PREFECT_API_URL") or cfg.dask_address:
         from flows.ingest import run_ingest_flow
 
@@ -44,6 +45,9 @@ def ingest(
     if as_json:
         typer.echo(json.dumps(report))
         return
+    for run in report["resumes"]:
+        err.print(f"resumed interrupted run {run['run_id']} of {run['source']} "
+                  f"({run['files_recorded']} files it had recorded were kept)")
     err.print(
         f"[bold]{report['collection']}[/]: scanned {report['scanned']}, new {report['new']}, "
         f"changed {report['changed']}, unchanged {report['unchanged']}, duplicate {report['duplicate']}, "
@@ -52,3 +56,7 @@ def ingest(
     )
     for failure in report["failures"]:
         err.print(f"  [red]failed[/] {failure['path']}: {failure['reason']}")
+    for issue in report["metadata_issues"]:
+        err.print(f"  [yellow]metadata[/] line {issue['line']} {issue['path']}: {issue['issue']}")
+    for skipped in report["skipped"]:
+        err.print(f"  [yellow]skipped[/] {skipped['path']}: {skipped['reason']}")

@@ -106,11 +106,6 @@ def browser() -> Browser:
     return _browser(*_key(settings()), stamp())
 
 
-def catalog() -> Catalog:
-    """A fresh catalog connection (SQLite is cheap to open; WAL lets ingests write meanwhile)."""
-    return Catalog(settings().catalog_path)
-
-
 def show_error(exc: RecommenderError) -> None:
     """Expected errors are shown as one clear message, not a traceback."""
     st.error(str(exc))

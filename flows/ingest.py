@@ -75,4 +75,5 @@ def _report_markdown(r: dict[str, Any]) -> str:
         f"- {r['seconds']} s, {r['images_per_second']} images/s; stages: {r['stage_seconds']}",
     ]
     lines += [f"- failed: `{f['path']}`: {f['reason']}" for f in r["failures"][:50]]
+    lines += [f"- skipped: `{f['path']}`: {f['reason']}" for f in r["skipped"][:50]]
     return "\n".join(lines)

@@ -144,6 +144,17 @@ class Catalog:
                 (run_id, collection, source, model, time.time(), None, "running", None),
             )
 
+    def interrupt_runs(self, collection: str) -> list[dict[str, Any]]:
+        """Mark the collection's runs still 'running' as 'interrupted' (call while holding its lock, when
+        no run can be live) and return them with the number of files each had recorded."""
+        with self.conn:
+            rows = self.conn.execute(
+                "SELECT run_id, source, started_at, (SELECT count(*) FROM files f WHERE f.run_id = r.run_id) "
+                "FROM runs r WHERE collection=? AND status='running'", (collection,)).fetchall()
+            self.conn.execute("UPDATE runs SET status='interrupted', finished_at=? WHERE collection=? AND status='running'",
+                              (time.time(), collection))
+        return [{"run_id": r[0], "source": r[1], "started_at": r[2], "files_recorded": r[3]} for r in rows]
+
     def finish_run(self, run_id: str, status: str, report: dict[str, Any]) -> None:
         with self.conn:
             self.conn.execute(

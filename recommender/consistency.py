@@ -38,7 +38,7 @@ class CheckReport:
 
 def check(settings: Settings, repair: bool = False) -> CheckReport:
     """Verify that every live catalog file has its points and every point has a file."""
-    lock = CollectionLock(settings.home, settings.collection).acquire(settings.lock_timeout)
+    lock = CollectionLock(settings.home, settings.collection, "check").acquire(settings.lock_timeout)
     store = open_store(settings)
     catalog = Catalog(settings.catalog_path)
     try:

@@ -186,7 +186,7 @@ def test_embed_stage_embeds_good_files_and_reports_failures(tmp_path):
     shutil.copy(ART[0], src / "a.jpg")
     (src / "empty.jpg").write_bytes(b"")
     spec = EmbedSpec.from_settings(get_settings(home=tmp_path / "h", device="cpu", batch_size=4))
-    chunk = embed_files(scan_source(src), spec)
+    chunk = embed_files(scan_source(src).files, spec)
     by_name = {Path(ef.file.path).name: ef for ef in chunk.files}
     good, empty = by_name["a.jpg"], by_name["empty.jpg"]
     assert good.vectors.dtype == np.float32 and good.vectors.shape == (1, 1280)

@@ -60,8 +60,9 @@ def _roundtrip(obj):
 def test_every_stage_input_and_output_pickles(tmp_path):
     corpus = planted_corpus(tmp_path / "src")
     cfg = get_settings(home=tmp_path / "h", device="cpu")
-    scanned = stages.scan(corpus.root, cfg, corpus.metadata)
-    assert _roundtrip(scanned) == scanned
+    found = stages.scan(corpus.root, cfg, corpus.metadata)
+    assert _roundtrip(found) == found
+    scanned = found.files
     files = [f for f in scanned if f.relpath in ("broken.jpg", VOLUME_RELPATH)] + scanned[:2]
     plan = stages.plan(files, {}, corpus.root)
     assert _roundtrip(plan) == plan and plan.todo == files
@@ -87,7 +88,7 @@ def test_plan_skips_unchanged_files_by_stat_and_finds_gone_ones(tmp_path):
     root.mkdir()
     for p in ART[:3]:
         (root / p.name).write_bytes(p.read_bytes())
-    files = stages.scan(root, get_settings())
+    files = stages.scan(root, get_settings()).files
     same, touched = files[0], files[1]
     known = {
         same.path: FileRecord(same.path, same.size, same.mtime_ns, "h0", "ok", None, ["p0"]),
@@ -121,3 +122,58 @@ def test_runner_and_flow_build_the_same_collection_with_timed_stages(tmp_path):
     os.utime(corpus.root / "planted" / "naturmort_small.jpg")  # touched: read again, found unchanged, not re-added
     again = run_ingest(by_runner, corpus.root, corpus.metadata).to_dict()
     assert (again["new"], again["unchanged"], again["points"]) == (0, ran["new"] + ran["duplicate"], ran["points"])
+
+
+def test_scan_reports_every_path_it_passes_over_and_never_opens_a_fifo(tmp_path):
+    """FIFOs, sockets, dangling links, link loops and unreadable files are listed with the reason;
+    the FIFO is only stat'ed (opening it would block the run)."""
+    import os
+    import socket
+
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(ART[0].read_bytes())
+    os.mkfifo(root / "pipe.jpg")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock.jpg"))
+    (root / "dangling.jpg").symlink_to(root / "nowhere.jpg")
+    (root / "loop1.jpg").symlink_to(root / "loop2.jpg")
+    (root / "loop2.jpg").symlink_to(root / "loop1.jpg")
+    (root / "linked.jpg").symlink_to(root / "a.jpg")   # a link to a file is ingested like the file
+    try:
+        found = stages.scan(root, get_settings())
+    finally:
+        sock.close()
+    assert [f.relpath for f in found.files] == ["a.jpg", "linked.jpg"]
+    reasons = {os.path.basename(s["path"]): s["reason"] for s in found.skipped}
+    assert reasons == {
+        "pipe.jpg": "a FIFO (named pipe), not a file", "sock.jpg": "a socket, not a file",
+        "dangling.jpg": "dangling symbolic link (its target is gone)",
+        "loop1.jpg": "symbolic link loop", "loop2.jpg": "symbolic link loop",
+    }
+
+
+def test_metadata_table_problems_are_reported_with_line_numbers_under_the_policy(tmp_path):
+    from recommender.errors import MetadataError
+    from recommender.metadata import load_metadata
+
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(ART[0].read_bytes())
+    (root / "b.jpg").write_bytes(ART[1].read_bytes())
+    table = tmp_path / "labels.csv"
+    table.write_text("path,genre,mood\na.jpg,Landscape,calm\nb.jpg,Portrait,\na.jpg,Still life,odd\n"
+                     "missing.jpg,Landscape,\n../outside.jpg,Landscape,\n")
+    meta = load_metadata(table, root)
+    assert meta.get(str((root / "a.jpg").resolve()))["genre"] == "Landscape"          # the first row is kept
+    assert str((root / "missing.jpg").resolve()) in meta.rows                         # kept for when it appears
+    assert not any("outside" in p for p in meta.rows)
+    by_line = {i["line"]: i["issue"] for i in meta.issues}
+    assert "mood" in by_line[1]                                                        # undeclared column, once
+    assert by_line[4].startswith("second row for this file (first on line 2)")
+    assert by_line[5].startswith("no such file") and by_line[6].startswith("path is outside")
+    assert set(by_line) == {1, 4, 5, 6}
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,artist\na.jpg,Dürer\n".encode("latin-1"))
+    with pytest.raises(MetadataError, match="is not UTF-8.*save it as UTF-8"):
+        load_metadata(latin, root)

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import resources
+from recommender.runs import run_history
 
 
 def _when(ts: float | None) -> str:
@@ -33,11 +34,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
 def render() -> None:
     cfg = resources.settings()
     st.title("Ingestion runs")
-    cat = resources.catalog()
-    try:
-        runs = cat.runs(cfg.collection)
-    finally:
-        cat.close()
+    runs = run_history(cfg)
     if not runs:
         st.info(f"No ingestion runs recorded for collection **{cfg.collection}** in `{cfg.catalog_path}`. "
                 f"Run `recommender ingest SOURCE --home {cfg.home} --collection {cfg.collection}`.")

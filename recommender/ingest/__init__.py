@@ -9,9 +9,9 @@
 from recommender.ingest.embed import embed_files, embedder_for
 from recommender.ingest.records import EmbeddedChunk, EmbeddedFile, EmbedSpec, Plan, RunReport
 from recommender.ingest.runner import IngestRun, StageTimer, drive, run_ingest
-from recommender.ingest.scan import SourceFile, scan_source
+from recommender.ingest.scan import ScanResult, SourceFile, scan_source
 
 __all__ = [
     "EmbedSpec", "EmbeddedChunk", "EmbeddedFile", "IngestRun", "Plan", "RunReport", "SourceFile", "StageTimer",
-    "drive", "embed_files", "embedder_for", "run_ingest", "scan_source",
+    "ScanResult", "drive", "embed_files", "embedder_for", "run_ingest", "scan_source",
 ]

@@ -97,6 +97,9 @@ class RunReport:
     failed: int = 0
     items: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # paths the scan passed over, with why
+    metadata_issues: list[dict[str, Any]] = field(default_factory=list)  # table rows reported under the policy
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # interrupted runs this one picks up
     duplicates_by_tier: dict[str, int] = field(default_factory=dict)  # new items that joined a cluster
     points: int = 0
     seconds: float = 0.0

@@ -27,7 +27,7 @@ from recommender.ingest.embed import embed_files
 from recommender.ingest.records import EmbeddedChunk, EmbeddedFile, EmbedSpec, RunReport
 from recommender.ingest.scan import SourceFile
 from recommender.ingest.writer import IngestWriter
-from recommender.metadata import keyword_fields, load_metadata
+from recommender.metadata import MetadataTable, keyword_fields, load_metadata
 from recommender.progress import progress_bar
 from recommender.settings import Settings
 from recommender.store import point_id_for
@@ -66,10 +66,11 @@ class IngestRun:
         self.started = time.perf_counter()
         self.timer = StageTimer()
         self.report = RunReport(self.run_id, settings.collection, settings.model, str(self.source))
-        self.metadata = load_metadata(self.metadata_path, self.source) if self.metadata_path else {}
+        self.metadata = load_metadata(self.metadata_path, self.source) if self.metadata_path else MetadataTable()
+        self.report.metadata_issues = self.metadata.issues
         self.writer = IngestWriter(settings, keyword_fields(self.metadata))
         try:
-            self.writer.start(self.run_id, str(self.source))
+            self.report.resumes = self.writer.start(self.run_id, str(self.source))
         except BaseException:
             self.writer.close()  # never keep the embedded store locked after a refused start
             raise
@@ -78,9 +79,10 @@ class IngestRun:
 
     def scan(self) -> list[SourceFile]:
         with self.timer.stage("scan"):
-            files = stages.scan(self.source, self.settings, self.metadata_path)
-        self.report.scanned = len(files)
-        return files
+            found = stages.scan(self.source, self.settings, self.metadata_path)
+        self.report.scanned = len(found.files)
+        self.report.skipped = found.skipped
+        return found.files
 
     def plan(self, files: Sequence[SourceFile]) -> list[SourceFile]:
         """Files to embed; files gone from the source are released here, before anything new is written."""
@@ -103,14 +105,14 @@ class IngestRun:
         with self.timer.stage("cluster"):
             ids = [point_id_for(files[fi].hashes[ii]) for fi, ii in todo]
             payloads = [stages.point_payload(files[fi], ii, self.source, chunk.model, self.run_id,
-                                             self.metadata.get(files[fi].file.path, {})) for fi, ii in todo]
+                                             self.metadata.get(files[fi].file.path)) for fi, ii in todo]
             vectors = (np.stack([files[fi].vectors[ii] for fi, ii in todo]) if todo
                        else np.zeros((0, chunk.dim), np.float32))
             for tier, n in self.writer.cluster(ids, payloads, vectors).items():
                 self.report.duplicates_by_tier[tier] = self.report.duplicates_by_tier.get(tier, 0) + n
         with self.timer.stage("upsert"):
             self.writer.upsert(ids, vectors, payloads)
-            self.writer.record(files, statuses, self._known, self.metadata, chunk.model, self.run_id)
+            self.writer.record(files, statuses, self._known, self.metadata.rows, chunk.model, self.run_id)
         self._count(files, statuses)
 
     def _count(self, files: Sequence[EmbeddedFile], statuses: Sequence[str]) -> None:
@@ -126,6 +128,9 @@ class IngestRun:
         """Fill in totals and throughput, store the report in the catalog."""
         r = self.report
         r.status, r.error = status, error
+        if status == "completed":
+            with self.timer.stage("index"):  # the approximate index, built once per run, off the query path
+                self.writer.store.optimize()
         r.seconds = round(time.perf_counter() - self.started, 3)
         processed = r.new + r.changed + r.unchanged + r.duplicate + r.failed
         r.images_per_second = round(processed / r.seconds, 2) if r.seconds else 0.0

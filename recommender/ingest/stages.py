@@ -15,15 +15,16 @@ from typing import Any, Mapping, Sequence
 from recommender import payload as P
 from recommender.catalog import FileRecord
 from recommender.ingest.records import EmbeddedFile, Plan
-from recommender.ingest.scan import SourceFile, scan_source
+from recommender.ingest.scan import ScanResult, SourceFile, scan_source
 from recommender.settings import Settings
 from recommender.store import point_id_for
 
 LIVE = ("ok", "duplicate")  # catalog statuses of files whose points are in the collection
 
 
-def scan(source: Path, settings: Settings, metadata: Path | None = None) -> list[SourceFile]:
-    """Candidate files under `source`, in path order (the metadata table and ignored suffixes left out)."""
+def scan(source: Path, settings: Settings, metadata: Path | None = None) -> ScanResult:
+    """Candidate files under `source`, in path order (the metadata table and ignored suffixes left out),
+    and the paths passed over with the reason."""
     return scan_source(source, settings.ignore_suffixes, [metadata] if metadata else [])
 
 

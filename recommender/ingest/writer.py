@@ -27,7 +27,7 @@ class IngestWriter:
     def __init__(self, settings: Settings, keyword_fields: Iterable[str] = ()):
         self.settings = settings
         self.keyword_fields = list(keyword_fields)
-        self._lock = CollectionLock(settings.home, settings.collection).acquire(settings.lock_timeout)
+        self._lock = CollectionLock(settings.home, settings.collection, "ingest").acquire(settings.lock_timeout)
         try:
             self.store: VectorStore = open_store(settings)
         except BaseException:
@@ -37,13 +37,19 @@ class IngestWriter:
         self._deduper: IngestDeduper | None = None
         self._ready = False
 
-    def start(self, run_id: str, source: str) -> None:
-        """Refuse a collection built with another model (before any model loads), then record the run."""
+    def start(self, run_id: str, source: str) -> list[dict[str, Any]]:
+        """Refuse a collection built with another model (before any model loads), then record the run.
+
+        Returns the runs that were still 'running' (killed: we hold the lock, so none is live), now
+        marked 'interrupted'; this run resumes their work (their recorded files count as unchanged).
+        """
         if self.store.exists():
             self.ensure_collection(self.settings.model, 0)  # raises ModelMismatchError; creates metadata indexes
         if self.settings.dedup_on_ingest:
             self._deduper = IngestDeduper(self.store, self.settings)
+        resumed = self.catalog.interrupt_runs(self.settings.collection)
         self.catalog.start_run(run_id, self.settings.collection, source, self.settings.model)
+        return resumed
 
     def ensure_collection(self, model: str, dim: int) -> None:
         """Create the collection for the model's vectors on first use (a model mismatch raises)."""
@@ -89,31 +95,47 @@ class IngestWriter:
 
     def record(self, files: Sequence[EmbeddedFile], statuses: Sequence[str], known: Mapping[str, FileRecord],
                metadata: Mapping[str, dict[str, Any]], model: str, run_id: str) -> None:
-        """After the points: release what a changed file no longer has, keep byte-identical paths, write the rows."""
+        """After the points: keep byte-identical paths, release what a changed file no longer has, write the rows.
+
+        Releases look at the chunk's new state, not only the catalog's old one: when files swap or
+        rotate names, a point one file lets go of is the new content of another file of the chunk,
+        and it is handed over (payload promoted) instead of deleted.
+        """
+        now_refs: dict[str, list[str]] = {}  # point id -> this chunk's paths that reference it now
+        for ef, status in zip(files, statuses):
+            if status != "failed":
+                for h in ef.hashes:
+                    now_refs.setdefault(point_id_for(h), []).append(ef.file.path)
+        rewritten = {ef.file.path for ef in files}  # their catalog rows are replaced below
+        self._record_copies(files, statuses, metadata)
         records = []
         for ef, status in zip(files, statuses):
             pids = [point_id_for(h) for h in ef.hashes]
             old = known.get(ef.file.path)  # the row as the plan read it: this run writes it only here
             if old and old.point_ids:
-                self._release(ef.file.path, old.point_ids, keep=pids if status != "failed" else [])
+                self._release(ef.file.path, old.point_ids, keep=pids if status != "failed" else [],
+                              now_refs=now_refs, rewritten=rewritten)
             records.append(FileRecord(
                 ef.file.path, ef.file.size, ef.file.mtime_ns, ef.hashes[0] if ef.hashes else None,
                 status if status in ("failed", "duplicate") else "ok", ef.error, pids,
             ))
-        self._record_copies(files, statuses, metadata)
         self.catalog.record_files(self.settings.collection, model, run_id, records)
 
     def finish_run(self, run_id: str, status: str, report: dict[str, Any]) -> None:
         self.catalog.finish_run(run_id, status, report)
 
-    def _release(self, path: str, old_ids: Sequence[str], keep: Sequence[str], mark: bool = False) -> None:
-        """Stop `path` referencing old_ids: points no other file references are deleted (or marked).
+    def _release(self, path: str, old_ids: Sequence[str], keep: Sequence[str], mark: bool = False,
+                 now_refs: Mapping[str, Sequence[str]] | None = None, rewritten: set[str] | None = None) -> None:
+        """Stop `path` referencing old_ids: a point another file still references (in the catalog, or
+        newly in this chunk) is handed over to it; the others are deleted (or marked).
 
         Idempotent, so a run killed half-way repeats it safely: the catalog row still lists the ids.
         """
         gone_ids, reassigned = [], []
         for pid in set(old_ids) - set(keep):
-            others = self.catalog.other_paths(self.settings.collection, pid, path)
+            others = [p for p in self.catalog.other_paths(self.settings.collection, pid, path)
+                      if p not in (rewritten or ())]
+            others += [p for p in (now_refs or {}).get(pid, ()) if p != path and p not in others]
             if others:
                 reassigned.append((pid, others[0]))
             else:
@@ -149,9 +171,10 @@ class IngestWriter:
 
 def _drop_copy(payload: dict[str, Any], path: str, other: str) -> dict[str, Any]:
     """Payload update when `path` stops referencing a shared point: drop it from `copies`, and if it
-    was the point's main path, promote `other` (with its own metadata) in its place."""
+    was the point's main path, promote `other` (with its own metadata and item key) in its place."""
     copies = [c for c in payload.get(P.COPIES, []) if c[P.PATH] != path]
     if payload.get(P.PATH) != path:
         return {P.COPIES: copies}
     promoted = next((c for c in copies if c[P.PATH] == other), {P.PATH: other})
-    return {**promoted, P.COPIES: [c for c in copies if c[P.PATH] != other]}
+    key = str(payload.get(P.ITEM_KEY, path))
+    return {**promoted, P.ITEM_KEY: other + key.removeprefix(path), P.COPIES: [c for c in copies if c[P.PATH] != other]}
