@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from recommender.locks import CollectionLock
+
+pytestmark = pytest.mark.slow  # each case starts a fresh `recommender` process
 
 REPO = Path(__file__).resolve().parents[1]
 
