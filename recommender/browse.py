@@ -65,7 +65,7 @@ class Page:
 
 
 @dataclass
-class Member:
+class Member(Item):
     """One file of a duplicate cluster; `score` is its cosine to the canonical item.
 
     A byte-identical copy has no point of its own (ingest stores it in its point's
@@ -73,26 +73,15 @@ class Member:
     labels, and `byte_copy` set.
     """
 
-    id: str
-    payload: dict[str, Any]
     tier: str | None
     canonical: bool
     score: float | None = None
     byte_copy: bool = False
 
     @property
-    def path(self) -> str:
-        return str(self.payload.get(P.PATH, ""))
-
-    @property
-    def item_key(self) -> str:
-        return str(self.payload.get(P.ITEM_KEY, self.path))
-
-    @property
     def name(self) -> str:
         """File name, plus '#<index>' for a slice or frame."""
-        key = self.item_key
-        return Path(self.path).name + (key[key.rfind("#"):] if "#" in key else "")
+        return self.title
 
 
 @dataclass
