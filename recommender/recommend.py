@@ -100,7 +100,7 @@ class Recommender:
             raise ConfigError(
                 "query_engine=exact mirrors the embedded store only; with a Qdrant server use 'qdrant' or 'auto'."
             )
-        local_mode = embedded and not getattr(self.store, "is_edge", lambda: False)()  # edge searches its own HNSW
+        local_mode = embedded and not self.store.is_edge()  # edge searches its own HNSW
         return "exact" if (wanted == "exact" or (wanted == "auto" and local_mode)) else "qdrant"
 
     def close(self) -> None:

@@ -115,6 +115,14 @@ def test_by_id_and_by_path_agree_and_explain(rec):
     assert [r.score for r in by_id] == sorted((r.score for r in by_id), reverse=True)
 
 
+def test_unknown_filter_or_group_field_names_the_fields_that_exist(rec):
+    assert rec.recommend([LANDSCAPE], k=3, filters={"collection": "art", "genre": "Landscape"})  # metadata + declared
+    with pytest.raises(ConfigError, match=r"unknown filter field 'colection'; fields that exist: .*collection.*genre"):
+        rec.recommend([LANDSCAPE], k=3, filters={"colection": "art"})
+    with pytest.raises(ConfigError, match=r"unknown group-by field 'genr'"):
+        rec.recommend([LANDSCAPE], k=3, group_by="genr")
+
+
 def test_unknown_item_is_not_found(rec):
     with pytest.raises(NotFoundError):
         rec.similar_to_item("00000000-0000-0000-0000-000000000000")

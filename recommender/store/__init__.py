@@ -186,7 +186,13 @@ class VectorStore:
         return list(meta.get(METADATA_FIELDS_KEY, []))
 
     def check_fields(self, names: Iterable[str], role: str = "filter") -> None:
-        """Raise ConfigError for a filter/group-by/facet field no point can carry, listing those that exist."""
+        """Raise ConfigError for a filter/group-by/facet field no point can carry, listing those that exist.
+
+        Declared fields pass without a read: the collection's metadata columns are fetched only for
+        a name the schema does not know, so a plain filtered query costs no extra store call."""
+        names = [n for n in names if not (n in P.FIELDS and P.FIELDS[n].filterable)]
+        if not names:
+            return
         try:
             P.check_fields(names, self.metadata_fields(), role)
         except P.UnknownFieldError as exc:
