@@ -46,6 +46,7 @@ test-fast: setup-test
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
+	$(PY) -m pip install --quiet -e ".[bench]"
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -20,17 +20,20 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from recommender.decode import decode_image_bytes
 from recommender.errors import ConfigError, NotFoundError, RecommenderError
-from recommender.models import Embedder, cached_embedder
+from recommender.models import cached_embedder
 from recommender.settings import Settings
 from recommender import payload as P
 from recommender.store import VECTOR_NAME, Hit, VectorStore, open_store, validate_filter_spec
+
+if TYPE_CHECKING:
+    from recommender.models import Embedder
 
 MAX_ROUNDS = 6  # over-fetch doublings when collapsing drops candidates
 MMR_POOL = 5  # MMR re-ranks this many times the requested results (at least 50)

@@ -1,4 +1,4 @@
-"""The edge backend against the real engine: same answers as local mode, one process per home,
+"""The edge backend against the real engine: same answers as local mode, other processes served by the owner,
 an index built by optimize(), aliases that survive a reopen, and a lossless migration."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from recommender.errors import StoreLockedError
 from recommender.settings import get_settings
 from recommender.store import embedded_backend, open_store, point_id_for
 from recommender.store.migrate import migrate_local_to_edge
@@ -67,29 +66,35 @@ def test_edge_answers_like_local_mode_before_and_after_the_index(tmp_path):
         edge.close()
 
 
-def _open_in_child(home, queue):
+def _use_in_child(home, queue):
+    """Another process on the same home: it reaches the store through its owner (this test's process)."""
+    store = open_store(get_settings(home=home, store_backend="edge"))
     try:
-        open_store(get_settings(home=home, store_backend="edge")).close()
-        queue.put("opened")
-    except StoreLockedError:
-        queue.put("locked")
+        seen = store.count()
+        store.upsert([point_id_for("child")], np.ones((1, DIM), np.float32), [{"path": "/child.jpg", "genre": "z"}])
+        queue.put((store.client.owns, seen, store.count(), store.facet("genre").get("z")))
+    finally:
+        store.close()
 
 
-def test_second_process_is_refused_clearly_and_aliases_survive_reopen(tmp_path):
+def test_a_second_process_goes_through_the_owner_and_aliases_survive_reopen(tmp_path):
     cfg = get_settings(home=tmp_path / "e", store_backend="edge")
     store, ids, _, _ = _fill(cfg)
     try:
+        assert store.client.owns
         queue = mp.get_context("spawn").Queue()
-        p = mp.get_context("spawn").Process(target=_open_in_child, args=(cfg.home, queue))
+        p = mp.get_context("spawn").Process(target=_use_in_child, args=(cfg.home, queue))
         p.start()
+        assert queue.get(timeout=120) == (False, N, N + 1, 1)   # a client, seeing and writing the owner's data
         p.join(60)
-        assert queue.get(timeout=5) == "locked"
+        assert store.count() == N + 1 and store.find_by_path("/child.jpg") == point_id_for("child")
         new = store.create_generation("m2", DIM)
         store.switch_alias(new)
     finally:
         store.close()
     again = open_store(cfg)
     try:
+        assert again.client.owns   # the owner closed: the next process owns the store
         assert again.model_name() == "m2" and again.physical_name() == new and again.count() == 0
     finally:
         again.close()

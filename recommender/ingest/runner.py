@@ -23,7 +23,6 @@ import numpy as np
 
 import recommender.ingest.stages as stages
 from recommender.catalog import FileRecord
-from recommender.ingest.embed import embed_files
 from recommender.ingest.records import EmbeddedChunk, EmbeddedFile, EmbedSpec, RunReport
 from recommender.ingest.scan import SourceFile
 from recommender.ingest.writer import IngestWriter
@@ -190,4 +189,11 @@ def run_ingest(settings: Settings, source: Path, metadata: Path | None = None, r
     """Ingest a folder tree (optionally with a metadata table) in this process, without Prefect."""
     run = IngestRun(settings, source, metadata, run_id)
     with ThreadPoolExecutor(max_workers=settings.chunks_ahead, thread_name_prefix="ingest-chunk") as pool:
-        return drive(run, lambda files, spec: pool.submit(embed_files, files, spec))
+        return drive(run, lambda files, spec: pool.submit(_embed_files, files, spec))
+
+
+def _embed_files(files: Sequence[SourceFile], spec: EmbedSpec) -> EmbeddedChunk:
+    """The embed stage, imported on first use: torch loads only when some file needs embedding."""
+    from recommender.ingest.embed import embed_files
+
+    return embed_files(files, spec)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from recommender.errors import ConfigError
-from recommender.models.base import Embedder, ModelInfo
-from recommender.models.device import resolve_device
 from recommender.models.registry import (
     NAME_FORMS,
     REGISTRY,
@@ -29,6 +28,19 @@ from recommender.models.registry import (
     registry_rows,
     resolve_dedup_thresholds,
 )
+
+if TYPE_CHECKING:
+    from recommender.models.base import Embedder, ModelInfo
+
+
+def __getattr__(name: str) -> Any:
+    """`Embedder` and `ModelInfo` live beside torch: imported on first use, so the registry (names,
+    dimensions, thresholds) costs no torch import (a no-op re-ingest never loads it)."""
+    if name in ("Embedder", "ModelInfo"):
+        from recommender.models import base
+
+        return getattr(base, name)
+    raise AttributeError(name)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,8 @@ def create_embedder(name: str, device: str = "auto", channels_last: bool | None 
 
     `channels_last=None` lets each device use its measured best memory format.
     """
+    from recommender.models.device import resolve_device
+
     spec = parse_model_name(name)
     dev = resolve_device(device)
     if spec.family == "clip":

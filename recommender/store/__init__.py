@@ -486,9 +486,10 @@ def open_store(settings: Settings) -> VectorStore:
     if settings.qdrant_url:
         client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=30)
     elif embedded_backend(settings) == "edge":
-        from recommender.store.edge import EdgeClient, edge_root
+        from recommender.store.edge import edge_root
+        from recommender.store.share import SharedEdge
 
-        client = EdgeClient(edge_root(settings))
+        client = SharedEdge(edge_root(settings))  # the first process owns the shards, others go through it
     else:
         settings.qdrant_path.mkdir(parents=True, exist_ok=True)
         try:
