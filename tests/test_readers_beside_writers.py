@@ -87,3 +87,60 @@ def test_readers_keep_answering_during_an_ingest_and_survive_their_owner_being_k
     counts = [r["count"] for r in rows]
     assert counts[0] == before["points"] and counts[-1] == total   # it saw the new points once written
     assert all(r["hits"] == 5 for r in rows)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_api_answers_200_to_every_probe_while_an_ingest_of_a_new_folder_runs(tmp_path):
+    import httpx
+
+    home, first, second = tmp_path / "home", tmp_path / "first", tmp_path / "second"
+    shutil.copytree(SAMPLES / "art", first)
+    shutil.copytree(SAMPLES / "medical", second)
+    cfg = get_settings(home=home)
+    assert run_ingest(cfg, first).failed == 0
+    store = open_store(cfg)
+    try:
+        item = store.find_by_path(str(next(first.rglob("*.jpg")).resolve()))
+    finally:
+        store.close()
+    env = {**os.environ, "RECOMMENDER_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    port = _free_port()
+    api = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port)], cwd=REPO, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base, probes, statuses = f"http://127.0.0.1:{port}", ["/health", f"/items/{item}", f"/items/{item}/similar?k=5",
+                                                          f"/items/{item}/thumbnail"], []
+    try:
+        with httpx.Client(base_url=base, timeout=120) as http:
+            end = time.monotonic() + 120
+            while True:
+                try:
+                    if http.get(probes[2]).status_code == 200:   # the API process now owns the store
+                        break
+                except httpx.TransportError:
+                    assert api.poll() is None and time.monotonic() < end, api.stderr.read() if api.poll() is not None else "no answer"
+                    time.sleep(0.3)
+            ingest = subprocess.Popen([sys.executable, "-m", "cli.main", "ingest", str(second), "--json"], cwd=REPO,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            while ingest.poll() is None:
+                for path in probes:
+                    statuses.append((path, http.get(path).status_code))
+                time.sleep(0.05)
+            out, errs = ingest.communicate()
+            assert ingest.returncode == 0, errs
+            report = json.loads(out.strip().splitlines()[-1])
+            health = http.get("/health").json()
+    finally:
+        api.terminate()
+        api.wait(60)
+    bad = [s for s in statuses if s[1] != 200]
+    assert statuses and not bad, bad[:5]
+    assert report["new"] > 0 and report["failed"] == 0
+    assert health["points"] == report["points"]    # the API sees the ingest's points
