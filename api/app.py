@@ -1,46 +1,272 @@
 """REST API over the `Recommender` (FastAPI; OpenAPI docs at /docs).
 
 `create_app(settings)` builds the app; `recommender serve` (cli/apps.py) runs it with uvicorn.
-Errors are mapped to status codes a client can act on: unknown item 404,
-invalid parameters 422, upload too large 413 (`max_upload_bytes`), not an
-image 415, a store in use by another process 503. Thumbnails are served by
-point id only: the file path is looked up in the store, so no request can
-name an arbitrary file.
+Errors are mapped to status codes a client can act on, each body an `ErrorOut` whose
+`detail` names the field or file: malformed body 400, unknown item 404, slow upload 408,
+upload or its decode too large 413, not an image 415, invalid parameters 422 (an unknown
+filter or group-by field lists the fields that exist), a store in use by another process
+or all decode slots busy 503 with `Retry-After`. Thumbnails are served by point id only:
+the file path is looked up in the store, so no request can name an arbitrary file.
+
+Memory per request is bounded: an upload's body is counted while it streams (Content-Length
+checked first, nothing read past the limit), its decode is refused above
+`max_decoded_bytes` before any pixel exists (`recommender.decode`), and at most
+`max_concurrent_decodes` uploads and thumbnails decode at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
+import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from pydantic import ValidationError
 
-from api.schemas import QueryOptions, RecommendIn, ResultOut
+from api.schemas import FILTERS, ErrorOut, HealthOut, ItemOut, QueryOptions, RecommendIn, ResultOut
 from recommender import payload as P
-from recommender.decode import DecodeError, decode_file
+from recommender.decode import DecodeError, DecodeLimitError, DecodeOptions, decode_file, decode_image_bytes
 from recommender.errors import NotFoundError, RecommenderError, StoreLockedError
 from recommender.recommend import Recommender, Result
 from recommender.settings import Settings, get_settings
 
 THUMBNAIL_MAX = 1024
+MAX_CONCURRENT_DECODES = 2  # each may hold up to settings.max_decoded_bytes
+UPLOAD_READ_TIMEOUT_S = 15.0  # longest wait for the next piece of an upload body
+UPLOAD_DEADLINE_S = 120.0  # the whole upload body must arrive within this
+THUMBNAIL_WAIT_S = 10.0  # a thumbnail waits this long for a decode slot (a page asks for many at once)
+RETRY_AFTER_S = 2
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small form fields around the file
+UPLOAD_PATHS = frozenset({"/similar/image"})
+MAX_POINT_ID = 2**64 - 1
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 
 def _out(results: list[Result]) -> list[dict[str, Any]]:
     return [r.to_dict() for r in results]
 
 
-def create_app(settings: Settings | None = None, recommender: Recommender | None = None) -> FastAPI:
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error codes: every error body is an ErrorOut."""
+    return {code: {"model": ErrorOut} for code in codes}
+
+
+def _too_large(limit: int) -> str:
+    return f"Upload is larger than the {limit:,}-byte limit (RECOMMENDER_MAX_UPLOAD_BYTES); send a smaller image."
+
+
+class DecodeGate:
+    """At most `slots` uploads/decodes at once, so decode memory is bounded by slots x max_decoded_bytes."""
+
+    def __init__(self, slots: int) -> None:
+        self._sem = threading.BoundedSemaphore(slots)
+        self.slots = slots
+
+    def try_enter(self, wait: float = 0.0) -> bool:
+        """Take a slot, waiting at most `wait` seconds; False when all stay busy."""
+        return self._sem.acquire(timeout=wait) if wait > 0 else self._sem.acquire(blocking=False)
+
+    def leave(self) -> None:
+        self._sem.release()
+
+    def busy(self) -> HTTPException:
+        """The 503 a request gets when no slot frees in time."""
+        return HTTPException(503, f"All {self.slots} image decode slots are busy; retry after {RETRY_AFTER_S} s.",
+                             headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _send_error(send: Callable[[dict], Awaitable[None]], exc: HTTPException) -> None:
+    """Answer an ErrorOut straight from the middleware (the app never sees the request)."""
+    body = json.dumps({"detail": exc.detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class UploadGuard:
+    """ASGI middleware for upload routes: the body limit and timeouts are enforced while the body streams.
+
+    FastAPI parses a multipart form whole (spooling it to disk) before the endpoint can look at
+    the file, so the limit has to sit below it: a declared Content-Length over the limit is
+    refused unread, a chunked body is counted and refused as soon as it passes the limit, a
+    body that stalls or dribbles gets 408, and a request that finds every decode slot busy
+    gets 503 with Retry-After before any of its body is read."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, limit: int, gate: DecodeGate,
+                 read_timeout: float, deadline: float, paths: frozenset[str] = UPLOAD_PATHS) -> None:
+        self.app, self.max_body, self.limit, self.gate = app, max_body, limit, gate
+        self.read_timeout, self.deadline, self.paths = read_timeout, deadline, paths
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                       send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refuse_headers(scope)
+        if refusal is None and not self.gate.try_enter():
+            refusal = self.gate.busy()
+        if refusal is not None:
+            await _send_error(send, refusal)
+            return
+        try:
+            await self.app(scope, self._bounded(receive), send)
+        finally:
+            self.gate.leave()
+
+    def _refuse_headers(self, scope: dict) -> HTTPException | None:
+        """413 for a declared Content-Length over the limit, 400 for one that is not a number."""
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is None:
+            return None
+        if not declared.strip().isdigit():
+            return HTTPException(400, "Content-Length header is not a whole number of bytes; send a valid one.")
+        return HTTPException(413, _too_large(self.limit)) if int(declared) > self.max_body else None
+
+    def _bounded(self, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
+        """`receive` that counts body bytes and times out; raising HTTPException makes FastAPI answer it."""
+        seen, done = 0, False
+        deadline = time.monotonic() + self.deadline
+
+        async def bounded() -> dict:
+            nonlocal seen, done
+            if done:  # body complete: later receives wait for a disconnect, untimed
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.read_timeout, deadline - time.monotonic())))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"Upload body did not arrive in time (nothing for {self.read_timeout:g} s, or "
+                                         f"not complete within {self.deadline:g} s); retry on a faster connection.") from None
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                done = not message.get("more_body", False)
+                if seen > self.max_body:
+                    raise HTTPException(413, _too_large(self.limit))
+            return message
+
+        return bounded
+
+
+def _field(loc: tuple | list) -> str:
+    """'query parameter k', 'body field filters.genre': where a validation error is, in words."""
+    where, rest = (loc[0], loc[1:]) if loc and loc[0] in ("query", "path", "body", "header", "form") else ("", loc)
+    name = ".".join(str(part) for part in rest)
+    kind = {"query": "query parameter", "path": "path parameter", "header": "header", "": "field"}.get(where, "body field")
+    return f"{kind} '{name}'" if name else f"the request {where or 'body'}"
+
+
+def _validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
+    """422 whose detail names each invalid field in a sentence; `errors` keeps the structured list."""
+    items = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+              "type": str(e.get("type", ""))} for e in errors]
+    parts = [f"{_field(i['loc'])}: {i['msg']}" for i in items[:5]]
+    more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
+    return JSONResponse({"detail": "Invalid request: " + "; ".join(parts) + more, "errors": items}, status_code=422)
+
+
+def _invalid(exc: ValidationError, prefix: tuple[str, ...]) -> RequestValidationError:
+    """A pydantic error raised inside an endpoint, as the 422 FastAPI gives for its own parameters."""
+    return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in exc.errors(include_input=False)])
+
+
+def _query_options(where: str, **values: Any) -> QueryOptions:
+    try:
+        return QueryOptions(**values)
+    except ValidationError as exc:
+        raise _invalid(exc, (where,)) from None
+
+
+def filters_param(raw: Optional[str], where: str = "query") -> dict[str, Any]:
+    """The `filters` query/form parameter: JSON text of a filter object, bounded as in a JSON body."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, over-long integers, deep nesting
+        msg = getattr(exc, "msg", None) or type(exc).__name__
+        raise HTTPException(422, f"filters is not JSON ({msg}); e.g. filters={{\"genre\":\"Landscape\"}}") from None
+    if not isinstance(value, dict):
+        raise HTTPException(422, "filters must be a JSON object of field -> value / [values] / {gte, lte}.")
+    try:
+        return FILTERS.validate_python(value)
+    except ValidationError as exc:
+        raise _invalid(exc, (where, "filters")) from None
+
+
+def _valid_id(item_id: str) -> str:
+    """Point ids are UUIDs; anything else (a path, '..') is rejected with 422.
+
+    Qdrant would also take an unsigned integer, but every point this library writes has a
+    UUID (`recommender.store.point_id_for`), so an integer names no item: 404."""
+    if item_id.isascii() and item_id.isdigit() and int(item_id) <= MAX_POINT_ID:
+        raise NotFoundError(f"No item with id '{item_id}': item ids are UUIDs (see /items/{{id}}/similar results).")
+    try:
+        return str(uuid.UUID(item_id))
+    except ValueError:
+        shown = item_id if len(item_id) <= 80 else item_id[:80] + "..."
+        raise HTTPException(422, f"path parameter 'item_id': '{shown}' is not an item id (a UUID or an integer).") from None
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Library errors -> status codes, each body an ErrorOut."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_params(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(list(exc.errors()))
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(StoreLockedError)
+    async def _locked(_: Request, exc: StoreLockedError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(DecodeLimitError)
+    async def _too_big(_: Request, exc: DecodeLimitError) -> JSONResponse:
+        return JSONResponse({"detail": f"Upload is too large to decode: {exc.reason}"}, status_code=413)
+
+    @app.exception_handler(DecodeError)
+    async def _not_image(_: Request, exc: DecodeError) -> JSONResponse:
+        return JSONResponse({"detail": f"Upload is not a readable image: {exc.reason}"}, status_code=415)
+
+    @app.exception_handler(RecommenderError)
+    async def _invalid_query(_: Request, exc: RecommenderError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+def _resolve_refs(r: Recommender, refs: list[str], field: str) -> list[str]:
+    """Ids for the examples of /recommend; a string no file system can stat is simply not an ingested file."""
+    out = []
+    for ref in refs:
+        try:
+            with r._lock:
+                out.append(r.resolve(ref))
+        except (OSError, RuntimeError, ValueError):  # name too long, '~user' with no such user, ...
+            raise NotFoundError(f"body field '{field}': '{ref[:80]}' is neither an item id nor an ingested file path.") from None
+    return out
+
+
+def create_app(settings: Settings | None = None, recommender: Recommender | None = None, *,
+               max_concurrent_decodes: int = MAX_CONCURRENT_DECODES, read_timeout: float = UPLOAD_READ_TIMEOUT_S,
+               upload_deadline: float = UPLOAD_DEADLINE_S) -> FastAPI:
     """The app; pass a `Recommender` to share an already open store (tests, embedding in another app)."""
     cfg = settings or get_settings()
     state: dict[str, Any] = {"rec": recommender}
     lock = threading.Lock()
+    gate = DecodeGate(max_concurrent_decodes)
 
     def rec() -> Recommender:
         with lock:
@@ -57,38 +283,11 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
     app = FastAPI(title="Image recommender", version="1.0", lifespan=lifespan,
                   description="Similar images by item, upload, text or examples, with filters, grouping and diversity.")
+    app.add_middleware(UploadGuard, max_body=cfg.max_upload_bytes + FORM_OVERHEAD, limit=cfg.max_upload_bytes,
+                       gate=gate, read_timeout=read_timeout, deadline=upload_deadline)
+    _install_error_handlers(app)
 
-    @app.exception_handler(NotFoundError)
-    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(StoreLockedError)
-    async def _locked(_: Request, exc: StoreLockedError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
-
-    @app.exception_handler(DecodeError)
-    async def _not_image(_: Request, exc: DecodeError) -> JSONResponse:
-        return JSONResponse({"detail": f"Upload is not a readable image: {exc.reason}"}, status_code=415)
-
-    @app.exception_handler(RecommenderError)
-    async def _invalid(_: Request, exc: RecommenderError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    def options(q: QueryOptions) -> dict[str, Any]:
-        return q.model_dump()
-
-    def filters_param(raw: Optional[str]) -> dict[str, Any]:
-        if not raw:
-            return {}
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise HTTPException(422, f"filters is not JSON ({exc.msg}); e.g. filters={{\"genre\":\"Landscape\"}}") from None
-        if not isinstance(value, dict):
-            raise HTTPException(422, "filters must be a JSON object of field -> value / [values] / {gte, lte}.")
-        return value
-
-    @app.get("/health")
+    @app.get("/health", response_model=HealthOut, responses=_errors(503))
     def health() -> dict[str, Any]:
         """Liveness plus what is being served."""
         r = rec()
@@ -96,7 +295,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             points = r.store.count()
         return {"status": "ok", "collection": cfg.collection, "model": r.model_name, "engine": r.engine, "points": points}
 
-    @app.get("/items/{item_id}")
+    @app.get("/items/{item_id}", response_model=ItemOut, responses=_errors(404, 422, 503))
     def item(item_id: str) -> dict[str, Any]:
         """One item's payload."""
         r = rec()
@@ -104,53 +303,58 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             payload, _ = r.store.get(_valid_id(item_id))
         return {"id": item_id, "payload": payload}
 
-    @app.get("/items/{item_id}/similar", response_model=list[ResultOut])
+    @app.get("/items/{item_id}/similar", response_model=list[ResultOut], responses=_errors(404, 422, 503))
     def similar(item_id: str, k: int = Query(10, ge=1, le=1000), offset: int = Query(0, ge=0, le=100_000),
-                filters: Optional[str] = Query(None, description="JSON object, e.g. {\"genre\": \"Landscape\"}"),
-                group_by: Optional[str] = None, group_size: int = Query(1, ge=1, le=100),
-                mmr_lambda: Optional[float] = Query(None, ge=0.0, le=1.0), score_threshold: Optional[float] = None,
+                filters: Optional[str] = Query(None, max_length=100_000,
+                                               description="JSON object, e.g. {\"genre\": \"Landscape\"}"),
+                group_by: Optional[str] = Query(None, min_length=1, max_length=200),
+                group_size: int = Query(1, ge=1, le=100),
+                mmr_lambda: Optional[float] = Query(None, ge=0.0, le=1.0),
+                score_threshold: Optional[float] = Query(None, allow_inf_nan=False),
                 collapse_duplicates: bool = True) -> list[dict[str, Any]]:
         """Items similar to a stored item."""
-        q = QueryOptions(k=k, offset=offset, filters=filters_param(filters), group_by=group_by, group_size=group_size,
-                         mmr_lambda=mmr_lambda, score_threshold=score_threshold,
-                         collapse_duplicates=collapse_duplicates)
-        return _out(rec().recommend([_valid_id(item_id)], **options(q)))
+        q = _query_options("query", k=k, offset=offset, filters=filters_param(filters), group_by=group_by,
+                           group_size=group_size, mmr_lambda=mmr_lambda, score_threshold=score_threshold,
+                           collapse_duplicates=collapse_duplicates)
+        return _out(rec().recommend([_valid_id(item_id)], **q.model_dump()))
 
-    @app.post("/recommend", response_model=list[ResultOut])
+    @app.post("/recommend", response_model=list[ResultOut], responses=_errors(400, 404, 422, 503))
     def recommend(body: RecommendIn) -> list[dict[str, Any]]:
         """Positive/negative examples (best-score strategy), optionally with a text."""
+        r = rec()
         opts = body.model_dump(exclude={"positive", "negative", "text"})
-        return _out(rec().recommend(body.positive, body.negative, text=body.text, **opts))
+        positive, negative = _resolve_refs(r, body.positive, "positive"), _resolve_refs(r, body.negative, "negative")
+        return _out(r.recommend(positive, negative, text=body.text, **opts))
 
-    @app.get("/search", response_model=list[ResultOut])
+    @app.get("/search", response_model=list[ResultOut], responses=_errors(422, 503))
     def search_text(q: str = Query(..., min_length=1, max_length=1000), k: int = Query(10, ge=1, le=1000),
-                    offset: int = Query(0, ge=0), filters: Optional[str] = None) -> list[dict[str, Any]]:
+                    offset: int = Query(0, ge=0, le=100_000),
+                    filters: Optional[str] = Query(None, max_length=100_000)) -> list[dict[str, Any]]:
         """Items matching a text description (CLIP collections; others answer 422)."""
         return _out(rec().recommend(text=q, k=k, offset=offset, filters=filters_param(filters)))
 
-    @app.post("/similar/image", response_model=list[ResultOut])
-    async def similar_image(request: Request, file: UploadFile = File(..., description="An image (not stored)."),
-                            k: int = Form(10, ge=1, le=1000), offset: int = Form(0, ge=0),
-                            filters: Optional[str] = Form(None), group_by: Optional[str] = Form(None),
+    @app.post("/similar/image", response_model=list[ResultOut], responses=_errors(400, 408, 413, 415, 422, 503))
+    async def similar_image(file: UploadFile = File(..., description="An image (not stored)."),
+                            k: int = Form(10, ge=1, le=1000), offset: int = Form(0, ge=0, le=100_000),
+                            filters: Optional[str] = Form(None, max_length=100_000),
+                            group_by: Optional[str] = Form(None, min_length=1, max_length=200),
                             group_size: int = Form(1, ge=1, le=100),
                             mmr_lambda: Optional[float] = Form(None, ge=0.0, le=1.0),
-                            score_threshold: Optional[float] = Form(None)) -> list[dict[str, Any]]:
-        """Items similar to an uploaded image, embedded on the fly."""
+                            score_threshold: Optional[float] = Form(None, allow_inf_nan=False)) -> list[dict[str, Any]]:
+        """Items similar to an uploaded image, embedded on the fly (the body is limited while it streams)."""
         limit = cfg.max_upload_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-            raise HTTPException(413, f"Upload is larger than the {limit}-byte limit (RECOMMENDER_MAX_UPLOAD_BYTES).")
         data = await file.read(limit + 1)
         if len(data) > limit:
-            raise HTTPException(413, f"Upload is larger than the {limit}-byte limit (RECOMMENDER_MAX_UPLOAD_BYTES).")
+            raise HTTPException(413, _too_large(limit))
         if not data:
             raise HTTPException(415, "Upload is empty; send an image file (JPEG, PNG, ...).")
-        q = QueryOptions(k=k, offset=offset, filters=filters_param(filters), group_by=group_by,
-                         group_size=group_size, mmr_lambda=mmr_lambda, score_threshold=score_threshold)
-        results = await run_in_threadpool(rec().recommend, image=data, **options(q))
-        return _out(results)
+        q = _query_options("body", k=k, offset=offset, filters=filters_param(filters, "body"), group_by=group_by,
+                           group_size=group_size, mmr_lambda=mmr_lambda, score_threshold=score_threshold)
+        r = rec()
+        image = await run_in_threadpool(_decode_upload, r, cfg, data)
+        return _out(await run_in_threadpool(r.recommend, image=image, **q.model_dump()))
 
-    @app.get("/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
+    @app.get("/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, **_errors(404, 422, 503)})
     def thumbnail(item_id: str, size: int = Query(256, ge=16, le=THUMBNAIL_MAX)) -> Response:
         """A JPEG thumbnail of a catalogued item, found by id (never by a client-given path)."""
         r = rec()
@@ -159,26 +363,36 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         path = Path(str(payload.get(P.PATH, "")))
         if not path.is_file():
             raise NotFoundError(f"The file of item '{item_id}' is no longer at {path}; re-ingest its source.")
+        if not gate.try_enter(THUMBNAIL_WAIT_S):
+            raise gate.busy()
         try:
-            items = decode_file(path, cfg.max_image_pixels)
-        except DecodeError as exc:
-            raise NotFoundError(f"The file of item '{item_id}' can no longer be read ({exc.reason}).") from None
-        key = payload.get(P.ITEM_KEY)
-        image = next((it.image for it in items if it.key == key), items[0].image)
-        image = image.copy()
-        image.thumbnail((size, size))
+            image = _thumbnail_image(cfg, path, payload.get(P.ITEM_KEY), size, item_id)
+        finally:
+            gate.leave()
         buf = io.BytesIO()
-        image.convert("RGB").save(buf, "JPEG", quality=85)
+        image.save(buf, "JPEG", quality=85)
         return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     return app
 
 
-def _valid_id(item_id: str) -> str:
-    """Point ids are UUIDs or unsigned integers; anything else (a path, '..') is rejected with 422."""
-    if item_id.isdigit():
-        return item_id
+def _decode_upload(r: Recommender, cfg: Settings, data: bytes) -> Image.Image:
+    """The upload as the model will see it: JPEG drafted to the model's decode size (as ingest does),
+    refused before decoding above the pixel or decoded-bytes limit."""
+    draft = getattr(r.embedder(), "decode_size", None) if cfg.jpeg_draft else None
+    return decode_image_bytes(data, "upload", cfg.max_image_pixels, draft_size=draft,
+                              max_decoded_bytes=cfg.max_decoded_bytes)
+
+
+def _thumbnail_image(cfg: Settings, path: Path, key: Any, size: int, item_id: str) -> Image.Image:
+    """The item's picture, JPEG-drafted to the thumbnail size and reduced to it, in RGB."""
+    options = replace(DecodeOptions.from_settings(cfg), draft_size=size)
     try:
-        return str(uuid.UUID(item_id))
-    except ValueError:
-        raise HTTPException(422, f"'{item_id}' is not an item id (a UUID or an integer).") from None
+        items = decode_file(path, options=options)
+    except DecodeError as exc:
+        raise NotFoundError(f"The file of item '{item_id}' can no longer be read ({exc.reason}).") from None
+    if not items:
+        raise NotFoundError(f"The file of item '{item_id}' no longer holds an image (no frame or slice left).")
+    image = next((it.image for it in items if it.key == key), items[0].image)
+    image.thumbnail((size, size))
+    return image.convert("RGB")

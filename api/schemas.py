@@ -1,10 +1,78 @@
-"""Request and response bodies of the REST API (they are also its OpenAPI schema)."""
+"""Request and response bodies of the REST API (they are also its OpenAPI schema).
+
+The filter type bounds what JSON a filter may hold (scalars, one list or one range per
+field, 64-bit integers, finite numbers) so nested or out-of-range input is a 422 naming
+the field here, at the edge; what the values mean (field names, range keys, any-of
+kinds) stays with the library (`recommender.store.filters`), which answers ConfigError.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import math
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, WithJsonSchema
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_FILTER_FIELDS = 32
+MAX_ANY_OF = 1000
+MAX_TEXT = 1000
+FILTER_SHAPE = ("a filter value is a string, number or boolean, a list of them (any of), "
+                "or an object of gt/gte/lt/lte bounds (a range); nothing nested deeper")
+
+_SCALAR_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string", "maxLength": MAX_TEXT}, {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+    {"type": "number"}, {"type": "boolean"}]}
+_VALUE_SCHEMA: dict[str, Any] = {"anyOf": [
+    _SCALAR_SCHEMA, {"type": "array", "items": _SCALAR_SCHEMA, "maxItems": MAX_ANY_OF},
+    {"type": "object", "additionalProperties": _SCALAR_SCHEMA, "maxProperties": 4}]}
+
+
+def _check_scalar(value: Any) -> None:
+    """Refuse what no payload value can be: containers, non-finite numbers, integers beyond 64 bits."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"a string value is longer than {MAX_TEXT} characters")
+    elif isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError("an integer value is outside the 64-bit range")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("a number must be finite (no NaN or Infinity)")
+    else:
+        raise ValueError(f"got {type(value).__name__}: {FILTER_SHAPE}")
+
+
+def _filter_value(value: Any) -> Any:
+    """One filter value, at most one level deep (a list or a range object) and within range.
+
+    Bounded here, at the HTTP edge, so nested or out-of-range JSON is a 422 naming the field;
+    what the value means (range keys, any-of kinds, field names) the library decides."""
+    if isinstance(value, list):
+        if len(value) > MAX_ANY_OF:
+            raise ValueError(f"an any-of list holds at most {MAX_ANY_OF} values")
+        items = value
+    elif isinstance(value, dict):
+        if len(value) > 4:
+            raise ValueError("a range takes at most the four bounds gt, gte, lt, lte")
+        items = list(value.values())
+    else:
+        items = [value]
+    for item in items:
+        _check_scalar(item)
+    return value
+
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+FilterValue = Annotated[Any, AfterValidator(_filter_value), WithJsonSchema(_VALUE_SCHEMA)]
+Filters = Annotated[dict[Annotated[str, Field(min_length=1, max_length=200)], FilterValue],
+                    Field(max_length=MAX_FILTER_FIELDS)]
+FILTERS: TypeAdapter[dict[str, Any]] = TypeAdapter(Filters)  # the query-string form (JSON text), as the body form
+
+ItemRef = Annotated[str, Field(min_length=1, max_length=4096,
+                               description="A point id (UUID or integer) or the path of an ingested file.")]
 
 
 class ResultOut(BaseModel):
@@ -17,23 +85,57 @@ class ResultOut(BaseModel):
     reason: dict[str, Any]
 
 
+class ItemOut(BaseModel):
+    """One stored item: its id and payload."""
+
+    id: str
+    payload: dict[str, Any]
+
+
+class HealthOut(BaseModel):
+    """Liveness plus what is being served."""
+
+    status: str
+    collection: str
+    model: str
+    engine: str
+    points: int
+
+
+class ErrorItem(BaseModel):
+    """One invalid parameter: where it is (query/path/body, then the field) and what is wrong."""
+
+    loc: list[Union[str, int]]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx body: a sentence naming the field or file and what to do; `errors` lists each
+    invalid parameter when there are several."""
+
+    detail: str
+    errors: Optional[list[ErrorItem]] = None
+
+
 class QueryOptions(BaseModel):
     """Options shared by every query kind."""
 
     k: int = Field(10, ge=1, le=1000, description="Number of results.")
     offset: int = Field(0, ge=0, le=100_000, description="Skip this many results (paging).")
-    filters: dict[str, Any] = Field(default_factory=dict, description=(
+    filters: Filters = Field(default_factory=dict, description=(
         "Payload filter: {field: value} equality, {field: [a, b]} any of, {field: {gte: 1, lt: 5}} numeric range."))
-    group_by: Optional[str] = Field(None, description="At most group_size results per value of this payload field.")
+    group_by: Optional[str] = Field(None, min_length=1, max_length=200,
+                                    description="At most group_size results per value of this payload field.")
     group_size: int = Field(1, ge=1, le=100)
     mmr_lambda: Optional[float] = Field(None, ge=0.0, le=1.0, description="Diversity: 1 = pure relevance, lower = more diverse.")
-    score_threshold: Optional[float] = Field(None, description="Only results scoring above this.")
+    score_threshold: Optional[FiniteFloat] = Field(None, description="Only results scoring above this.")
     collapse_duplicates: bool = Field(True, description="One result per duplicate cluster; none from the query's own cluster.")
 
 
 class RecommendIn(QueryOptions):
     """Examples to move towards (positive) and away from (negative), by id or ingested path; optional text."""
 
-    positive: list[str] = Field(default_factory=list, max_length=100)
-    negative: list[str] = Field(default_factory=list, max_length=100)
-    text: Optional[str] = Field(None, max_length=1000, description="A text query (CLIP collections only).")
+    positive: list[ItemRef] = Field(default_factory=list, max_length=100)
+    negative: list[ItemRef] = Field(default_factory=list, max_length=100)
+    text: Optional[str] = Field(None, max_length=MAX_TEXT, description="A text query (CLIP collections only).")

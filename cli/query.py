@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import CollectionOpt, DeviceOpt, HomeOpt, JsonOpt, err, settings
-from recommender.errors import ConfigError, RecommenderError
+from recommender.errors import ConfigError
 
 
 def similar(
@@ -24,10 +24,10 @@ def similar(
     as_json: bool = JsonOpt,
 ) -> None:
     """Items most similar to ITEM or to --image."""
+    if (item is None) == (image is None):  # checked before the imports: a usage error costs no heavy import
+        raise ConfigError("Give exactly one of ITEM (id or path) or --image PATH.")
     from recommender.recommend import Recommender, parse_filters
 
-    if (item is None) == (image is None):
-        raise RecommenderError("Give exactly one of ITEM (id or path) or --image PATH.")
     rec = Recommender(settings(home=home, collection=collection))
     try:
         flt = parse_filters(filters)
@@ -97,7 +97,7 @@ def embed_text(
     cfg = settings(model=model, device=device)
     embedder = create_embedder(cfg.model, cfg.device)
     if not embedder.supports_text:
-        raise RecommenderError(
+        raise ConfigError(
             f"Model '{embedder.name}' has no text tower, so it cannot embed text. "
             "Pass a CLIP model, e.g. --model clip:ViT-B-32:laion2b_s34b_b79k (or clip:<arch>:/path/to/checkpoint)."
         )

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+_FILE_COLUMNS = ("collection", "path", "size", "mtime_ns", "sha256", "status", "reason", "point_ids", "model", "run_id",
+                 "updated_at", "ino", "ctime_ns")
+_ADDED_COLUMNS = {"ino": "INTEGER", "ctime_ns": "INTEGER"}  # catalogs written before them get them on open
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     collection TEXT NOT NULL,
@@ -27,6 +31,8 @@ CREATE TABLE IF NOT EXISTS files (
     model TEXT,
     run_id TEXT,
     updated_at REAL,
+    ino INTEGER,                     -- with ctime_ns: which file object held the path when it was read
+    ctime_ns INTEGER,
     PRIMARY KEY (collection, path)
 );
 CREATE TABLE IF NOT EXISTS file_points (   -- which files reference which point (exact duplicates share one)
@@ -51,7 +57,12 @@ CREATE TABLE IF NOT EXISTS runs (
 
 @dataclass(frozen=True)
 class FileRecord:
-    """What the catalog knows of one source file."""
+    """What the catalog knows of one source file.
+
+    `ino` and `ctime_ns` (None in rows written before they were kept) tell a file that moved into the
+    path, or was rewritten in place, from the one that was read, even when size and mtime are the same
+    (a swap of two same-size files copied with `cp -p`, `rsync -t` or out of an archive).
+    """
 
     path: str
     size: int
@@ -60,6 +71,8 @@ class FileRecord:
     status: str
     reason: str | None
     point_ids: list[str]
+    ino: int | None = None
+    ctime_ns: int | None = None
 
 
 class Catalog:
@@ -70,6 +83,15 @@ class Catalog:
         self.conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.executescript(_SCHEMA)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Bring a catalog written by an older version up to the current files table (columns only added)."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(files)")}
+        with self.conn:
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE files ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.conn.close()
@@ -77,10 +99,10 @@ class Catalog:
     def files(self, collection: str) -> dict[str, FileRecord]:
         """All file records of a collection, by absolute path."""
         rows = self.conn.execute(
-            "SELECT path, size, mtime_ns, sha256, status, reason, point_ids FROM files WHERE collection=?",
+            "SELECT path, size, mtime_ns, sha256, status, reason, point_ids, ino, ctime_ns FROM files WHERE collection=?",
             (collection,),
         )
-        return {r[0]: FileRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "[]")) for r in rows}
+        return {r[0]: FileRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "[]"), r[7], r[8]) for r in rows}
 
     def record_files(self, collection: str, model: str, run_id: str, records: Iterable[FileRecord]) -> None:
         """Upsert file records in one transaction (after their points are written)."""
@@ -88,10 +110,10 @@ class Catalog:
         records = list(records)
         with self.conn:
             self.conn.executemany(
-                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO files ({', '.join(_FILE_COLUMNS)}) VALUES ({', '.join('?' * len(_FILE_COLUMNS))})",
                 [
                     (collection, r.path, r.size, r.mtime_ns, r.sha256, r.status, r.reason,
-                     json.dumps(r.point_ids), model, run_id, now)
+                     json.dumps(r.point_ids), model, run_id, now, r.ino, r.ctime_ns)
                     for r in records
                 ],
             )
@@ -102,6 +124,12 @@ class Catalog:
                 "INSERT OR IGNORE INTO file_points VALUES (?,?,?)",
                 [(collection, r.path, pid) for r in records if r.status in ("ok", "duplicate") for pid in r.point_ids],
             )
+
+    def update_identity(self, collection: str, rows: Iterable[tuple[str, int | None, int | None]]) -> None:
+        """Record (path, ino, ctime_ns) for files found unchanged, so the next run compares against them."""
+        with self.conn:
+            self.conn.executemany("UPDATE files SET ino=?, ctime_ns=? WHERE collection=? AND path=?",
+                                  [(ino, ctime, collection, path) for path, ino, ctime in rows])
 
     def remove_files(self, collection: str, paths: Iterable[str]) -> None:
         """Forget files (after their points were released)."""

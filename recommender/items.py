@@ -16,6 +16,8 @@ from PIL import Image
 if TYPE_CHECKING:
     from recommender.settings import Settings
 
+DEFAULT_MAX_DECODED_BYTES = 256 * 2**20  # the Settings default too: a 10,000 x 10,000 1-bit PNG (500 MB decoded) is refused
+
 
 class DecodeError(Exception):
     """A file that can't become an item; `reason` is shown to the user."""
@@ -24,6 +26,12 @@ class DecodeError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class DecodeLimitError(DecodeError):
+    """A file refused before decoding because it would exceed a limit (pixels, decoded bytes).
+
+    Its own class so the API can answer 413 (too large) rather than 415 (not an image)."""
 
 
 @dataclass
@@ -47,6 +55,10 @@ class DecodeOptions:
     go below the resize size, down to the crop, was measured and refused:
     genre precision@10 on art-louvre fell from 0.892 to 0.883.) None = full size.
 
+    max_decoded_bytes: refuse a file whose decode would hold more bytes than this (its
+    pixels in the mode PIL decodes to plus the RGB conversion), counted from the header
+    before any pixel is decoded: a few-KB 1-bit PNG can expand to hundreds of MB.
+
     grey: for local-feature verification, which works on luminance: a JPEG's Y
     channel as stored (what OpenCV's grayscale decode gives) rather than luma
     recomputed from upsampled RGB, which differs at colour edges.
@@ -57,10 +69,12 @@ class DecodeOptions:
     volume_axis: int = 2
     volume_min_foreground: float = 0.01
     grey: bool = False  # luminance ("L") instead of RGB; JPEGs decode their stored luma, no colour round trip
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES  # see decode.decoded_bytes; Settings.max_decoded_bytes
 
     @classmethod
     def from_settings(cls, settings: "Settings", draft_size: int | None = None) -> "DecodeOptions":
         """Ingest's options: the settings' limits, and JPEG drafts at `draft_size` (the model's
         decode size) when `settings.jpeg_draft` is on."""
-        return cls(max_pixels=settings.max_image_pixels, draft_size=draft_size if settings.jpeg_draft else None,
+        return cls(max_pixels=settings.max_image_pixels, max_decoded_bytes=settings.max_decoded_bytes,
+                   draft_size=draft_size if settings.jpeg_draft else None,
                    volume_axis=settings.volume_axis, volume_min_foreground=settings.volume_min_foreground)

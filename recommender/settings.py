@@ -41,6 +41,8 @@ class Settings(BaseSettings):
         None, ge=0, description="Ingest worker threads, each decoding a batch then embedding it; unset = one per CPU core (up to 16), 0 = one."
     )
     max_image_pixels: int = Field(100_000_000, ge=1, description="Refuse images above this many pixels (decompression bombs).")
+    max_decoded_bytes: int = Field(
+        268_435_456, ge=1, description="Refuse images whose decode (pixels in the mode PIL decodes to, plus the RGB conversion) needs more bytes than this; 256 MiB.")
     upsert_batch: int = Field(256, ge=1, description="Points per Qdrant upsert call.")
     shard_number: int = Field(1, ge=1, description="Shards of a new collection on a Qdrant cluster (fixed at creation).")
     replication_factor: int = Field(1, ge=1, description="Copies of each shard on a Qdrant cluster (<= number of nodes).")

@@ -73,11 +73,18 @@ class EmbeddedChunk:
 
 @dataclass
 class Plan:
-    """The plan stage's answer: files to decode, how many were unchanged (one stat each), and catalog rows gone from the source."""
+    """The plan stage's answer: files to decode, how many were unchanged (one stat each), and catalog rows gone from the source.
+
+    `verify` holds files whose size and mtime match the catalog but not their inode or ctime (another
+    file moved in, or the same one was rewritten): reading their bytes tells which. `restat` holds
+    unchanged files whose catalog rows predate inode and ctime, to be recorded now.
+    """
 
     todo: list[SourceFile]
     unchanged: int
     gone: list[FileRecord]  # catalog rows whose files left the source
+    verify: list[SourceFile] = field(default_factory=list)
+    restat: list[SourceFile] = field(default_factory=list)
 
 
 @dataclass

@@ -88,10 +88,13 @@ class IngestRun:
         with self.timer.stage("plan"):
             self._known = self.writer.known()
             plan = stages.plan(files, self._known, self.source)
+            same, changed = stages.same_content(plan.verify, self._known)
             self.writer.release_gone(plan.gone, self.run_id)
-        self.report.unchanged += plan.unchanged
+            self.writer.restat(plan.restat + same)
+        self.report.unchanged += plan.unchanged + len(same)
         self.report.deleted += len(plan.gone)
-        return plan.todo
+        todo = {f.path for f in plan.todo + changed}
+        return [f for f in files if f.path in todo]  # file order: which copy is the duplicate never varies
 
     def write(self, chunk: EmbeddedChunk) -> None:
         """Dedupe (exact), cluster (copy/near) and upsert one embedded chunk, then record its files."""

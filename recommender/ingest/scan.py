@@ -20,12 +20,18 @@ from recommender.errors import ConfigError
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file found under the source root."""
+    """A file found under the source root (links followed: the stat is the target's)."""
 
     path: str  # absolute
     relpath: str  # relative to the source root, '/'-separated
     size: int
     mtime_ns: int
+    ino: int | None = None  # with ctime_ns: a file moved into the path or rewritten in place shows here,
+    ctime_ns: int | None = None  # even when it keeps the old size and mtime (`cp -p`, `rsync -t`, `tar x`)
+
+    @classmethod
+    def from_stat(cls, path: str, relpath: str, st: os.stat_result) -> "SourceFile":
+        return cls(path, relpath, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 @dataclass
@@ -43,7 +49,7 @@ def scan_source(root: Path, ignore_suffixes: Iterable[str] = (), exclude: Iterab
         raise ConfigError(f"Source '{root}' does not exist; pass a folder of images.")
     if root.is_file():
         st = root.stat()
-        return ScanResult([SourceFile(str(root), root.name, st.st_size, st.st_mtime_ns)])
+        return ScanResult([SourceFile.from_stat(str(root), root.name, st)])
     ignore = {s.lower() for s in ignore_suffixes}
     skip = {str(Path(p).resolve()) for p in exclude}
     out = ScanResult([])
@@ -58,7 +64,7 @@ def scan_source(root: Path, ignore_suffixes: Iterable[str] = (), exclude: Iterab
             if st is None:
                 out.skipped.append({"path": full, "reason": reason})
                 continue
-            out.files.append(SourceFile(full, os.path.relpath(full, root).replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+            out.files.append(SourceFile.from_stat(full, os.path.relpath(full, root).replace(os.sep, "/"), st))
     out.files.sort(key=lambda f: f.relpath)
     out.skipped.sort(key=lambda s: s["path"])
     return out

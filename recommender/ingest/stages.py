@@ -7,6 +7,7 @@ the writes in `writer.py`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -30,20 +31,55 @@ def scan(source: Path, settings: Settings, metadata: Path | None = None) -> Scan
 
 def plan(files: Sequence[SourceFile], known: Mapping[str, FileRecord], source: Path) -> Plan:
     """Files to decode: those not in the catalog with the same size and mtime (an unchanged file costs one stat),
-    and the catalog rows under `source` whose files are gone from it."""
-    todo, unchanged = [], 0
+    those to verify (same size and mtime, another inode or ctime: a swap of look-alike files), and the
+    catalog rows under `source` whose files are gone from it."""
+    out = Plan([], 0, [])
     for f in files:
         rec = known.get(f.path)
-        if rec and rec.status in LIVE and rec.size == f.size and rec.mtime_ns == f.mtime_ns:
-            unchanged += 1
+        if not (rec and rec.status in LIVE and rec.size == f.size and rec.mtime_ns == f.mtime_ns):
+            out.todo.append(f)
+        elif rec.ino is None:  # a row from before inodes were kept: trusted as before, and completed now
+            out.unchanged += 1
+            out.restat.append(f)
+        elif (rec.ino, rec.ctime_ns) == (f.ino, f.ctime_ns):
+            out.unchanged += 1
         else:
-            todo.append(f)
+            out.verify.append(f)
     present = {f.path for f in files}
     source = Path(source)
     root = str(source) + ("" if source.is_file() else os.sep)
-    gone = [r for p, r in known.items() if r.status != "deleted" and p not in present
-            and (p == str(source) or p.startswith(root))]
-    return Plan(todo, unchanged, gone)
+    out.gone = [r for p, r in known.items() if r.status != "deleted" and p not in present
+                and (p == str(source) or p.startswith(root))]
+    return out
+
+
+def same_content(files: Sequence[SourceFile], known: Mapping[str, FileRecord]) -> tuple[list[SourceFile], list[SourceFile]]:
+    """Split files to verify into those whose bytes still hash to the catalog's content and the others.
+
+    Reading a file costs far less than decoding and embedding it, so a folder restored from a backup
+    (new inodes, same bytes) is hashed, not re-embedded. A volume's catalog hash is its first slice's
+    (the file's bytes plus ':0'), so both forms are compared.
+    """
+    same, changed = [], []
+    for f in files:
+        try:
+            digest = _file_digest(f.path)
+        except OSError:  # gone or unreadable since the scan: the embed stage reports it
+            changed.append(f)
+            continue
+        first_slice = digest.copy()
+        first_slice.update(b":0")
+        ok = known[f.path].sha256 in (digest.hexdigest(), first_slice.hexdigest())
+        (same if ok else changed).append(f)
+    return same, changed
+
+
+def _file_digest(path: str) -> "hashlib._Hash":
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h
 
 
 def chunks(files: Sequence[SourceFile], size: int) -> list[list[SourceFile]]:

@@ -16,6 +16,7 @@ from recommender import payload as P
 from recommender.catalog import Catalog, FileRecord
 from recommender.duplicates import IngestDeduper
 from recommender.ingest.records import EmbeddedFile
+from recommender.ingest.scan import SourceFile
 from recommender.locks import CollectionLock
 from recommender.settings import Settings
 from recommender.store import VectorStore, open_store, point_id_for
@@ -71,15 +72,25 @@ class IngestWriter:
 
     # -- writes --------------------------------------------------------------------
     def release_gone(self, gone: Sequence[FileRecord], run_id: str) -> None:
-        """Deleted source files: release their points (or mark them), then forget or flag the rows."""
+        """Deleted source files: release their points (or mark them), then forget or flag the rows.
+
+        A point is handed over only to a file that is still there: when every file of a point leaves
+        at once (moved to another folder, say), none of them may inherit it, or the point would name a
+        path that no longer exists (issue 14). The files' new names bring their content back as new.
+        """
         mark = self.settings.on_delete == "mark"
-        for rec in gone:
-            self._release(rec.path, rec.point_ids, keep=(), mark=mark)
         paths = [r.path for r in gone]
+        for rec in gone:
+            self._release(rec.path, rec.point_ids, keep=(), mark=mark, rewritten=set(paths))
         if mark:
             self.catalog.mark_deleted(self.settings.collection, paths, run_id)
         else:
             self.catalog.remove_files(self.settings.collection, paths)
+
+    def restat(self, files: Sequence[SourceFile]) -> None:
+        """Files found unchanged: keep their current inode and ctime, which the next plan compares."""
+        if files:
+            self.catalog.update_identity(self.settings.collection, [(f.path, f.ino, f.ctime_ns) for f in files])
 
     def cluster(self, ids: Sequence[str], payloads: list[dict[str, Any]], vectors: np.ndarray) -> dict[str, int]:
         """Assign duplicate clusters to the new points (payloads filled in place) against each other and the
@@ -117,7 +128,7 @@ class IngestWriter:
                               now_refs=now_refs, rewritten=rewritten)
             records.append(FileRecord(
                 ef.file.path, ef.file.size, ef.file.mtime_ns, ef.hashes[0] if ef.hashes else None,
-                status if status in ("failed", "duplicate") else "ok", ef.error, pids,
+                status if status in ("failed", "duplicate") else "ok", ef.error, pids, ef.file.ino, ef.file.ctime_ns,
             ))
         self.catalog.record_files(self.settings.collection, model, run_id, records)
 

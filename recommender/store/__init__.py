@@ -205,6 +205,11 @@ class VectorStore:
             return
         # The edge engine validates points itself: skip pydantic's per-float validation (half the upsert time)
         make = models.PointStruct.model_construct if self.is_edge() else models.PointStruct
+        # Unit vectors on every backend: cosine engines normalise on write, local mode only at search time,
+        # so without this a vector read back would depend on the backend (and on whether it was reopened).
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.where(norms > 0, norms, 1.0)
         points = [
             make(id=pid, vector={VECTOR_NAME: vec.tolist()}, payload=payload)
             for pid, vec, payload in zip(ids, vectors, payloads)
@@ -336,7 +341,8 @@ class VectorStore:
         strategy (scores squashed into (-1, 1)). `must` is a filter spec (see `query_filter`);
         `exact=True` asks a server for exact search (local mode is always exact).
         """
-        res = self.client.query_points(
+        res = self._examples_call(
+            self.client.query_points, (query, negative),
             self.collection, query=_query_input(query, negative), using=VECTOR_NAME, limit=limit, offset=offset,
             query_filter=query_filter(must, exclude_ids), score_threshold=score_threshold, with_payload=True,
             with_vectors=[VECTOR_NAME] if with_vectors else False,
@@ -362,7 +368,8 @@ class VectorStore:
 
         Points without a value for the field join no group (Qdrant's rule).
         """
-        res = self.client.query_points_groups(
+        res = self._examples_call(
+            self.client.query_points_groups, (query, negative),
             self.collection, group_by, query=_query_input(query, negative), using=VECTOR_NAME, limit=groups,
             group_size=group_size, query_filter=query_filter(must, exclude_ids), score_threshold=score_threshold,
             with_payload=True, with_vectors=[VECTOR_NAME] if with_vectors else False,
@@ -375,6 +382,30 @@ class VectorStore:
                 hit.group = g.id
                 out.append(hit)
         return out
+
+    def _examples_call(self, fn: Callable[..., Any], examples: tuple[Any, Sequence[Any]], *args: Any,
+                       **kwargs: Any) -> Any:
+        """Run a query whose examples may be point ids; an id the collection lacks is a NotFoundError naming
+        it and the collection on every backend (local mode says ValueError, a server 404, edge its own)."""
+        try:
+            return fn(*args, **kwargs)
+        except NotFoundError:
+            raise self._missing_example(*examples) from None
+        except ValueError as exc:
+            if "not found" not in str(exc).lower():
+                raise
+            raise self._missing_example(*examples) from exc
+        except UnexpectedResponse as exc:
+            if exc.status_code != 404:
+                raise
+            raise self._missing_example(*examples) from exc
+
+    def _missing_example(self, query: Any, negative: Sequence[Any]) -> NotFoundError:
+        examples = list(query) if isinstance(query, (list, tuple)) else [query]
+        ids = [e for e in [*examples, *negative] if isinstance(e, str)]
+        present = set(self.existing(ids)) if ids else set()
+        missing = [i for i in ids if i not in present] or ids
+        return NotFoundError(f"No item with id '{missing[0] if missing else '?'}' in collection '{self.collection}'.")
 
     def version_stamp(self) -> tuple:
         """Changes whenever the collection's points or payloads may have changed.
