@@ -49,8 +49,28 @@ class IngestWriter:
         if self.settings.dedup_on_ingest:
             self._deduper = IngestDeduper(self.store, self.settings)
         resumed = self.catalog.interrupt_runs(self.settings.collection)
+        if resumed and self.store.exists():
+            self._drop_unrecorded([r["run_id"] for r in resumed])
         self.catalog.start_run(run_id, self.settings.collection, source, self.settings.model)
         return resumed
+
+    def _drop_unrecorded(self, run_ids: Sequence[str]) -> None:
+        """Delete the points a killed run wrote but never recorded in the catalog.
+
+        A run upserts a chunk before it records the chunk's files; killed in between, it leaves points no
+        file references. Re-ingesting the same bytes would overwrite them (same id), but a file changed or
+        deleted before the next run would leave them as orphans naming a path that holds something else.
+        """
+        referenced = self.catalog.point_ids(self.settings.collection)
+        for rid in run_ids:
+            offset: str | int | None = None
+            while True:
+                rows, offset = self.store.scroll_where({P.RUN_ID: rid}, limit=256, offset=offset, with_payload=False)
+                orphans = [pid for pid, _, _ in rows if pid not in referenced]
+                if orphans:
+                    self.store.delete(orphans)
+                if offset is None:
+                    break
 
     def ensure_collection(self, model: str, dim: int) -> None:
         """Create the collection for the model's vectors on first use (a model mismatch raises)."""
