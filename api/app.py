@@ -254,8 +254,9 @@ def _resolve_refs(r: Recommender, refs: list[str], field: str) -> list[str]:
         try:
             with r._lock:
                 out.append(r.resolve(ref))
-        except (OSError, RuntimeError, ValueError):  # name too long, '~user' with no such user, ...
-            raise NotFoundError(f"body field '{field}': '{ref[:80]}' is neither an item id nor an ingested file path.") from None
+        except (NotFoundError, OSError, RuntimeError, ValueError) as exc:  # unknown, name too long, '~user' ...
+            raise NotFoundError(f"body field '{field}': '{ref[:80]}' is neither an item id nor an ingested file path "
+                                f"({exc}).") from None
     return out
 
 

@@ -13,6 +13,8 @@ On a scratch RECOMMENDER_HOME built here from the bundled `samples/` corpus, N r
   5. `recommender similar <sample image> -k 10` (target <= 2 s)
   6. `recommender serve`: spawn to first 200 from /health, then /items/{id}/similar, then
      /similar/image (target first /similar <= 3 s); the server is killed after.
+  5b. the same `similar` on a copy of that home grown to --scale points (default 50,000) with
+     synthetic unit vectors upserted and indexed through the store API (target <= 2 s at 50k)
   7. baselines in the same run: `python -c pass`, `python -c "import torch, torchvision"`, and the
      plain script a user would write for item 5 (torchvision mobilenet_v2 IMAGENET1K_V1, embed the
      query and every sample .jpg, brute-force cosine), plus the same script reading the sample
@@ -340,6 +342,42 @@ def measure_cli(scratch: Path, n: int, log: Callable[[str], None]) -> tuple[dict
     return out, home
 
 
+GROW_SCRIPT = r'''
+import sys, numpy as np
+from recommender.settings import get_settings
+from recommender.store import open_store
+home, total = sys.argv[1], int(sys.argv[2])
+store = open_store(get_settings(home=home))
+have = store.count()
+dim = len(next(store.scroll(batch=1, with_vectors=True))[2])
+rng = np.random.default_rng(0)
+for start in range(have, total, 1024):
+    ids = [f"00000000-0000-4000-8000-{k:012d}" for k in range(start, min(start + 1024, total))]
+    store.upsert(ids, rng.standard_normal((len(ids), dim)).astype(np.float32),
+                 [{"path": f"/synthetic/{k}.jpg", "relpath": f"synthetic/{k}.jpg"} for k in range(start, start + len(ids))])
+store.optimize()
+print(store.count())
+store.close()
+'''
+
+
+def measure_similar_at_scale(home: Path, scratch: Path, n: int, total: int, log: Callable[[str], None]) -> Optional[Measure]:
+    """Item 5b: `similar` on a copy of the home grown to `total` points (synthetic vectors, real engine)."""
+    if total <= 0:
+        return None
+    big = scratch / "home_scale"
+    shutil.copytree(home, big)
+    t = time.perf_counter()
+    done = subprocess.run([PY, "-c", GROW_SCRIPT, str(big), str(total)], env=user_env(big), capture_output=True, text=True)
+    if done.returncode != 0:
+        log(f"similar at scale      SKIPPED: growing the home failed: {done.stderr.strip().splitlines()[-1:]}")
+        return None
+    log(f"(grew a copy of the home to {done.stdout.strip()} points in {time.perf_counter() - t:.0f} s)")
+    m = repeat(f"similar @{total // 1000}k", [*CLI, "similar", str(QUERY), "-k", "10", "--json"], user_env(big), scratch, n)
+    log(line(m, f"(target <= {TARGETS['similar']} s)"))
+    return m
+
+
 def first_id(sim: Measure) -> Optional[str]:
     """A stored point id (the first neighbour `similar` printed), for the API's by-id query."""
     for s in sim.samples:
@@ -419,6 +457,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement (median reported)")
     ap.add_argument("--json", action="store_true", help="print one JSON document on stdout (lines go to stderr)")
+    ap.add_argument("--scale", type=int, default=50_000, help="points for the similar-at-scale item (0 skips it)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (its path is printed)")
     args = ap.parse_args()
     if args.repeats < 1:
@@ -437,6 +476,9 @@ def main() -> None:
     try:
         cli, home = measure_cli(scratch, args.repeats, log)
         serve = measure_serve(home, first_id(cli["similar"]), scratch, args.repeats, log)
+        scaled = measure_similar_at_scale(home, scratch, args.repeats, args.scale, log)
+        if scaled:
+            cli["similar_scale"] = scaled
         base = measure_baselines(scratch, args.repeats, log)
     finally:
         if args.keep:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from recommender.errors import ConfigError
-from recommender.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # pydantic-settings is imported when a command runs, not for --help
+    from recommender.settings import Settings
 
 err = Console(stderr=True)
 
@@ -23,8 +24,12 @@ WaitOpt = typer.Option(None, "--wait", min=0, help="Seconds to wait for another 
                        "then exit 75 (RECOMMENDER_LOCK_TIMEOUT).")
 
 
-def settings(**overrides: Any) -> Settings:
+def settings(**overrides: Any) -> "Settings":
     """Settings from `RECOMMENDER_*` with the flags that were given on top; a bad value names its field."""
+    from pydantic import ValidationError
+
+    from recommender.settings import get_settings
+
     try:
         return get_settings(**overrides)
     except ValidationError as exc:  # one line per bad field, naming its flag and variable

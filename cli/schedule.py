@@ -10,13 +10,15 @@ that restarts. See docs/operations.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from cli.common import CollectionOpt, DeviceOpt, HomeOpt, ModelOpt, quiet_prefect, settings
 from recommender.errors import ConfigError
-from recommender.settings import Settings
+
+if TYPE_CHECKING:
+    from recommender.settings import Settings
 
 
 def deployment_name(source: Path) -> str:

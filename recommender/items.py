@@ -13,14 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from recommender.errors import RecommenderError
+
 if TYPE_CHECKING:
     from recommender.settings import Settings
 
 DEFAULT_MAX_DECODED_BYTES = 256 * 2**20  # the Settings default too: a 10,000 x 10,000 1-bit PNG (500 MB decoded) is refused
 
 
-class DecodeError(Exception):
-    """A file that can't become an item; `reason` is shown to the user."""
+class DecodeError(RecommenderError):
+    """A file that can't become an item; `reason` is shown to the user (the CLI exits 65: bad input data)."""
+
+    exit_code = 65
 
     def __init__(self, path: Path | str, reason: str):
         super().__init__(f"{path}: {reason}")

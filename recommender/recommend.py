@@ -131,7 +131,13 @@ class Recommender:
         if _looks_like_id(item):
             self.store.get(item)
             return item
-        path = str(Path(item).expanduser().resolve()) if Path(item).expanduser().exists() else item
+        try:  # an over-long name, a `~user` that does not exist: not a file, so not an ingested one
+            path = str(Path(item).expanduser().resolve()) if Path(item).expanduser().exists() else item
+        except (OSError, RuntimeError, ValueError):
+            path = item
+        if len(path) > 4096 or "\0" in path:
+            raise NotFoundError(f"'{path[:80]}...' is not an ingested item of collection '{self.settings.collection}': "
+                                "the id or path is too long or holds a NUL byte.")
         return self.store.find_by_path(path)
 
     # -- convenience wrappers (CLI, dashboard) -----------------------------------------
@@ -155,10 +161,15 @@ class Recommender:
 
     def embed_image(self, image: Image.Image | Path | bytes) -> np.ndarray:
         """One uploaded image (bytes, file or PIL) as a unit vector of the collection's model."""
+        name = "upload"
         if isinstance(image, (str, Path)):
-            image = Path(image).read_bytes()
+            name = str(image)
+            try:
+                image = Path(image).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"Query image '{name}' can't be read ({exc.strerror or exc}); pass an image file.") from exc
         if isinstance(image, (bytes, bytearray)):
-            image = decode_image_bytes(bytes(image), "upload", self.settings.max_image_pixels)
+            image = decode_image_bytes(bytes(image), name, self.settings.max_image_pixels)
         return self.embedder().embed_images([image])[0]
 
     def embed_text(self, text: str) -> np.ndarray:
@@ -341,7 +352,7 @@ def _looks_like_id(item: str) -> bool:
         uuid.UUID(item)
         return True
     except ValueError:
-        return item.isdigit()
+        return False  # point ids are UUIDs (content hashes); anything else is looked up as a path
 
 
 __all__ = ["Recommender", "Result", "parse_filters", "RecommenderError"]

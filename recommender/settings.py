@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path("./var"), description="Data home: embedded Qdrant, catalog, caches.")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store under home.")
     qdrant_api_key: str | None = Field(None, description="API key for a Qdrant server.")
-    collection: str = Field("images", description="Qdrant collection name.")
+    collection: str = Field("images", min_length=1, max_length=255, description="Qdrant collection name.")
     model: str = Field("mobilenet_v2", description="Embedding model name (see `recommender models`).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     batch_size: int | None = Field(
@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         (".csv", ".parquet", ".md", ".txt", ".json", ".yaml", ".yml"),
         description="File suffixes skipped by the scanner (metadata and docs, not images).",
     )
+
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_folder(cls, home: Path) -> Path:
+        if home.exists() and not home.is_dir():
+            raise ValueError(f"'{home}' is a file; the data home must be a folder (or not exist yet)")
+        return home
 
     @property
     def qdrant_path(self) -> Path:

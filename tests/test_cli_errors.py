@@ -57,3 +57,36 @@ def test_locked_collection_exits_75_and_names_the_holder(tmp_path):
     assert r.returncode == 75, r.stderr[-1500:]
     assert f"ingest started" in r.stderr and f"by pid {os.getpid()}" in r.stderr
     assert "waiting up to 0 s" in r.stderr or "waiting up to 1 s" in r.stderr  # said whom it waited for, first
+
+
+def test_mistakes_against_a_built_collection_end_in_one_line(pipeline_home, tmp_path):
+    """Issue 14's probes on a collection the real pipeline built: each one line and its documented code."""
+    from recommender.store import open_store
+
+    store = open_store(pipeline_home)
+    try:
+        ingested = next(store.scroll(batch=1))[1]["path"]
+    finally:
+        store.close()
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("not a picture")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    base = ["--collection", pipeline_home.collection]
+    cases = [
+        (["similar", "x" * 5000, *base], 2, "too long"),
+        (["similar", "123", *base], 2, "not an ingested item"),
+        (["similar", "~no-such-user-here/x.jpg", *base], 2, "not an ingested item"),
+        (["similar", "--image", str(not_image), *base], 65, "notes.jpg"),
+        (["similar", "--image", str(tmp_path / "gone.jpg"), *base], 2, "gone.jpg"),
+        (["similar", ingested, "--filter", "no_such_field=1", *base], 2, "fields that exist"),
+        (["similar", ingested, "--filter", f"width={10**30}", *base], 2, "64 bits"),
+        (["check", "--home", str(a_file)], 2, "must be a folder"),
+        (["check", "--collection", ""], 2, "collection"),
+    ]
+    for args, code, says in cases:
+        r = _cli(*args, home=pipeline_home.home)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == code, (args[:2], r.returncode, r.stderr[-1500:])
+        assert "Traceback" not in r.stderr and len(lines) == 1, (args[:2], r.stderr[-1500:])
+        assert says in lines[0], (args[:2], lines)

@@ -37,10 +37,20 @@ def query_filter(spec: dict[str, Any] | None, exclude_ids: Sequence[str] = ()) -
     return models.Filter(must=conditions or None, must_not=must_not)
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _check_int(key: str, value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        raise ConfigError(f"Filter '{key}': {value} is out of range; integers must fit in 64 bits.")
+
+
 def validate_filter_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
     """Normalise a filter spec or raise ConfigError saying which field is wrong and how to fix it."""
     out: dict[str, Any] = {}
     for key, value in (spec or {}).items():
+        for v in (value if isinstance(value, (list, tuple, set)) else [value]):
+            _check_int(key, v)
         if not isinstance(key, str) or not key:
             raise ConfigError(f"Filter field name {key!r} must be a non-empty string.")
         if isinstance(value, dict):
