@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from api.schemas import FILTERS, ErrorOut, HealthOut, ItemOut, QueryOptions, RecommendIn, ResultOut
 from recommender import payload as P
-from recommender.decode import DecodeError, DecodeLimitError, DecodeOptions, decode_file, decode_image_bytes
+from recommender.decode import DecodeError, DecodeLimitError, DecodeOptions, decode_file
 from recommender.errors import NotFoundError, RecommenderError, StoreLockedError
 from recommender.recommend import Recommender, Result
 from recommender.settings import Settings, get_settings
@@ -248,13 +248,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _resolve_refs(r: Recommender, refs: list[str], field: str) -> list[str]:
-    """Ids for the examples of /recommend; a string no file system can stat is simply not an ingested file."""
+    """Ids for the examples of /recommend, each unknown one a 404 naming the body field."""
     out = []
     for ref in refs:
         try:
             with r._lock:
                 out.append(r.resolve(ref))
-        except (NotFoundError, OSError, RuntimeError, ValueError) as exc:  # unknown, name too long, '~user' ...
+        except NotFoundError as exc:  # unknown id or path (resolve also turns over-long and '~user' names into this)
             raise NotFoundError(f"body field '{field}': '{ref[:80]}' is neither an item id nor an ingested file path "
                                 f"({exc}).") from None
     return out
@@ -352,7 +352,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         q = _query_options("body", k=k, offset=offset, filters=filters_param(filters, "body"), group_by=group_by,
                            group_size=group_size, mmr_lambda=mmr_lambda, score_threshold=score_threshold)
         r = rec()
-        image = await run_in_threadpool(_decode_upload, r, cfg, data)
+        image = await run_in_threadpool(r.decode_image, data)
         return _out(await run_in_threadpool(r.recommend, image=image, **q.model_dump()))
 
     @app.get("/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, **_errors(404, 422, 503)})
@@ -375,14 +375,6 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     return app
-
-
-def _decode_upload(r: Recommender, cfg: Settings, data: bytes) -> Image.Image:
-    """The upload as the model will see it: JPEG drafted to the model's decode size (as ingest does),
-    refused before decoding above the pixel or decoded-bytes limit."""
-    draft = getattr(r.embedder(), "decode_size", None) if cfg.jpeg_draft else None
-    return decode_image_bytes(data, "upload", cfg.max_image_pixels, draft_size=draft,
-                              max_decoded_bytes=cfg.max_decoded_bytes)
 
 
 def _thumbnail_image(cfg: Settings, path: Path, key: Any, size: int, item_id: str) -> Image.Image:

@@ -53,12 +53,13 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     Works in row blocks so the float64 arithmetic never holds more than a block (a whole-image
     float64 copy would be 8 bytes a pixel on top of the image)."""
     lo, hi = float(arr.min()), float(arr.max())
+    full_range = lo >= 0 and hi > 4095  # genuine 16-bit range (photos, scans): keep absolute brightness
     out = np.zeros(arr.shape, dtype=np.uint8)
-    if hi <= lo and not (lo >= 0 and hi > 4095):
+    if hi <= lo and not full_range:
         return out
     for start in range(0, arr.shape[0], _SCALE_ROWS):
         block = arr[start:start + _SCALE_ROWS].astype(np.float64)
-        if lo >= 0 and hi > 4095:  # genuine 16-bit range (photos, scans): keep absolute brightness
+        if full_range:
             out[start:start + _SCALE_ROWS] = np.clip(block / 257.0, 0, 255).astype(np.uint8)
         else:  # 12-bit medical, float, signed data
             out[start:start + _SCALE_ROWS] = ((block - lo) / (hi - lo) * 255.0).round().astype(np.uint8)

@@ -169,8 +169,18 @@ class Recommender:
             except OSError as exc:
                 raise ConfigError(f"Query image '{name}' can't be read ({exc.strerror or exc}); pass an image file.") from exc
         if isinstance(image, (bytes, bytearray)):
-            image = decode_image_bytes(bytes(image), name, self.settings.max_image_pixels)
+            image = self.decode_image(bytes(image), name)
         return self.embedder().embed_images([image])[0]
+
+    def decode_image(self, data: bytes, name: str = "upload") -> Image.Image:
+        """Bytes of an image that is not stored, as the model will see it: refused before decoding above the
+        settings' pixel and decoded-bytes limits, JPEG drafted to the model's decode size (as ingest does).
+
+        The one decode path for query images, so the CLI, the API and the dashboard enforce the same limits."""
+        cfg = self.settings
+        draft = getattr(self.embedder(), "decode_size", None) if cfg.jpeg_draft else None
+        return decode_image_bytes(data, name, cfg.max_image_pixels, draft_size=draft,
+                                  max_decoded_bytes=cfg.max_decoded_bytes)
 
     def embed_text(self, text: str) -> np.ndarray:
         """A text as a vector of the collection's model (raises for models without a text tower)."""

@@ -8,7 +8,7 @@ from dashboard import resources
 from dashboard.nav import goto
 from dashboard.widgets import grid, label_line, score_caption
 from recommender import payload as P
-from recommender.decode import DecodeError, decode_image_bytes
+from recommender.decode import DecodeError
 from recommender.errors import RecommenderError
 
 
@@ -61,9 +61,12 @@ def render() -> None:
                                   key="search_upload")
         if upload is not None:
             try:
-                image = decode_image_bytes(upload.getvalue(), upload.name, rec.settings.max_image_pixels)
+                image = rec.decode_image(upload.getvalue(), upload.name)
             except DecodeError as exc:
                 st.error(f"Could not use '{upload.name}' as a query: {exc.reason}")
+                return
+            except RecommenderError as exc:  # the collection's model can't be loaded here
+                resources.show_error(exc)
                 return
             left, right = st.columns([1, 5])
             left.image(image, caption=upload.name, width="stretch")

@@ -17,6 +17,7 @@ from recommender import payload as P
 from recommender.catalog import FileRecord
 from recommender.ingest.records import EmbeddedFile, Plan
 from recommender.ingest.scan import ScanResult, SourceFile, scan_source
+from recommender.medical import slice_hash
 from recommender.settings import Settings
 from recommender.store import point_id_for
 
@@ -58,7 +59,7 @@ def same_content(files: Sequence[SourceFile], known: Mapping[str, FileRecord]) -
 
     Reading a file costs far less than decoding and embedding it, so a folder restored from a backup
     (new inodes, same bytes) is hashed, not re-embedded. A volume's catalog hash is its first slice's
-    (the file's bytes plus ':0'), so both forms are compared.
+    (`medical.slice_hash`), so both forms are compared.
     """
     same, changed = [], []
     for f in files:
@@ -67,9 +68,7 @@ def same_content(files: Sequence[SourceFile], known: Mapping[str, FileRecord]) -
         except OSError:  # gone or unreadable since the scan: the embed stage reports it
             changed.append(f)
             continue
-        first_slice = digest.copy()
-        first_slice.update(b":0")
-        ok = known[f.path].sha256 in (digest.hexdigest(), first_slice.hexdigest())
+        ok = known[f.path].sha256 in (digest.hexdigest(), slice_hash(digest, 0))
         (same if ok else changed).append(f)
     return same, changed
 

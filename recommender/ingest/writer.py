@@ -100,8 +100,9 @@ class IngestWriter:
         """
         mark = self.settings.on_delete == "mark"
         paths = [r.path for r in gone]
+        leaving = set(paths)
         for rec in gone:
-            self._release(rec.path, rec.point_ids, keep=(), mark=mark, rewritten=set(paths))
+            self._release(rec.path, rec.point_ids, keep=(), mark=mark, rewritten=leaving)
         if mark:
             self.catalog.mark_deleted(self.settings.collection, paths, run_id)
         else:
