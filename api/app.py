@@ -273,6 +273,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         with lock:
             if state["rec"] is None:
                 state["rec"] = Recommender(cfg)
+                state["rec"].store.prefetch()
                 state["owned"] = True
             return state["rec"]
 

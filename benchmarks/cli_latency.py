@@ -14,7 +14,9 @@ On a scratch RECOMMENDER_HOME built here from the bundled `samples/` corpus, N r
   6. `recommender serve`: spawn to first 200 from /health, then /items/{id}/similar, then
      /similar/image (target first /similar <= 3 s); the server is killed after.
   5b. the same `similar` on a copy of that home grown to --scale points (default 50,000) with
-     synthetic unit vectors upserted and indexed through the store API (target <= 2 s at 50k)
+     synthetic unit vectors upserted and indexed through the store API, each with the payload of a
+     stored sample point (per-file fields made unique), so the engine holds the payload indexes a
+     real collection holds (target <= 2 s at 50k)
   5c. with --corpus DIR (e.g. ../shared/corpora/brain-mri): one first ingest of that corpus, then
      N no-op re-ingests (target job <= 5 s and wall <= job + 3 s at 7,019 files) and N `similar
      <its first image> -k 10` (issue 12 target at brain-mri: <= 2.5 s, <= 1.2 GB)
@@ -352,12 +354,18 @@ from recommender.store import open_store
 home, total = sys.argv[1], int(sys.argv[2])
 store = open_store(get_settings(home=home))
 have = store.count()
-dim = len(next(store.scroll(batch=1, with_vectors=True))[2])
+_, template, first = next(store.scroll(batch=1, with_vectors=True))
+dim = len(first)
+template.pop("copies", None)
+def payload(k):  # a stored point's payload with the per-file fields made unique, as an ingest writes them
+    h = f"{k:064x}"
+    return {**template, "path": f"/synthetic/{k}.jpg", "relpath": f"synthetic/{k}.jpg",
+            "item_key": f"/synthetic/{k}.jpg", "sha256": h, "pixel_hash": h[::-1], "phash": h[:16]}
 rng = np.random.default_rng(0)
 for start in range(have, total, 1024):
     ids = [f"00000000-0000-4000-8000-{k:012d}" for k in range(start, min(start + 1024, total))]
     store.upsert(ids, rng.standard_normal((len(ids), dim)).astype(np.float32),
-                 [{"path": f"/synthetic/{k}.jpg", "relpath": f"synthetic/{k}.jpg"} for k in range(start, start + len(ids))])
+                 [payload(k) for k in range(start, start + len(ids))])
 store.optimize()
 print(store.count())
 store.close()

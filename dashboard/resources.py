@@ -30,7 +30,9 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner="Opening the vector store…")
 def _store(home: str, collection: str, url: str | None) -> VectorStore:
-    return open_store(settings())
+    store = open_store(settings())
+    store.prefetch()  # the dashboard lives long: warm the index files in the background
+    return store
 
 
 @st.cache_resource(show_spinner=False)

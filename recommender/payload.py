@@ -152,6 +152,15 @@ FIELDS: dict[str, FieldSpec] = {s.name: s for s in (
 FACET_FIELDS: tuple[str, ...] = tuple(n for n, s in FIELDS.items() if s.facet)
 
 
+def searched_by_filter(name: str) -> bool:
+    """Fields a similarity query is commonly filtered by: the facets, the metadata table's columns
+    (declared or the user's own). Why: a graph engine links its HNSW graph again within each large
+    value of an indexed field, so that filtered searches stay connected; for bookkeeping fields
+    (paths, hashes, run ids, sizes, timestamps) that only serves lookups and costs build time."""
+    spec = FIELDS.get(name)
+    return spec is None or spec.facet or spec.origin == "metadata"
+
+
 def indexed_fields(extra_keywords: Iterable[str] = ()) -> dict[str, FieldType]:
     """Fields the store indexes: the declared ones plus the metadata table's string columns."""
     out: dict[str, FieldType] = {n: s.type for n, s in FIELDS.items() if s.indexed}

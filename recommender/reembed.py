@@ -41,6 +41,7 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
         embedder = embedder_for(spec)
         target = store.create_generation(embedder.name, embedder.dim)
         dest = VectorStore(store.client, target, store.attempts, store.backoff)
+        dest.create_indexes(store.metadata_fields())  # declared before the writes, which build them
         by_path: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         for pid, payload, _ in store.scroll(batch=1024):
             by_path[payload.get(P.PATH, "")].append((pid, payload))
@@ -57,7 +58,6 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
                 f"{len(missing)} item(s) can't be re-embedded because their files are gone or changed "
                 f"(first: {missing[0]}). Re-ingest the source first, or pass --allow-missing to drop them."
             )
-        dest.create_indexes(store.metadata_fields())
         dest.optimize()  # build the new generation's index before it serves queries
         if dest.count() != store.count() - len(missing):
             raise RecommenderError(f"Re-embedded collection '{target}' is incomplete; the alias was not switched.")

@@ -354,3 +354,31 @@ def test_generation_switch_is_seen_after_reopen(cfg: Settings, data: Data) -> No
         assert {pid for pid, _, _ in again.scroll()} == set(data.ids[:3])
     finally:
         again.close()
+
+
+# -- payload indexes ------------------------------------------------------------------------
+def test_payload_indexes_cover_the_fields_points_carry_and_nothing_else(cfg: Settings, data: Data) -> None:
+    """An engine loads every payload index at open: a field no point carries gets none (opening stays
+    cheap), a field gets one as soon as a write brings it, and filters and facets on a declared field
+    nobody wrote answer empty. Local mode keeps no indexes at all and answers the same."""
+    keeps = cfg.store_backend != "local"
+    store = fill(cfg, data)
+    try:
+        carried = {"path", "relpath", "genre", "year", "artist", "room"}   # declared or metadata, and written
+        assert store.payload_indexes() == (carried if keeps else set())
+        assert store.facet("diagnosis") == {} and store.count_where({"diagnosis": "glioma"}) == 0
+        assert store.query(data.ids[0], K, must={"diagnosis": "glioma"}) == []
+        store.set_payload(data.ids[:4], {"cluster_id": "c1", "tier": "copy"})
+        assert store.payload_indexes() == (carried | {"cluster_id", "tier"} if keeps else set())
+        assert store.facet("tier") == {"copy": 4}
+        store.optimize()
+        assert {h.id for h in store.query(data.ids[0], K, must={"cluster_id": "c1"})} == set(data.ids[1:4])
+    finally:
+        store.close()
+    again = open_store(cfg)   # a new process' store object: writes still build what is missing
+    try:
+        again.upsert(data.ids[:1], data.x[:1], [{**data.payloads[0], "diagnosis": "glioma"}])
+        assert ("diagnosis" in again.payload_indexes()) == keeps
+        assert again.facet("diagnosis") == {"glioma": 1}
+    finally:
+        again.close()

@@ -124,7 +124,34 @@ def test_migration_from_local_mode_keeps_every_id_vector_and_payload(tmp_path):
             assert got[pid][0] == payload
             assert np.allclose(got[pid][1], vec / np.linalg.norm(vec), atol=1e-6)
         assert [h.id for h in edge.query(ids[0], 5)][0] != ids[0]
+        assert edge.payload_indexes() == {"path", "genre", "year", "room"}   # the indexed fields the points carry
     finally:
         edge.close()
     with pytest.raises(Exception, match="already has an edge store"):
         migrate_local_to_edge(auto)
+
+
+def test_index_files_are_read_on_demand_and_prefetchable(tmp_path):
+    """The int8 codes are mapped, not copied in at open (a fresh process reads only what it visits),
+    and a long-lived process can ask the OS to warm them: `prefetch` must find the engine's files
+    (if the engine lays them out differently, this fails instead of the warm-up silently vanishing)."""
+    from recommender.store.edge import edge_root, prefetch_index_files
+
+    cfg = get_settings(home=tmp_path / "h", store_backend="edge")
+    n, dim = 3000, 1024                      # enough bytes for the engine to build HNSW + int8 codes
+    x = np.random.default_rng(3).standard_normal((n, dim)).astype(np.float32)
+    ids = [point_id_for(f"q{i}") for i in range(n)]
+    store = open_store(cfg)
+    store.ensure_collection("m", dim)
+    store.upsert(ids, x, [{"path": f"/src/{i}.jpg"} for i in range(n)])
+    assert prefetch_index_files(edge_root(cfg)) == 0   # nothing indexed yet
+    store.optimize()
+    store.close()
+    again = open_store(cfg)
+    try:
+        assert prefetch_index_files(edge_root(cfg)) >= n * dim   # the codes (1 byte per dimension) and the graph
+        again.prefetch()                                       # the background form the API and dashboard use
+        for i in range(0, n, 500):
+            assert again.query(x[i], 1)[0].id == ids[i]        # rescored from the originals: exact on itself
+    finally:
+        again.close()

@@ -85,6 +85,8 @@ class VectorStore:
         self.shard_number = shard_number
         self.replication_factor = replication_factor
         self._writes = 0  # part of version_stamp: in-process caches see every write made through this object
+        self._indexed: set[str] = set()  # payload indexes this object has made sure of (see index_present)
+        self._wanted: dict[str, str] | None = None  # field -> index type, for the fields that get an index
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Every write goes through here: retried when transient, and counted."""
@@ -160,23 +162,57 @@ class VectorStore:
             ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.collection)))
         ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=target, alias_name=self.collection)))
         self._call(self.client.update_collection_aliases, change_aliases_operations=ops)
+        self._indexed.clear()  # the new generation has the indexes its own writes made; check again on write
         if drop_old and old and old != target and old != self.collection:
             self.client.delete_collection(old)
 
-    def create_indexes(self, keyword_fields: Iterable[str] = ()) -> None:
-        """Payload indexes for the fields the payload schema marks as indexed, plus the metadata
-        table's string columns; the metadata columns are recorded with the collection so filters
-        can be checked against them (local mode ignores indexes and says so)."""
+    def create_indexes(self, keyword_fields: Iterable[str] = (), present: Iterable[str] = ()) -> None:
+        """Declare the payload indexes: the fields the payload schema marks as indexed, plus the metadata
+        table's string columns (recorded with the collection so filters can be checked against them).
+
+        An index is built only once some point carries its field (`present` here, then every upsert and
+        payload write through `index_present`): an engine loads each payload index when it opens a
+        collection, so indexes for fields a collection never holds (the medical fields of a painting
+        collection, and the reverse) would cost open time and memory and answer nothing. A filter on
+        such a field still answers (nothing matches). Local mode ignores indexes."""
         extra = sorted(set(keyword_fields) - set(P.FIELDS))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            for field, kind in P.indexed_fields(extra).items():
-                self._call(self.client.create_payload_index, self.collection, field, _SCHEMA_TYPES[kind])
         recorded = self.metadata_fields()
         if set(extra) - set(recorded):
             meta = self.client.get_collection(self.collection).config.metadata or {}
             self._call(self.client.update_collection, self.collection,
                        metadata={**meta, METADATA_FIELDS_KEY: sorted(set(recorded) | set(extra))})
+        self._wanted = P.indexed_fields(sorted(set(recorded) | set(extra)))
+        self.index_present(present)
+
+    def index_present(self, fields: Iterable[str]) -> None:
+        """Build the index of each declared field among `fields` that this object has not indexed yet
+        (idempotent on every engine; one engine call per field per process)."""
+        if self._wanted is None:
+            self._wanted = P.indexed_fields(self.metadata_fields())
+        todo = sorted(f for f in set(fields) - self._indexed if f in self._wanted)
+        if not todo:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for field in todo:
+                self._call(self.client.create_payload_index, self.collection, field, _SCHEMA_TYPES[self._wanted[field]])
+                self._indexed.add(field)
+
+    def _never_written(self, field: str) -> bool:
+        """True when `field` gets an index once written and the engine has none for it (an engine that
+        keeps no indexes, local mode, reports none at all and gets False)."""
+        if self._wanted is None:
+            self._wanted = P.indexed_fields(self.metadata_fields())
+        if field not in self._wanted:
+            return False
+        indexes = self.payload_indexes()
+        return bool(indexes) and field not in indexes
+
+    def payload_indexes(self) -> set[str]:
+        """Fields the engine holds a payload index for (local mode: none, it ignores indexes)."""
+        if not self.exists():
+            return set()
+        return set(self.client.get_collection(self.collection).payload_schema or {})
 
     def metadata_fields(self) -> list[str]:
         """Metadata-table columns ingested into this collection (beyond the declared payload fields)."""
@@ -214,6 +250,7 @@ class VectorStore:
             make(id=pid, vector={VECTOR_NAME: vec.tolist()}, payload=payload)
             for pid, vec, payload in zip(ids, vectors, payloads)
         ]
+        self.index_present(set().union(*(p or {} for p in payloads)))
         self._call(self.client.upsert, self.collection, points=points, wait=True)
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -230,6 +267,7 @@ class VectorStore:
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         """Merge payload fields into existing points."""
         if ids:
+            self.index_present(payload)
             self._call(self.client.set_payload, self.collection, payload=payload, points=list(ids), wait=True)
 
     # -- reads ---------------------------------------------------------------
@@ -292,7 +330,12 @@ class VectorStore:
         return rows, (str(nxt) if isinstance(nxt, uuid.UUID) else nxt)
 
     def facet(self, key: str, must: dict[str, Any] | None = None, limit: int = 50) -> dict[Any, int]:
-        """Count of points per value of a payload field, within a filter (most frequent first)."""
+        """Count of points per value of a payload field, within a filter (most frequent first).
+
+        A declared field without an index is one no point carries (writes build the index, see
+        `create_indexes`): answered empty at once instead of by a scan that finds nothing."""
+        if self._never_written(key):
+            return {}
         res = self.client.facet(self.collection, key, facet_filter=payload_filter(must), limit=limit, exact=True)
         return {h.value: int(h.count) for h in res.hits}
 
@@ -436,6 +479,14 @@ class VectorStore:
         """True for the in-process edge engine, which answers queries from its own HNSW index
         (so the exact in-process index, built for local mode's brute force, is not needed)."""
         return bool(getattr(self.client, "is_edge", False))
+
+    def prefetch(self) -> None:
+        """Long-lived processes (API, dashboard) call this once: the embedded engine reads its index
+        files on demand, so a background thread asks the OS to bring them into memory and the first
+        queries do not wait on the disk. No-op for local mode and a server."""
+        fn = getattr(self.client, "prefetch", None) if self.is_edge() else None
+        if fn is not None:
+            threading.Thread(target=fn, name="store-prefetch", daemon=True).start()
 
     def optimize(self) -> None:
         """Build the approximate index (HNSW + quantization) for what was written; a no-op on a

@@ -2,7 +2,7 @@
 
 Why: qdrant-client's local mode loads every vector into Python at open and searches by
 brute force; the edge engine is the Qdrant server's engine as a library: HNSW (m 16,
-ef_construct 100), int8 scalar quantization pinned in RAM, original vectors on disk
+ef_construct 100), int8 scalar quantization and original vectors memory-mapped
 (memory-mapped, read only to rescore), payload indexes, a write-ahead log.
 
 `EdgeClient` implements the part of the `QdrantClient` API that `VectorStore` calls, so the
@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 import qdrant_edge as E
 from qdrant_client import models
 
+from recommender import payload as P
 from recommender.errors import NotFoundError, StoreLockedError
 
 HNSW_M, HNSW_EF_CONSTRUCT, FULL_SCAN_KB = 16, 100, 10_000
@@ -44,6 +45,24 @@ _SCHEMA = {
 }
 
 
+def _index_params(kind: str, field: str) -> Any:
+    """A payload index kept on disk (memory-mapped) where the engine can, with per-value HNSW links
+    only for the fields similarity queries are filtered by (`payload.searched_by_filter`).
+
+    Why on disk: the engine reads every in-memory index whole when it opens a shard, and these
+    (paths, hashes, run ids: one value per point) were most of what a one-off command paid at open;
+    filtered queries run as fast once the pages are cached ("Embedded store at scale" in
+    docs/benchmarks.md)."""
+    graph = P.searched_by_filter(field)
+    params = {"keyword": lambda: E.KeywordIndexParams(on_disk=True, enable_hnsw=graph),
+              "integer": lambda: E.IntegerIndexParams(lookup=True, range=True, on_disk=True, enable_hnsw=graph),
+              "float": lambda: E.FloatIndexParams(on_disk=True, enable_hnsw=graph),
+              "datetime": lambda: E.DatetimeIndexParams(on_disk=True, enable_hnsw=graph),
+              "uuid": lambda: E.UuidIndexParams(on_disk=True, enable_hnsw=graph),
+              "bool": lambda: E.BoolIndexParams(on_disk=True, enable_hnsw=graph)}.get(kind)
+    return params() if params else _SCHEMA[kind]
+
+
 def edge_root(settings: Any) -> Path:
     """Folder of the embedded edge store: inside the embedded store's folder (`home/qdrant`), which
     local mode also uses; the two never share files (local mode keeps `collection/` and `meta.json`)."""
@@ -51,13 +70,45 @@ def edge_root(settings: Any) -> Path:
 
 
 def edge_config(dim: int, vector: str) -> E.EdgeConfig:
-    """The shard configuration: HNSW + int8 in RAM for search, float32 originals on disk for rescoring."""
-    quant = E.ScalarQuantizationConfig(type=E.ScalarType.Int8, quantile=0.99, memory=E.Memory.Pinned)
+    """The shard configuration: HNSW + int8 codes for search, float32 originals on disk for rescoring.
+
+    The int8 codes are memory-mapped and read on demand (`Memory.Cold`). Why: the engine drops a
+    shard's files from the page cache when it closes the shard, so with the codes copied into the
+    process (`Pinned`) or populated into the map (`Cached`) every fresh process (a CLI call, an API
+    worker) read all of them from disk at open (64 MB at 50k points, 1.3 GB at 1M) before its first
+    answer. Read on demand, a one-off query reads only the pages of the vectors it visits; a
+    long-lived process (API, dashboard) asks the OS to read the rest in the background
+    (`prefetch_index_files`)."""
+    quant = E.ScalarQuantizationConfig(type=E.ScalarType.Int8, quantile=0.99, memory=E.Memory.Cold)
     return E.EdgeConfig(
         vectors={vector: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine, memory=E.Memory.Cold,
                                             quantization_config=quant)},
         hnsw_config=E.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB),
     )
+
+
+INDEX_FILES = ("collections/*/shard/segments/*/vector_storage-*/quantized.data",
+               "collections/*/shard/segments/*/vector_index-*/*")
+
+
+def prefetch_index_files(root: Path) -> int:
+    """Ask the OS to read the shards' int8 codes and HNSW graphs into the page cache, in the
+    background (posix_fadvise WILLNEED: no copy in this process, shared with the engine's maps).
+    Any process may call it, owner or not; a file the engine lays out differently is simply not
+    prefetched (queries stay correct, the first ones slower). Returns the bytes asked for."""
+    asked = 0
+    for pattern in INDEX_FILES:
+        for path in Path(root).glob(pattern):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue  # replaced by an optimize in between
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                asked += os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+    return asked
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -138,7 +189,10 @@ class EdgeClient:
         return (self._dir(self._resolve(name)) / "meta.json").exists()
 
     def get_collection(self, name: str) -> Any:
-        return SimpleNamespace(config=SimpleNamespace(metadata=self._meta(name).get("metadata", {})))
+        meta = self._meta(name)  # first: a missing collection raises NotFoundError without opening a shard
+        return SimpleNamespace(config=SimpleNamespace(metadata=meta.get("metadata", {})),
+                               payload_schema={k: str(getattr(v, "data_type", "")) for k, v in
+                                               self._shard(name).info().payload_schema.items()})
 
     def create_collection(self, name: str, vectors_config: dict[str, models.VectorParams],
                           metadata: dict[str, Any] | None = None, **_: Any) -> bool:
@@ -191,7 +245,7 @@ class EdgeClient:
         shard = self._shard(collection_name)
         if field_name not in shard.info().payload_schema:
             kind = getattr(field_schema, "value", field_schema)
-            shard.update(E.UpdateOperation.create_field_index(field_name, _SCHEMA[str(kind)]))
+            shard.update(E.UpdateOperation.create_field_index(field_name, _index_params(str(kind), field_name)))
 
     def optimize(self, name: str) -> bool:
         """Merge segments and build HNSW + quantization (blocking; call it off the query path), then
@@ -212,6 +266,9 @@ class EdgeClient:
             except OSError:  # a temporary file the optimizer just removed
                 continue
         return (sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
+
+    def prefetch(self) -> int:
+        return prefetch_index_files(self.root)
 
     def close(self) -> None:
         with self._lock:

@@ -43,17 +43,20 @@ def migrate_local_to_edge(settings: Settings, batch: int = 512,
         raise StoreLockedError(f"The store at '{settings.qdrant_path}' is in use by another process; stop it first.") from exc
     edge = EdgeClient(work)
     copied: dict[str, int] = {}
+    fields: dict[str, set[str]] = {}  # payload keys each collection's points carry: what gets an index
     try:
         for c in local.get_collections().collections:
             info = local.get_collection(c.name)
             vectors = info.config.params.vectors
             edge.create_collection(c.name, vectors_config=dict(vectors), metadata=info.config.metadata or {})
             offset, n = None, 0
+            seen = fields.setdefault(c.name, set())
             while True:
                 records, offset = local.scroll(c.name, limit=batch, offset=offset, with_payload=True, with_vectors=True)
                 edge.upsert(c.name, points=[
                     models.PointStruct.model_construct(id=r.id, vector=r.vector, payload=r.payload or {}) for r in records])
                 n += len(records)
+                seen.update(*(r.payload or {} for r in records))
                 if on_batch and records:
                     on_batch(len(records))
                 if offset is None:
@@ -66,9 +69,10 @@ def migrate_local_to_edge(settings: Settings, batch: int = 512,
         edge.update_collection_aliases(change_aliases_operations=[
             models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=col, alias_name=al))
             for al, col in aliases])
-        for name in {al for al, _ in aliases} | (set(copied) - {col for _, col in aliases}):
+        physical = {al: col for al, col in aliases}
+        for name in set(physical) | (set(copied) - set(physical.values())):
             store = VectorStore(edge, name)
-            store.create_indexes(store.metadata_fields())
+            store.create_indexes(store.metadata_fields(), present=fields.get(physical.get(name, name), ()))
             store.optimize()
     finally:
         edge.close()

@@ -37,7 +37,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from recommender.errors import RecommenderError, StoreLockedError
-from recommender.store.edge import EdgeClient
+from recommender.store.edge import EdgeClient, prefetch_index_files
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +287,10 @@ class SharedEdge:
                         target.close()
                         self._target = self._attach()
         raise StoreLockedError(f"The embedded store at '{self.root}' keeps changing owner; try again.")
+
+    def prefetch(self) -> int:
+        """Warm the page cache with the index files (file access only: no call to the owner)."""
+        return prefetch_index_files(self.root)
 
     def __getattr__(self, name: str) -> Any:
         if name not in _CALLS:
