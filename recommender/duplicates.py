@@ -24,7 +24,7 @@ import numpy as np
 
 from recommender import payload as P
 from recommender.decode import DecodeOptions
-from recommender.dedup import (DedupConfig, DedupEngine, Fingerprint, SearchFn, build_members, fingerprint_of,
+from recommender.dedup import (DedupConfig, DedupEngine, Fingerprint, SearchFn, build_pictures, fingerprint_of,
                                match_new_items, write_reports)
 from recommender.models.registry import resolve_dedup_thresholds
 from recommender.settings import Settings
@@ -87,9 +87,23 @@ class IngestDeduper:
                 i.append(off + k)
                 j.append(index[canon])
                 tiers.append(it.payload.get(P.TIER) or P.Tier.NEAR.value)
-        members = build_members(nodes, np.array(i), np.array(j), tiers)
+        members = build_pictures(nodes, np.array(i), np.array(j), tiers, self._direct(nodes, vectors, off))
         counts = self._write(members, ids, payloads, existing, off)
         return {**counts, "near_pairs": near} if near else counts
+
+    def _direct(self, nodes: Sequence[Fingerprint], vectors: np.ndarray, off: int):
+        """Tiers of (member, canonical) pairs no candidate joined, from their own evidence; stored
+        nodes' vectors are read from the store when a pair needs them."""
+        def direct(pairs: list[tuple[int, int]]) -> list[str]:
+            need = sorted({k for pair in pairs for k in pair if k >= off})
+            got = {pid: v for pid, _, v in self.store.get_many([nodes[k].id for k in need], with_vectors=True)}
+            emb = np.zeros((len(nodes), vectors.shape[1]), np.float32)
+            emb[:off] = vectors
+            for k in need:
+                if nodes[k].id in got:
+                    emb[k] = got[nodes[k].id]
+            return self.engine.pair_tiers(nodes, emb, pairs)
+        return direct
 
     def _same_pixels(self, new: Sequence[Fingerprint]) -> list[Fingerprint]:
         hashes = sorted({it.pixel_hash for it in new if it.pixel_hash})
@@ -162,10 +176,12 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
             items.append(fp)
             vectors.append(vectors[k])
     emb = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
-    result = _engine(settings).find_duplicates(items, emb)
+    engine = _engine(settings)
+    result = engine.find_duplicates(items, emb)
     pairs = result.pairs
     same = pairs[pairs[P.TIER].isin(SAME_PICTURE)]
-    pictures = build_members(items, same["i"].to_numpy(), same["j"].to_numpy(), same[P.TIER].tolist())
+    pictures = build_pictures(items, same["i"].to_numpy(), same["j"].to_numpy(), same[P.TIER].tolist(),
+                              lambda todo: engine.pair_tiers(items, emb, todo))
     wanted: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
     for row in pictures.itertuples():
         if row.id in wanted:  # copies ride along in reports, not as points

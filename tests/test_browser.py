@@ -212,5 +212,6 @@ def test_pages_in_browser(server, page, shots, pipeline_built: Built):
     pg.goto(f"{server}/?page=Runs")
     pg.get_by_text(re.compile(r"1 runs of collection")).first.wait_for()
     _settle(pg)
+    pg.get_by_text("Failures (0)").first.wait_for()  # rendered after the header: under load, later than the settle
     assert pg.get_by_text("Failures (0)").count() == 1
     _shot(pg, shots, "runs")

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from recommender.dedup.cluster import build_members, choose_canonical, connected_labels
+from recommender.dedup.cluster import build_members, build_pictures, choose_canonical, connected_labels
 from recommender.dedup.hashing import Fingerprint
 
 
@@ -57,3 +57,37 @@ def test_two_clusters_get_their_own_canonicals():
     assert m.loc["p", "cluster_id"] == "q" and m.loc["q", "canonical"]
     assert m.loc["r", "cluster_id"] == "s"  # same size: the earlier ingest wins
     assert m.loc["r", "tier"] == "exact"
+
+
+def _stars(df) -> dict[str, set[str]]:
+    return {cid: set(g["id"]) for cid, g in df.groupby("cluster_id")}
+
+
+def test_same_picture_clusters_do_not_chain_look_alikes():
+    """A~B and B~C do not make A, B and C one picture: every member must match the canonical."""
+    items = [fp("a", 30, 30), fp("b", 20, 20), fp("c"), fp("d"), fp("e")]
+    i, j, tiers = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4]), ["copy", "copy", "copy", "near"]
+    asked: list[tuple[int, int]] = []
+
+    def never(pairs):
+        asked.extend(pairs)
+        return [""] * len(pairs)
+
+    df = build_pictures(items, i, j, tiers, never)
+    assert _stars(df) == {"a": {"a", "b"}, "c": {"c", "d"}}     # c was split off a, and took d with it
+    assert sorted(asked) == [(2, 0), (3, 0)]                    # only pairs no edge joins are asked about
+    assert set(df[df.canonical]["id"]) == {"a", "c"} and set(df["tier"]) == {"copy"}
+    assert _stars(build_pictures(items, i, j, tiers)) == _stars(df)   # no evidence function: split as well
+    everyone = build_pictures(items, i, j, tiers, lambda pairs: ["copy"] * len(pairs))
+    assert _stars(everyone) == {"a": {"a", "b", "c", "d"}}      # near edges never join a picture
+    for perm in itertools.permutations(range(4)):               # deterministic in the set of edges
+        p = list(perm)
+        assert _stars(build_pictures(items, i[p], j[p], [tiers[k] for k in p], never)) == _stars(df)
+
+
+def test_star_tiers_come_from_the_canonical_pair():
+    items = [fp("a", 30, 30), fp("b"), fp("c")]
+    df = build_pictures(items, np.array([0, 0, 1]), np.array([1, 2, 2]), ["exact", "copy", "exact"])
+    rows = {r.id: r for r in df.itertuples()}
+    assert rows["b"].tier == "exact" and rows["c"].tier == "copy"
+    assert rows["a"].tier == "copy" and rows["a"].cluster_size == 3   # the canonical carries the weakest tier

@@ -21,7 +21,7 @@ Typical use::
 See docs/dedup.md for the design and the measured thresholds.
 """
 
-from recommender.dedup.cluster import build_members, choose_canonical, connected_labels
+from recommender.dedup.cluster import build_members, build_pictures, choose_canonical, connected_labels
 from recommender.dedup.config import DedupConfig
 from recommender.dedup.embed import EmbedFn
 from recommender.dedup.engine import DedupEngine, DedupResult, match_new_items
@@ -35,7 +35,7 @@ from recommender.dedup.tiers import TIER_RANK, TIERS, decide_tiers, needs_verifi
 
 __all__ = [
     "TIERS", "TIER_RANK", "DedupConfig", "DedupEngine", "DedupResult", "EmbedFn", "Fingerprint", "PairSet",
-    "SearchFn", "ExactHash", "PerceptualHash", "EmbeddingCosine", "build_members", "choose_canonical",
+    "SearchFn", "ExactHash", "PerceptualHash", "EmbeddingCosine", "build_members", "build_pictures", "choose_canonical",
     "connected_labels", "cosine_pairs", "decide_tiers", "field_leakage", "fingerprint_file", "fingerprint_files",
     "fingerprint_image", "fingerprint_of", "fingerprint_payload", "hamming_pairs", "leakage_report", "match_new",
     "match_new_items", "needs_verification", "numpy_search", "write_reports",

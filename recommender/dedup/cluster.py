@@ -1,15 +1,17 @@
-"""Clusters from pairs (connected components), and the canonical-member policy.
+"""Clusters from pairs, and the canonical-member policy.
 
-Tiers nest: exact-links form the finest partition, exact+copy a coarser one,
-and all links the final clusters. Each member's tier is the strongest level at
-which it shares a group with its cluster's canonical member; the cluster's
-tier is the weakest of its members' tiers (a cluster is only as certain as its
-weakest link), and the canonical row carries the cluster tier.
+Review clusters (`build_members`) are connected components: tiers nest (exact-links
+form the finest partition, exact+copy a coarser one, all links the final clusters),
+and each member's tier is the strongest level at which it shares a group with its
+cluster's canonical member. Same-picture clusters (`build_pictures`) are stars: every
+member matches the canonical itself, because a path of look-alikes (A~B~C...) is not one
+picture, and users delete files and hide recommendations by these clusters. In both,
+the cluster's tier is the weakest of its members' tiers and the canonical row carries it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -79,3 +81,83 @@ def build_members(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, ti
             })
     df = pd.DataFrame(rows, columns=MEMBER_COLUMNS)
     return df.sort_values([P.CLUSTER_ID, P.CANONICAL, P.PATH], ascending=[True, False, True], ignore_index=True)
+
+
+DirectFn = Callable[[list[tuple[int, int]]], Sequence[str]]
+"""Tier of each (member, canonical) pair from that pair's own evidence ("" = not the same picture)."""
+
+
+def build_pictures(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, tiers: Sequence[str],
+                   direct: DirectFn | None = None) -> pd.DataFrame:
+    """Same-picture clusters without chaining: one row per member, as `build_members`.
+
+    Edges (i[k], j[k], tiers[k]) at same-picture tiers are grouped into components; in each,
+    the canonical is chosen by the policy and a member stays only if it matches the canonical:
+    by an edge between the two, or else by `direct` (the pair's own evidence, for pairs the
+    candidate search did not produce). Members that do not are split off and clustered the
+    same way among themselves. Deterministic in the set of edges and the items.
+    """
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    same = np.isin(np.asarray(tiers, dtype=object), [t.value for t in P.SAME_PICTURE_TIERS])
+    edge: dict[tuple[int, int], str] = {}
+    for a, b, t in zip(i[same].tolist(), j[same].tolist(), np.asarray(tiers, dtype=object)[same].tolist()):
+        key = (min(a, b), max(a, b))
+        if key not in edge or TIER_RANK[t] < TIER_RANK[edge[key]]:
+            edge[key] = t
+    adj: dict[int, set[int]] = {}
+    for a, b in edge:
+        adj.setdefault(a, set()).add(b)
+        adj.setdefault(b, set()).add(a)
+    rows: list[dict] = []
+    pending = [sorted(g) for g in _components(adj, list(adj)) if len(g) > 1]
+    while pending:
+        group = pending.pop()
+        c = choose_canonical(group, items)
+        tier = {m: edge.get((min(m, c), max(m, c)), "") for m in group if m != c}
+        missing = [m for m, t in tier.items() if not t]
+        if missing and direct is not None:
+            for m, t in zip(missing, direct([(m, c) for m in missing])):
+                tier[m] = t if t in TIER_RANK and TIERS[TIER_RANK[t]] in P.SAME_PICTURE_TIERS else ""
+        kept = {m: t for m, t in tier.items() if t}
+        rest = [m for m, t in tier.items() if not t]
+        pending += [sorted(g) for g in _components(adj, rest) if len(g) > 1]
+        if kept:
+            rows += _rows(items, c, kept)
+    df = pd.DataFrame(rows, columns=MEMBER_COLUMNS)
+    return df.sort_values([P.CLUSTER_ID, P.CANONICAL, P.PATH], ascending=[True, False, True], ignore_index=True)
+
+
+def _components(adj: dict[int, set[int]], nodes: Sequence[int]) -> list[list[int]]:
+    """Connected components of the graph `adj` restricted to `nodes` (breadth first)."""
+    inside, seen, out = set(nodes), set(), []
+    for start in sorted(inside):
+        if start in seen:
+            continue
+        seen.add(start)
+        group, frontier = [start], [start]
+        while frontier:
+            nxt = []
+            for a in frontier:
+                for b in adj.get(a, ()):
+                    if b in inside and b not in seen:
+                        seen.add(b)
+                        nxt.append(b)
+            group += nxt
+            frontier = nxt
+        out.append(group)
+    return out
+
+
+def _rows(items: Sequence[Fingerprint], c: int, tier: dict[int, str]) -> list[dict]:
+    """Member rows of one star: the canonical first, carrying the weakest member tier."""
+    cluster_tier = max(tier.values(), key=lambda t: TIER_RANK[t])
+    out = []
+    for m in sorted([c, *tier], key=lambda k: (k != c, canonical_key(items[k]))):
+        it = items[m]
+        out.append({
+            "index": m, "id": it.id, P.PATH: it.path, P.CLUSTER_ID: items[c].id,
+            P.TIER: cluster_tier if m == c else tier[m], P.CANONICAL: m == c,
+            "cluster_tier": cluster_tier, "cluster_size": len(tier) + 1,
+            P.WIDTH: it.width, P.HEIGHT: it.height, "seq": it.seq,
+        })
+    return out

@@ -179,6 +179,36 @@ class DedupEngine:
                 joined.merge(ca, cb)
         return inliers
 
+    def pair_tiers(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None,
+                   pairs: Sequence[tuple[int, int]], images: dict[int, Image.Image] | None = None) -> list[str]:
+        """The tier of each given pair from its own evidence: the rule and the verification that
+        candidate pairs get. Same-picture clusters ask it for a member and a canonical that no
+        candidate pair joins (`cluster.build_pictures`), so a cluster never rests on a chain."""
+        if not pairs:
+            return []
+        c = self.config
+        ci = np.array([a for a, _ in pairs], np.int64)
+        cj = np.array([b for _, b in pairs], np.int64)
+        exact = np.array([items[a].sha256 == items[b].sha256 or (c.exact_pixels and bool(items[a].pixel_hash)
+                          and items[a].pixel_hash == items[b].pixel_hash) for a, b in pairs], bool)
+        h = hash_array([it.phash for it in items])
+        hm = hash_array([it.phash_mirror for it in items]) if c.flip_invariant else None
+        dist = hamming_of(h, ci, cj, hm)
+        cos = np.einsum("ij,ij->i", embeddings[ci], embeddings[cj]) if embeddings is not None else None
+        slices = other_slices(items, ci, cj)
+        verifying = cos is not None and self.verifying()
+        tiers = decide_tiers(c, dist, cos, exact=exact, verifying=verifying, other_slices=slices)
+        if verifying:
+            inliers = np.full(len(ci), -1, np.int32)
+            ver = self.local_verifier()
+            for k in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices)).tolist():
+                a, b = int(ci[k]), int(cj[k])
+                src_a = images[a] if images is not None else self.source(items[a])
+                src_b = images[b] if images is not None else self.source(items[b])
+                inliers[k] = ver.inliers(_vkey(items[a]), src_a, _vkey(items[b]), src_b)
+            tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)
+        return [str(getattr(t, "value", t)) for t in tiers]
+
     def find_duplicates(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None = None,
                         images: dict[int, Image.Image] | None = None) -> DedupResult:
         """Tiered pairs and clusters. `embeddings` (aligned, L2-normalised) are computed if an

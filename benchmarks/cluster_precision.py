@@ -1,0 +1,158 @@
+"""Same-picture cluster precision over a whole ingested collection, by a pixel-level check.
+
+Issue 15: users delete files and hide recommendations by `exact`/`copy` clusters, so every member
+must be the same picture as its canonical. This script reads the clusters the pipeline wrote into a
+home's store (after `recommender ingest` or `recommender dedupe`) and checks every member against
+its canonical with a score the dedup engine does not use: both decoded as ingest decodes them,
+greyscale, resized to 64x64, and the Pearson correlation of the pixels, the better of the member
+and its mirror image (flipped copies). A member whose correlation is >= --min-corr is counted as
+the same picture. This check is blind to crops and strong recolouring (a true copy can fail it),
+so its precision is a lower bound; the contact sheet lets a person look at the failures.
+
+Prints: clusters and clustered points per tier, cluster size distribution (median, p95, max),
+member precision (members passing / members checked), cluster precision (clusters whose members
+all pass), the worst clusters, and with --sheet a PNG contact sheet of sampled failing and passing
+clusters (canonical first in each row).
+
+    python benchmarks/cluster_precision.py --home /tmp/brain/after --sheet /tmp/brain/sheet.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recommender import payload as P  # noqa: E402
+from recommender.decode import DecodeError, DecodeOptions, load_image  # noqa: E402
+from recommender.settings import get_settings  # noqa: E402
+from recommender.store import open_store  # noqa: E402
+
+SIDE, THUMB = 64, 96
+
+
+def grey(path: str, key: str | None, options: DecodeOptions) -> np.ndarray | None:
+    """The 64x64 greyscale pixels of an item, standardised (None if it no longer decodes)."""
+    try:
+        img = load_image(path, options, key)
+    except DecodeError:
+        return None
+    a = np.asarray(img.convert("L").resize((SIDE, SIDE), Image.BILINEAR), np.float32)
+    return a
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two pixel arrays, the better of b and b mirrored."""
+    def r(x: np.ndarray, y: np.ndarray) -> float:
+        x, y = x - x.mean(), y - y.mean()
+        d = float(np.sqrt((x * x).sum() * (y * y).sum()))
+        return float((x * y).sum() / d) if d > 0 else float(np.array_equal(x, y))
+    return max(r(a, b), r(a, b[:, ::-1]))
+
+
+def clusters_of(home: Path, collection: str) -> dict[str, list[dict]]:
+    """Members of every same-picture cluster in the store, canonical first."""
+    store = open_store(get_settings(home=home, collection=collection))
+    try:
+        out: dict[str, list[dict]] = defaultdict(list)
+        for pid, payload, _ in store.scroll(batch=1024):
+            if payload.get(P.CLUSTER_ID) and payload.get(P.TIER) in ("exact", "copy"):
+                out[payload[P.CLUSTER_ID]].append({"id": pid, **payload})
+        for members in out.values():
+            members.sort(key=lambda m: (not m.get(P.CANONICAL), m.get(P.PATH, "")))
+        return dict(out)
+    finally:
+        store.close()
+
+
+def key_of(m: dict) -> str | None:
+    k = m.get(P.ITEM_KEY, "")
+    return k if "#" in k else None
+
+
+def check(clusters: dict[str, list[dict]], min_corr: float) -> dict[str, dict]:
+    """Per cluster: each member's correlation with the canonical, and whether all pass."""
+    options = DecodeOptions()
+    out = {}
+    for cid, members in clusters.items():
+        canon = grey(members[0][P.PATH], key_of(members[0]), options)
+        scores = []
+        for m in members[1:]:
+            g = grey(m[P.PATH], key_of(m), options)
+            scores.append(corr(canon, g) if canon is not None and g is not None else float("nan"))
+        ok = [s >= min_corr for s in scores if s == s]
+        out[cid] = {"size": len(members), "tier": members[0].get(P.TIER), "scores": scores,
+                    "passed": sum(ok), "checked": len(ok), "all_pass": all(ok)}
+    return out
+
+
+def sheet(clusters: dict[str, list[dict]], result: dict[str, dict], path: Path, rows: int = 12,
+          per_row: int = 8, seed: int = 0) -> None:
+    """A contact sheet: up to `rows` failing clusters, then passing ones, canonical first."""
+    rng = random.Random(seed)
+    failing = [c for c, r in result.items() if not r["all_pass"]]
+    passing = [c for c, r in result.items() if r["all_pass"]]
+    rng.shuffle(failing)
+    rng.shuffle(passing)
+    chosen = (failing[: rows // 2] + passing)[:rows]
+    canvas = Image.new("RGB", (per_row * THUMB, max(1, len(chosen)) * (THUMB + 14)), "white")
+    draw = ImageDraw.Draw(canvas)
+    options = DecodeOptions()
+    for r, cid in enumerate(chosen):
+        y = r * (THUMB + 14)
+        draw.text((2, y), f"{cid[:8]} {result[cid]['tier']} size {result[cid]['size']} "
+                          f"{'ALL PASS' if result[cid]['all_pass'] else 'FAILS'}", fill="black")
+        for k, m in enumerate(clusters[cid][:per_row]):
+            try:
+                img = ImageOps.pad(load_image(m[P.PATH], options, key_of(m)), (THUMB - 4, THUMB - 4))
+            except DecodeError:
+                continue
+            canvas.paste(img, (k * THUMB + 2, y + 12))
+            if k:
+                s = result[cid]["scores"][k - 1]
+                draw.text((k * THUMB + 4, y + 14), f"{s:.2f}", fill="red" if not s >= 0.9 else "lime")
+    canvas.save(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--home", type=Path, required=True)
+    ap.add_argument("--collection", default="images")
+    ap.add_argument("--min-corr", type=float, default=0.9)
+    ap.add_argument("--sheet", type=Path, help="write a PNG contact sheet of sampled clusters here")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    clusters = clusters_of(args.home, args.collection)
+    result = check(clusters, args.min_corr)
+    sizes = np.array([r["size"] for r in result.values()]) if result else np.zeros(1)
+    by_tier: dict[str, int] = defaultdict(int)
+    for r in result.values():
+        by_tier[r["tier"]] += 1
+    checked = sum(r["checked"] for r in result.values())
+    passed = sum(r["passed"] for r in result.values())
+    summary = {
+        "home": str(args.home), "clusters": len(result), "clustered_points": int(sizes.sum()) if result else 0,
+        "clusters_by_tier": dict(by_tier),
+        "size_median": float(np.median(sizes)), "size_p95": float(np.percentile(sizes, 95)), "size_max": int(sizes.max()),
+        "member_precision": round(passed / checked, 4) if checked else None, "members_checked": checked,
+        "cluster_precision": round(sum(r["all_pass"] for r in result.values()) / len(result), 4) if result else None,
+        "min_corr": args.min_corr,
+        "worst": sorted(({"cluster": c, "size": r["size"], "failing": r["checked"] - r["passed"]}
+                         for c, r in result.items() if not r["all_pass"]), key=lambda x: -x["failing"])[:5],
+    }
+    if args.sheet:
+        sheet(clusters, result, args.sheet)
+        summary["sheet"] = str(args.sheet)
+    print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    main()
