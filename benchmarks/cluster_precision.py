@@ -3,11 +3,14 @@
 Issue 15: users delete files and hide recommendations by `exact`/`copy` clusters, so every member
 must be the same picture as its canonical. This script reads the clusters the pipeline wrote into a
 home's store (after `recommender ingest` or `recommender dedupe`) and checks every member against
-its canonical with a score the dedup engine does not use: both decoded as ingest decodes them,
-greyscale, resized to 64x64, and the Pearson correlation of the pixels, the better of the member
-and its mirror image (flipped copies). A member whose correlation is >= --min-corr is counted as
-the same picture. This check is blind to crops and strong recolouring (a true copy can fail it),
-so its precision is a lower bound; the contact sheet lets a person look at the failures.
+its canonical with a pixel-level score the dedup engine does not use: both decoded as ingest
+decodes them, greyscale, the member aligned onto the canonical (a similarity transform fitted by
+ORB matches and RANSAC, the mirror image tried too), and the Pearson correlation of the pixels
+where the two overlap; without an alignment, the correlation of both resized to 64x64. Pearson
+ignores linear brightness and contrast changes (re-windowed exports). A member whose correlation
+is >= --min-corr is counted as the same picture. Adjacent slices of one scan can correlate that
+well too, and strong recolouring can fall below it, so the figure is an estimate to read with
+the contact sheet, which shows each member's score.
 
 Prints: clusters and clustered points per tier, cluster size distribution (median, p95, max),
 member precision (members passing / members checked), cluster precision (clusters whose members
@@ -26,6 +29,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
@@ -40,22 +44,57 @@ SIDE, THUMB = 64, 96
 
 
 def grey(path: str, key: str | None, options: DecodeOptions) -> np.ndarray | None:
-    """The 64x64 greyscale pixels of an item, standardised (None if it no longer decodes)."""
+    """The greyscale pixels of an item, longer side at most 256 (None if it no longer decodes)."""
     try:
         img = load_image(path, options, key)
     except DecodeError:
         return None
-    a = np.asarray(img.convert("L").resize((SIDE, SIDE), Image.BILINEAR), np.float32)
-    return a
+    img = img.convert("L")
+    img.thumbnail((256, 256))
+    return np.asarray(img, np.float32)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    d = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / d) if d > 0 else float(np.array_equal(x, y))
+
+
+def _small(a: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(a.astype(np.uint8)).resize((SIDE, SIDE), Image.BILINEAR), np.float32)
+
+
+def _aligned(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Correlation of b warped onto a by a RANSAC similarity fit of ORB matches, over the overlap."""
+    orb, bf = cv2.ORB_create(nfeatures=1000), cv2.BFMatcher(cv2.NORM_HAMMING)
+    ka, da = orb.detectAndCompute(a.astype(np.uint8), None)
+    kb, db = orb.detectAndCompute(b.astype(np.uint8), None)
+    if da is None or db is None or len(da) < 8 or len(db) < 8:
+        return None
+    good = [m[0] for m in bf.knnMatch(db, da, k=2) if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
+    if len(good) < 8:
+        return None
+    src = np.float32([kb[m.queryIdx].pt for m in good])
+    dst = np.float32([ka[m.trainIdx].pt for m in good])
+    m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=4.0)
+    if m is None or mask is None or int(mask.sum()) < 8:
+        return None
+    h, w = a.shape
+    warped = cv2.warpAffine(b, m, (w, h), flags=cv2.INTER_LINEAR)
+    cover = cv2.warpAffine(np.ones_like(b), m, (w, h), flags=cv2.INTER_NEAREST) > 0
+    if cover.mean() < 0.3:
+        return None
+    return _pearson(a[cover], warped[cover])
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two pixel arrays, the better of b and b mirrored."""
-    def r(x: np.ndarray, y: np.ndarray) -> float:
-        x, y = x - x.mean(), y - y.mean()
-        d = float(np.sqrt((x * x).sum() * (y * y).sum()))
-        return float((x * y).sum() / d) if d > 0 else float(np.array_equal(x, y))
-    return max(r(a, b), r(a, b[:, ::-1]))
+    """The best of: aligned correlation of b and of mirrored b onto a, and the plain 64x64 one."""
+    scores = [_pearson(_small(a), _small(b)), _pearson(_small(a), _small(b)[:, ::-1])]
+    for cand in (b, np.ascontiguousarray(b[:, ::-1])):
+        r = _aligned(a, cand)
+        if r is not None:
+            scores.append(r)
+    return max(scores)
 
 
 def clusters_of(home: Path, collection: str) -> dict[str, list[dict]]:
