@@ -23,6 +23,16 @@ def test_connected_labels_merge_transitively_and_keep_others_apart():
     assert list(connected_labels(3, np.array([], np.int64), np.array([], np.int64))) == [0, 1, 2]
 
 
+def test_canonical_prefers_the_least_compressed_copy_of_one_size():
+    """At one resolution the better-quality file (more bytes per pixel) is kept, whenever it came."""
+    q30, q95 = fp("q30", 20, 20, seq=0), fp("q95", 20, 20, seq=9)
+    q30.bytes, q95.bytes = 40, 400
+    assert [q30, q95][choose_canonical([0, 1], [q30, q95])].id == "q95"
+    small = fp("small-but-heavy", 10, 10, seq=0)
+    small.bytes = 10_000
+    assert [small, q30][choose_canonical([0, 1], [small, q30])].id == "q30"   # resolution still comes first
+
+
 def test_canonical_prefers_largest_resolution_then_earliest_then_path():
     items = [fp("small", 10, 10, seq=0), fp("big", 20, 20, seq=5), fp("big-late", 20, 20, seq=9)]
     assert items[choose_canonical([0, 1, 2], items)].id == "big"

@@ -126,6 +126,8 @@ def test_identical_files_across_splits_are_kept_and_reported_as_leakage(tmp_path
     res = CliRunner().invoke(app, ["dedupe", "--home", str(cfg.home), "--out", str(out), "--json"])
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["leakage"]["split_pairs"] == [{"value_a": "test", "value_b": "train", "clusters": 1, "item_pairs": 1}]
+    assert summary["canonical_policy"].startswith("largest width x height, then least compressed")
+    assert "least compressed" in (out / "report.html").read_text()   # the policy is shown where curators act
     # deleting the file the point is named after promotes the copy, with its own metadata
     Path(test).unlink()
     ingest_flow(str(sample_copy), str(sample_copy / "metadata.csv"), settings=cfg.model_dump(mode="json"))

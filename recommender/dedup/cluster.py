@@ -34,9 +34,15 @@ def connected_labels(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
+CANONICAL_POLICY = ("largest width x height, then least compressed (most file bits per pixel), "
+                    "then earliest ingested, then path")
+
+
 def canonical_key(item: Fingerprint) -> tuple:
-    """Sort key of the canonical policy: largest w*h, then earliest ingested, then path."""
-    return (-item.area, item.seq, item.path)
+    """Sort key of the canonical policy (`CANONICAL_POLICY`): the member a user keeps should be the
+    best copy, so resolution first, then compression (a quality-95 JPEG or a PNG over a quality-30
+    re-encode of the same size), and only then the order of arrival."""
+    return (-item.area, -round(item.bits_per_pixel, 3), item.seq, item.path)
 
 
 def choose_canonical(members: Sequence[int], items: Sequence[Fingerprint]) -> int:

@@ -25,7 +25,7 @@ from scipy.cluster.hierarchy import DisjointSet
 
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeOptions, load_image
-from recommender.dedup.cluster import build_members, connected_labels
+from recommender.dedup.cluster import CANONICAL_POLICY, build_members, connected_labels
 from recommender.dedup.config import DedupConfig
 from recommender.dedup.embed import EmbedFn
 from recommender.dedup.hashing import Fingerprint, fingerprint_files, fingerprint_image, hash_array
@@ -74,6 +74,7 @@ class DedupResult:
             if len(m) else {},
             "pairs_by_tier": {t: int(v) for t, v in self.pairs[P.TIER].value_counts().items()},
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "canonical_policy": CANONICAL_POLICY,
             "clusters_list": self.clusters(),
         }
 

@@ -60,10 +60,16 @@ class Fingerprint:
     key: str = ""  # the decoded item's key when it is a slice or frame of `path` ('' = the file itself)
     volume: str = ""  # series (DICOM SeriesInstanceUID, NIfTI file) a slice belongs to ('' = not a slice)
     slice_index: int = -1
+    bytes: int = 0  # size of the file: at one resolution, more bytes per pixel = less compressed
 
     @property
     def area(self) -> int:
         return self.width * self.height
+
+    @property
+    def bits_per_pixel(self) -> float:
+        """File bits per decoded pixel (0 when unknown): the canonical policy's compression measure."""
+        return self.bytes * 8 / self.area if self.bytes > 0 and self.area > 0 else 0.0
 
 
 def pixel_hash(img: Image.Image) -> str:
@@ -121,6 +127,7 @@ def fingerprint_of(pid: str, payload: dict[str, Any]) -> Fingerprint:
         key="" if key == path else key,
         volume=str(payload.get(P.SERIES) or payload.get(P.VOLUME) or "") if P.SLICE_INDEX in payload else "",
         slice_index=int(payload.get(P.SLICE_INDEX, -1)),
+        bytes=int(payload.get(P.BYTES, 0) or 0),
     )
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeOptions, load_image
+from recommender.dedup.cluster import CANONICAL_POLICY
 from recommender.dedup.engine import DedupResult
 from recommender.dedup.leakage import leakage_report
 
@@ -57,7 +58,8 @@ def render_html(result: DedupResult, max_clusters: int = 500, thumb: int = 160,
         "</style></head><body>",
         f"<h1>Duplicate report</h1><p>{s['items']} items, {s['clusters']} clusters, "
         f"{s['redundant_items']} redundant items; clusters by tier: {html.escape(json.dumps(s['clusters_by_tier']))}; "
-        f"failed: {len(s['failed'])}. Canonical member outlined in green.</p>",
+        f"failed: {len(s['failed'])}. Canonical member outlined in green, chosen by: "
+        f"{html.escape(CANONICAL_POLICY)}.</p>",
     ]
     if leakage:
         for name, df in leakage.items():
