@@ -47,10 +47,11 @@ def evaluate_dedup(
     seed: int = typer.Option(0),
     model: str = typer.Option("mobilenet_v2", "--model", help="Model whose dedup thresholds to measure."),
     out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON here."),
+    families: str = typer.Option("tuning", help="Planted edits: tuning, heldout (never tuned on) or both, reported apart."),
 ) -> None:
     """Precision, recall and F1 per tier and transform on planted copies, against a pHash baseline."""
     from recommender.dedup.evaluate import main as evaluate_main
 
     args = [str(source), "--originals", str(originals), "--distractors", str(distractors), "--seed", str(seed),
-            "--model", model]
+            "--model", model, "--families", families]
     raise typer.Exit(evaluate_main(args + (["--json", str(out)] if out else [])))

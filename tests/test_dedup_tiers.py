@@ -190,3 +190,19 @@ def test_match_new_items_against_an_existing_collection(planted, embedder):
         o = old[[origin[k] for k in old].index(origin[q])]
         want = "exact" if transform[q] == "png_resave" else "copy"
         assert (q, o, want) in got, (transform[q], origin[q])
+
+
+def test_heldout_families_are_planted_apart_and_never_swept(embedder, tmp_path):
+    """`--families heldout` plants only edits no threshold was chosen on, labels the run, and
+    offers no threshold sweep (nothing may be tuned on it)."""
+    from recommender.dedup.evaluate import evaluate, main
+    from recommender.dedup.transforms import HELDOUT
+
+    assert not set(HELDOUT) & set(TRANSFORMS)
+    r = evaluate(CORPORA / "art-louvre", embedder, n_originals=2, n_distractors=2, seed=3, work=tmp_path,
+                 sweep=True, log=lambda _: None, config=DedupConfig(workers=0), family="heldout")
+    assert r["family"] == "heldout" and "sweep" not in r
+    assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(HELDOUT)
+    assert r["items"] == 2 * len(HELDOUT) + 2 + 2
+    thumbs = sorted((tmp_path / "thumb32_q10").iterdir())
+    assert thumbs and max(Image.open(thumbs[0]).size) == 32   # a real 32 px thumbnail was decoded and scored

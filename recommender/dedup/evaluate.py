@@ -42,7 +42,7 @@ from recommender.decode import DecodeOptions
 from recommender.dedup import (TIER_RANK, TIERS, DedupConfig, DedupEngine, EmbedFn, Fingerprint, PerceptualHash,
                                connected_labels)
 from recommender.dedup.plant import Planted, list_images, plant, sample_files
-from recommender.dedup.transforms import EXPECTED_TIER, TRANSFORMS
+from recommender.dedup.transforms import ALL_TRANSFORMS, EXPECTED_TIER, FAMILIES
 from recommender import payload as P
 from recommender.payload import SAME_PICTURE_TIERS, Tier
 
@@ -237,13 +237,15 @@ def threshold_sweep(engine: DedupEngine, items: list[Fingerprint], emb: np.ndarr
 def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors: int = 300, seed: int = 0,
              config: DedupConfig | None = None, work: Path | None = None, sweep: bool = True,
              screen: bool = True, pool_factor: float = 1.25, options: DecodeOptions | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             log: Callable[[str], None] = print, family: str = "tuning") -> dict[str, Any]:
     """Build the planted benchmark from `source`, run engine and baseline, return all scores.
 
     With `screen` (default) the sample is drawn from a pool of need * pool_factor files with
     the corpus's own duplicate clusters reduced to one file each (`screen_pool`). `options`
     are the decode options of the run; pass ingest's for the model (`embed.model_embedder`
-    returns both) to score what ingest does.
+    returns both) to score what ingest does. `family` picks the planted edits: "tuning" (the
+    ones thresholds are chosen on, with the threshold sweep) or "heldout" (never tuned on: no
+    sweep, so nobody reads a threshold off it).
     """
     tmp = None
     if work is None:
@@ -262,7 +264,7 @@ def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors
         t_screen = time.perf_counter() - t0
         chosen = [pool[k] for k in kept]
         t = time.perf_counter()
-        planted = plant(chosen[:n_originals], chosen[n_originals:], Path(work), seed)
+        planted = plant(chosen[:n_originals], chosen[n_originals:], Path(work), seed, FAMILIES[family])
         t_build = time.perf_counter() - t
         t = time.perf_counter()
         known = {str(pool[k]): k for k in kept} if pool_items is not None else {}
@@ -280,8 +282,8 @@ def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors
             it.seq = float(s)
         emb = np.stack([by_path[p.path][1] for p in planted]).astype(np.float32)
         engine._cache.clear()
-        out = score_engine(engine, planted, items, emb, sweep=sweep)
-        out.update({"source": str(source), "originals": n_originals, "distractors": n_distractors, "seed": seed,
+        out = score_engine(engine, planted, items, emb, sweep=sweep and family == "tuning")
+        out.update({"family": family, "source": str(source), "originals": n_originals, "distractors": n_distractors, "seed": seed,
                     "screen": stats})
         out["timings_s"] = {"screen_pool": t_screen, "build": t_build, "fingerprint": t_fp, "embed": t_emb,
                             **out["timings_s"]}
@@ -310,7 +312,7 @@ def score_engine(engine: DedupEngine, planted: Sequence[Planted], items: list[Fi
     base_lab = baseline_labels(items)
     out: dict[str, Any] = {
         "items": n, "transforms": sorted({p.transform for p in planted} - {"original", "distractor"},
-                                         key=list(TRANSFORMS).index),
+                                         key=list(ALL_TRANSFORMS).index),
         "natural_exact_groups": max(0, natural_groups), "config": dict(engine.config.__dict__),
         "timings_s": {"find_duplicates": t_find, **{f"engine.{k}": v for k, v in res.timings.items()}},
         "tiers": tiers, "baseline_phash10": score_partition(planted, base_lab, truth[Tier.COPY]),
@@ -331,6 +333,7 @@ def format_report(r: dict[str, Any]) -> str:
     sc = r.get("screen", {})
     lines = [f"pool screening: {sc.get('pool_natural_clusters', 0)} natural duplicate clusters in a pool of "
              f"{sc.get('pool', 0)}, {sc.get('pool_dropped', 0)} files dropped before sampling" if sc else "",
+             f"== {r.get('family', 'tuning')} families ==",
              f"source {r['source']}: {r['originals']} originals x {len(r['transforms'])} transforms + "
              f"{r['distractors']} distractors = {r['items']} items; natural exact-duplicate groups "
              f"merged into ground truth: {r['natural_exact_groups']}; natural copy links between untouched "
@@ -345,9 +348,9 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"{name:<24}{s['precision']:>10.4f}{s['recall']:>8.4f}{s['f1']:>8.4f}"
                      f"{s['predicted_pairs']:>8}{s['false_pairs']:>7}{s['false_pairs_natural']:>8}")
     lines += ["", "recall per transform (cluster shares the original):",
-              f"{'transform':<12}" + "".join(f"{'engine ' + lvl:>14}" for lvl in LEVELS) + f"{'baseline':>10}"]
+              f"{'transform':<16}" + "".join(f"{'engine ' + lvl:>14}" for lvl in LEVELS) + f"{'baseline':>10}"]
     for t in r["transforms"]:
-        lines.append(f"{t:<12}" + "".join(f"{r['tiers'][lvl]['per_transform_recall'].get(t, 0):>14.3f}" for lvl in LEVELS)
+        lines.append(f"{t:<16}" + "".join(f"{r['tiers'][lvl]['per_transform_recall'].get(t, 0):>14.3f}" for lvl in LEVELS)
                      + f"{r['baseline_phash10']['per_transform_recall'].get(t, 0):>10.3f}")
     if r.get("sweep"):
         lines += ["", "threshold sweep (one parameter moves, others at config):",
@@ -368,12 +371,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-screen", action="store_true", help="sample without removing the corpus's own duplicates")
     ap.add_argument("--json", type=Path, help="write the full result as JSON here")
     ap.add_argument("--model", default="mobilenet_v2")
+    ap.add_argument("--families", choices=["tuning", "heldout", "both"], default="tuning",
+                    help="planted edits: the tuning set, the held-out set (never tuned on), or both, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 
     embed, options = model_embedder(args.model)
-    res = evaluate(args.source, embed, args.originals, args.distractors, args.seed,
-                   sweep=not args.no_sweep, screen=not args.no_screen, options=options)
+    families = ["tuning", "heldout"] if args.families == "both" else [args.families]
+    runs = {f: evaluate(args.source, embed, args.originals, args.distractors, args.seed, sweep=not args.no_sweep,
+                        screen=not args.no_screen, options=options, family=f) for f in families}
+    res = runs[families[0]] if len(runs) == 1 else runs
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2, default=str))

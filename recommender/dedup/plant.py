@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from recommender.decode import load_image
-from recommender.dedup.transforms import TRANSFORMS, save_kwargs
+from recommender.dedup.transforms import ALL_TRANSFORMS, TRANSFORMS, save_kwargs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
@@ -25,7 +25,7 @@ class Planted:
 
     path: str
     group: int
-    transform: str  # "original", "distractor" or a TRANSFORMS name
+    transform: str  # "original", "distractor" or a transform name (transforms.ALL_TRANSFORMS)
     origin: str  # the original's path (itself for originals and distractors)
 
 
@@ -55,7 +55,7 @@ def plant(originals: Sequence[Path], distractors: Sequence[Path], work: Path, se
             suffix, kw = save_kwargs(name)
             dest = Path(work) / name / f"{g:05d}_{Path(src).stem}{suffix}"
             dest.parent.mkdir(parents=True, exist_ok=True)
-            TRANSFORMS[name](img, random.Random(f"{seed}:{g}:{name}")).save(dest, **kw)
+            ALL_TRANSFORMS[name](img, random.Random(f"{seed}:{g}:{name}")).save(dest, **kw)
             out.append(Planted(str(dest), g, name, str(src)))
     for k, src in enumerate(distractors):
         out.append(Planted(str(src), len(originals) + k, "distractor", str(src)))

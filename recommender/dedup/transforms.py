@@ -3,6 +3,11 @@
 Each transform is deterministic given its seed, and its name is the label the
 evaluation reports recall under. `EXPECTED_TIER` is the tier a perfect engine
 would assign: lossless edits are `exact`, visible edits are `copy`.
+
+Two families, kept apart (docs/dedup.md, "Tuning and held-out"): `TRANSFORMS` is the
+tuning set the thresholds were chosen on; `HELDOUT` holds edits no threshold was ever
+chosen on (thumbnails, screenshots, watermarks, gamma, warps, scan noise, palettes,
+window/level), to report how the engine does on what it was not tuned for.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from recommender.payload import Tier
 
@@ -63,13 +69,100 @@ TRANSFORMS: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "text": _text,
 }
 
-EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in TRANSFORMS}
+def _thumb(side: int) -> Callable[[Image.Image, random.Random], Image.Image]:
+    def thumb(img: Image.Image, rng: random.Random) -> Image.Image:
+        out = img.copy()
+        out.thumbnail((side, side), Image.Resampling.LANCZOS)
+        return out
+
+    return thumb
+
+
+def _screenshot(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Letterboxed into a 16:9 frame with a title bar, as a screen capture of a viewer."""
+    h = img.height + img.height // 8
+    w = max(img.width, round(h * 16 / 9))
+    frame = Image.new("RGB", (w, h), rng.choice([(0, 0, 0), (32, 32, 36), (240, 240, 240)]))
+    frame.paste(img, ((w - img.width) // 2, h - img.height))
+    draw = ImageDraw.Draw(frame)
+    draw.rectangle((0, 0, w, img.height // 8 - 2), fill=(60, 60, 70))
+    draw.text((8, 2), "viewer - image 12 of 340", fill=(220, 220, 220),
+              font=ImageFont.load_default(size=max(8, img.height // 20)))
+    return frame
+
+
+def _watermark(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A large translucent word across the middle."""
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    size = max(12, img.width // 6)
+    draw.text((img.width // 10, img.height // 2 - size // 2), rng.choice(["PREVIEW", "© ARCHIVE"]),
+              fill=(255, 255, 255, 110), font=ImageFont.load_default(size=size))
+    return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+
+
+def _gamma(img: Image.Image, rng: random.Random) -> Image.Image:
+    g = rng.choice([0.6, 1.6])
+    return img.point(lambda v: round(255 * (v / 255) ** g))
+
+
+def _perspective(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A small keystone: the top edge narrowed by 6 %, as a photo of a print taken from below."""
+    w, h = img.size
+    d = 0.06 * w
+    src = [(d, 0), (w - d, 0), (w, h), (0, h)]
+    dst = [(0, 0), (w, 0), (w, h), (0, h)]
+    a = []
+    for (x, y), (u, v) in zip(dst, src):
+        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    coeffs = np.linalg.solve(np.array(a, float), np.array([c for p in src for c in p], float))
+    return img.transform(img.size, Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC)
+
+
+def _scan(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Scanner noise: a slight blur and grain."""
+    a = np.asarray(img.filter(ImageFilter.GaussianBlur(0.8)), np.float32)
+    noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, 8, a.shape)
+    return Image.fromarray(np.clip(a + noise, 0, 255).astype(np.uint8))
+
+
+def _crop_resize(img: Image.Image, rng: random.Random) -> Image.Image:
+    out = _crop(0.15)(img, rng)
+    return out.resize((max(1, round(out.width * 0.6)), max(1, round(out.height * 0.6))), Image.Resampling.LANCZOS)
+
+
+def _window(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A window/level change, as a medical viewer's: intensities between two percentiles stretched."""
+    a = np.asarray(img, np.float32)
+    lo, hi = np.percentile(a, [rng.choice([5, 15]), rng.choice([85, 95])])
+    return Image.fromarray(np.clip((a - lo) * 255 / max(hi - lo, 1), 0, 255).astype(np.uint8))
+
+
+HELDOUT: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "thumb128_q40": _thumb(128),
+    "thumb64_q25": _thumb(64),
+    "thumb32_q10": _thumb(32),
+    "screenshot": _screenshot,
+    "watermark": _watermark,
+    "gamma": _gamma,
+    "perspective": _perspective,
+    "scan_noise": _scan,
+    "palette_png": lambda im, rng: im.convert("P", palette=Image.Palette.ADAPTIVE, colors=64).convert("RGB"),
+    "crop15_resize60": _crop_resize,
+    "window_level": _window,
+}
+
+FAMILIES: dict[str, list[str]] = {"tuning": list(TRANSFORMS), "heldout": list(HELDOUT)}
+ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT}
+
+EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
+
+_QUALITY = {"jpeg30": 30, "thumb128_q40": 40, "thumb64_q25": 25, "thumb32_q10": 10}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:
     """File suffix and PIL save options for a transform's output."""
-    if name == "png_resave":
+    if name in ("png_resave", "palette_png"):
         return ".png", {}
-    if name == "jpeg30":
-        return ".jpg", {"quality": 30}
-    return ".jpg", {"quality": 90}
+    return ".jpg", {"quality": _QUALITY.get(name, 90)}
