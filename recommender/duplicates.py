@@ -144,11 +144,15 @@ class IngestDeduper:
     def _write(self, members, ids, payloads, existing, off) -> dict[str, int]:
         counts: dict[str, int] = {}
         updates: dict[tuple, list[str]] = {}
+        stored = set(members.loc[members["index"] >= off, P.CLUSTER_ID])  # clusters with points already there
         for row in members.itertuples():
             fields = {P.CLUSTER_ID: row.cluster_id, P.TIER: row.tier, P.CANONICAL: bool(row.canonical)}
             if row.index < off:
                 payloads[row.index].update(fields)
-                counts[row.tier] = counts.get(row.tier, 0) + (0 if row.canonical else 1)
+                # a new item duplicates something unless it is the first of an all-new cluster; a better
+                # copy that becomes its cluster's canonical is still a duplicate of what was stored
+                dup = not row.canonical or row.cluster_id in stored
+                counts[row.tier] = counts.get(row.tier, 0) + int(dup)
             else:
                 old = existing[row.index - off].payload
                 if any(old.get(k) != v for k, v in fields.items()):
