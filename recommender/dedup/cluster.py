@@ -76,17 +76,8 @@ def build_members(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, ti
                 continue
             member_tier[m] = next(TIERS[r].value for r in range(len(TIERS))
                                   if level_labels[r][m] == level_labels[r][c])
-        cluster_tier = max(member_tier.values(), key=lambda t: TIER_RANK[t]) if member_tier else None
-        for m in sorted(members, key=lambda k: (k != c, canonical_key(items[k]))):
-            it = items[m]
-            rows.append({
-                "index": m, "id": it.id, P.PATH: it.path, P.CLUSTER_ID: items[c].id,
-                P.TIER: cluster_tier if m == c else member_tier[m], P.CANONICAL: m == c,
-                "cluster_tier": cluster_tier, "cluster_size": len(members),
-                P.WIDTH: it.width, P.HEIGHT: it.height, "seq": it.seq,
-            })
-    df = pd.DataFrame(rows, columns=MEMBER_COLUMNS)
-    return df.sort_values([P.CLUSTER_ID, P.CANONICAL, P.PATH], ascending=[True, False, True], ignore_index=True)
+        rows += _rows(items, c, member_tier)
+    return _frame(rows)
 
 
 DirectFn = Callable[[list[tuple[int, int]]], Sequence[str]]
@@ -129,8 +120,7 @@ def build_pictures(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, t
         pending += [sorted(g) for g in _components(adj, rest) if len(g) > 1]
         if kept:
             rows += _rows(items, c, kept)
-    df = pd.DataFrame(rows, columns=MEMBER_COLUMNS)
-    return df.sort_values([P.CLUSTER_ID, P.CANONICAL, P.PATH], ascending=[True, False, True], ignore_index=True)
+    return _frame(rows)
 
 
 def _components(adj: dict[int, set[int]], nodes: Sequence[int]) -> list[list[int]]:
@@ -155,8 +145,9 @@ def _components(adj: dict[int, set[int]], nodes: Sequence[int]) -> list[list[int
 
 
 def _rows(items: Sequence[Fingerprint], c: int, tier: dict[int, str]) -> list[dict]:
-    """Member rows of one star: the canonical first, carrying the weakest member tier."""
-    cluster_tier = max(tier.values(), key=lambda t: TIER_RANK[t])
+    """Member rows of one cluster (canonical `c`, `tier` of every other member): the canonical
+    first, carrying the weakest member tier (None for a singleton)."""
+    cluster_tier = max(tier.values(), key=lambda t: TIER_RANK[t]) if tier else None
     out = []
     for m in sorted([c, *tier], key=lambda k: (k != c, canonical_key(items[k]))):
         it = items[m]
@@ -167,3 +158,9 @@ def _rows(items: Sequence[Fingerprint], c: int, tier: dict[int, str]) -> list[di
             P.WIDTH: it.width, P.HEIGHT: it.height, "seq": it.seq,
         })
     return out
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """The members table, ordered by cluster, canonical first, then path."""
+    df = pd.DataFrame(rows, columns=MEMBER_COLUMNS)
+    return df.sort_values([P.CLUSTER_ID, P.CANONICAL, P.PATH], ascending=[True, False, True], ignore_index=True)

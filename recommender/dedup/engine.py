@@ -143,6 +143,24 @@ class DedupEngine:
         """A loader of the item's pixels for verification: full size (no JPEG draft), luminance, slices by key."""
         return partial(load_image, item.path, replace(self.options, draft_size=None, grey=True), item.key or None)
 
+    def _evidence(self, items: Sequence[Fingerprint], ci: np.ndarray, cj: np.ndarray,
+                  embeddings: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """What the tier rule reads of pairs (ci[k], cj[k]): pHash distance (flip-aware when
+        configured), cosine (None without embeddings) and whether they are two slices of one volume."""
+        h = hash_array([it.phash for it in items])
+        hm = hash_array([it.phash_mirror for it in items]) if self.config.flip_invariant else None
+        dist = hamming_of(h, ci, cj, hm) if len(ci) else np.zeros(0, np.int16)
+        cos = np.einsum("ij,ij->i", embeddings[ci], embeddings[cj]) if embeddings is not None and len(ci) else None
+        return dist, cos, other_slices(items, ci, cj)
+
+    def _inliers(self, items: Sequence[Fingerprint], a: int, b: int,
+                 images: dict[int, Image.Image] | None) -> int:
+        """Local-feature inliers of items a and b, from the given images or decoded from their files
+        (content-addressed keys: a verifier shared across runs never confuses two images)."""
+        src_a = images[a] if images is not None else self.source(items[a])
+        src_b = images[b] if images is not None else self.source(items[b])
+        return self.local_verifier().inliers(_vkey(items[a]), src_a, _vkey(items[b]), src_b)
+
     def _verify(self, items: Sequence[Fingerprint], ci: np.ndarray, cj: np.ndarray, cos: np.ndarray,
                 dist: np.ndarray, tiers: np.ndarray, images: dict[int, Image.Image] | None) -> np.ndarray:
         """Inlier counts of the ambiguous pairs (-1 = not verified), for `decide_tiers`.
@@ -160,7 +178,6 @@ class DedupEngine:
         joined = DisjointSet()  # components merged by verified copies during this loop
         amb = np.nonzero(needs_verification(c, tiers, cos, dist, other_slices(items, ci, cj)))[0]
         amb = amb[np.argsort(-cos[amb], kind="stable")]
-        ver = self.local_verifier()
         tries = np.zeros(len(items), np.int32)
         for k in amb.tolist():
             a, b = int(ci[k]), int(cj[k])
@@ -172,10 +189,7 @@ class DedupEngine:
                 continue
             tries[a] += 1
             tries[b] += 1
-            src_a = images[a] if images is not None else self.source(items[a])
-            src_b = images[b] if images is not None else self.source(items[b])
-            # content-addressed keys: a verifier shared across runs never confuses two images
-            inliers[k] = ver.inliers(_vkey(items[a]), src_a, _vkey(items[b]), src_b)
+            inliers[k] = self._inliers(items, a, b, images)
             if inliers[k] >= c.min_inliers:
                 joined.merge(ca, cb)
         return inliers
@@ -192,21 +206,13 @@ class DedupEngine:
         cj = np.array([b for _, b in pairs], np.int64)
         exact = np.array([items[a].sha256 == items[b].sha256 or (c.exact_pixels and bool(items[a].pixel_hash)
                           and items[a].pixel_hash == items[b].pixel_hash) for a, b in pairs], bool)
-        h = hash_array([it.phash for it in items])
-        hm = hash_array([it.phash_mirror for it in items]) if c.flip_invariant else None
-        dist = hamming_of(h, ci, cj, hm)
-        cos = np.einsum("ij,ij->i", embeddings[ci], embeddings[cj]) if embeddings is not None else None
-        slices = other_slices(items, ci, cj)
+        dist, cos, slices = self._evidence(items, ci, cj, embeddings)
         verifying = cos is not None and self.verifying()
         tiers = decide_tiers(c, dist, cos, exact=exact, verifying=verifying, other_slices=slices)
         if verifying:
             inliers = np.full(len(ci), -1, np.int32)
-            ver = self.local_verifier()
             for k in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices)).tolist():
-                a, b = int(ci[k]), int(cj[k])
-                src_a = images[a] if images is not None else self.source(items[a])
-                src_b = images[b] if images is not None else self.source(items[b])
-                inliers[k] = ver.inliers(_vkey(items[a]), src_a, _vkey(items[b]), src_b)
+                inliers[k] = self._inliers(items, int(ci[k]), int(cj[k]), images)
             tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)
         return [str(getattr(t, "value", t)) for t in tiers]
 
@@ -252,11 +258,7 @@ class DedupEngine:
         ci = np.array([p[0] for p in cand_list], np.int64)
         cj = np.array([p[1] for p in cand_list], np.int64)
         exact = np.array([p in exact_pairs for p in cand_list], bool)
-        h = hash_array([it.phash for it in items])
-        hm = hash_array([it.phash_mirror for it in items]) if c.flip_invariant else None
-        dist = hamming_of(h, ci, cj, hm) if len(ci) else np.zeros(0, np.int16)
-        cos = np.einsum("ij,ij->i", embeddings[ci], embeddings[cj]) if embeddings is not None and len(ci) else None
-        slices = other_slices(items, ci, cj)
+        dist, cos, slices = self._evidence(items, ci, cj, embeddings)
         tiers = decide_tiers(c, dist, cos, exact=exact, verifying=verifying, other_slices=slices)
         timings["classify"] = time.perf_counter() - t
         inliers = np.full(len(ci), -1, np.int32)

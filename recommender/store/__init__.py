@@ -187,23 +187,26 @@ class VectorStore:
     def index_present(self, fields: Iterable[str]) -> None:
         """Build the index of each declared field among `fields` that this object has not indexed yet
         (idempotent on every engine; one engine call per field per process)."""
-        if self._wanted is None:
-            self._wanted = P.indexed_fields(self.metadata_fields())
-        todo = sorted(f for f in set(fields) - self._indexed if f in self._wanted)
+        wanted = self._wanted_fields()
+        todo = sorted(f for f in set(fields) - self._indexed if f in wanted)
         if not todo:
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             for field in todo:
-                self._call(self.client.create_payload_index, self.collection, field, _SCHEMA_TYPES[self._wanted[field]])
+                self._call(self.client.create_payload_index, self.collection, field, _SCHEMA_TYPES[wanted[field]])
                 self._indexed.add(field)
+
+    def _wanted_fields(self) -> dict[str, str]:
+        """Field -> index type of every field that gets an index (read from the collection once)."""
+        if self._wanted is None:
+            self._wanted = P.indexed_fields(self.metadata_fields())
+        return self._wanted
 
     def _never_written(self, field: str) -> bool:
         """True when `field` gets an index once written and the engine has none for it (an engine that
         keeps no indexes, local mode, reports none at all and gets False)."""
-        if self._wanted is None:
-            self._wanted = P.indexed_fields(self.metadata_fields())
-        if field not in self._wanted:
+        if field not in self._wanted_fields():
             return False
         indexes = self.payload_indexes()
         return bool(indexes) and field not in indexes
