@@ -28,16 +28,18 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from pydantic import ValidationError
 
-from api.schemas import FILTERS, ErrorOut, HealthOut, ItemOut, QueryOptions, RecommendIn, ResultOut
+from api.schemas import FILTERS, ErrorOut, FeedbackIn, FeedbackOut, HealthOut, ItemOut, QueryOptions, RecommendIn, ResultOut
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeLimitError, DecodeOptions, decode_file
 from recommender.errors import NotFoundError, RecommenderError, StoreLockedError
+from recommender.feedback import SESSION_PATTERN
 from recommender.recommend import Recommender, Result
 from recommender.settings import Settings, get_settings
 
@@ -50,6 +52,7 @@ RETRY_AFTER_S = 2
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small form fields around the file
 UPLOAD_PATHS = frozenset({"/similar/image"})
 MAX_POINT_ID = 2**64 - 1
+SESSION_HELP = "Feedback session (a user name, say): its likes and dislikes join the query as examples."
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -313,11 +316,12 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
                 group_size: int = Query(1, ge=1, le=100),
                 mmr_lambda: Optional[float] = Query(None, ge=0.0, le=1.0),
                 score_threshold: Optional[float] = Query(None, allow_inf_nan=False),
-                collapse_duplicates: bool = True) -> list[dict[str, Any]]:
+                collapse_duplicates: bool = True,
+                session: Optional[str] = Query(None, pattern=SESSION_PATTERN, description=SESSION_HELP)) -> list[dict[str, Any]]:
         """Items similar to a stored item."""
         q = _query_options("query", k=k, offset=offset, filters=filters_param(filters), group_by=group_by,
                            group_size=group_size, mmr_lambda=mmr_lambda, score_threshold=score_threshold,
-                           collapse_duplicates=collapse_duplicates)
+                           collapse_duplicates=collapse_duplicates, session=session)
         return _out(rec().recommend([_valid_id(item_id)], **q.model_dump()))
 
     @app.post("/recommend", response_model=list[ResultOut], responses=_errors(400, 404, 422, 503))
@@ -331,9 +335,10 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     @app.get("/search", response_model=list[ResultOut], responses=_errors(422, 503))
     def search_text(q: str = Query(..., min_length=1, max_length=1000), k: int = Query(10, ge=1, le=1000),
                     offset: int = Query(0, ge=0, le=100_000),
-                    filters: Optional[str] = Query(None, max_length=100_000)) -> list[dict[str, Any]]:
+                    filters: Optional[str] = Query(None, max_length=100_000),
+                    session: Optional[str] = Query(None, pattern=SESSION_PATTERN, description=SESSION_HELP)) -> list[dict[str, Any]]:
         """Items matching a text description (CLIP collections; others answer 422)."""
-        return _out(rec().recommend(text=q, k=k, offset=offset, filters=filters_param(filters)))
+        return _out(rec().recommend(text=q, k=k, offset=offset, filters=filters_param(filters), session=session))
 
     @app.post("/similar/image", response_model=list[ResultOut], responses=_errors(400, 408, 413, 415, 422, 503))
     async def similar_image(file: UploadFile = File(..., description="An image (not stored)."),
@@ -342,7 +347,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
                             group_by: Optional[str] = Form(None, min_length=1, max_length=200),
                             group_size: int = Form(1, ge=1, le=100),
                             mmr_lambda: Optional[float] = Form(None, ge=0.0, le=1.0),
-                            score_threshold: Optional[float] = Form(None, allow_inf_nan=False)) -> list[dict[str, Any]]:
+                            score_threshold: Optional[float] = Form(None, allow_inf_nan=False),
+                            session: Optional[str] = Form(None, pattern=SESSION_PATTERN, description=SESSION_HELP)) -> list[dict[str, Any]]:
         """Items similar to an uploaded image, embedded on the fly (the body is limited while it streams)."""
         limit = cfg.max_upload_bytes
         data = await file.read(limit + 1)
@@ -351,10 +357,40 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         if not data:
             raise HTTPException(415, "Upload is empty; send an image file (JPEG, PNG, ...).")
         q = _query_options("body", k=k, offset=offset, filters=filters_param(filters, "body"), group_by=group_by,
-                           group_size=group_size, mmr_lambda=mmr_lambda, score_threshold=score_threshold)
+                           group_size=group_size, mmr_lambda=mmr_lambda, score_threshold=score_threshold, session=session)
         r = rec()
         image = await run_in_threadpool(r.decode_image, data)
         return _out(await run_in_threadpool(r.recommend, image=image, **q.model_dump()))
+
+    def _marks(session: str, undone: Optional[str] = None) -> dict[str, Any]:
+        r = rec()
+        return {"session": session, **r.feedback().examples(cfg.collection, session).as_dict(), "undone": undone}
+
+    @app.get("/feedback/{session}", response_model=FeedbackOut, responses=_errors(422, 503))
+    def feedback(session: str = PathParam(..., pattern=SESSION_PATTERN, description=SESSION_HELP)) -> dict[str, Any]:
+        """A feedback session's likes and dislikes (the examples its queries add)."""
+        return _marks(session)
+
+    @app.put("/feedback/{session}/items/{item_id}", response_model=FeedbackOut, responses=_errors(400, 404, 422, 503))
+    def mark(body: FeedbackIn, item_id: str, session: str = PathParam(..., pattern=SESSION_PATTERN, description=SESSION_HELP)) -> dict[str, Any]:
+        """Like, dislike or clear one stored item in a session; its next queries use the marks."""
+        r = rec()
+        with r._lock:
+            r.store.get(_valid_id(item_id))  # 404 for an item that is not stored
+        r.feedback().mark(cfg.collection, session, item_id, body.mark)
+        return _marks(session)
+
+    @app.post("/feedback/{session}/undo", response_model=FeedbackOut, responses=_errors(422, 503))
+    def undo(session: str = PathParam(..., pattern=SESSION_PATTERN, description=SESSION_HELP)) -> dict[str, Any]:
+        """Take back the session's last mark (the item gets its earlier mark back)."""
+        undone, _ = rec().feedback().undo(cfg.collection, session)
+        return _marks(session, undone)
+
+    @app.delete("/feedback/{session}", response_model=FeedbackOut, responses=_errors(422, 503))
+    def reset(session: str = PathParam(..., pattern=SESSION_PATTERN, description=SESSION_HELP)) -> dict[str, Any]:
+        """Forget a session's marks."""
+        rec().feedback().reset(cfg.collection, session)
+        return _marks(session)
 
     @app.get("/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, **_errors(404, 422, 503)})
     def thumbnail(item_id: str, size: int = Query(256, ge=16, le=THUMBNAIL_MAX)) -> Response:

@@ -9,9 +9,11 @@ kinds) stays with the library (`recommender.store.filters`), which answers Confi
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, WithJsonSchema
+
+from recommender.feedback import SESSION_PATTERN
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_FILTER_FIELDS = 32
@@ -131,6 +133,8 @@ class QueryOptions(BaseModel):
     mmr_lambda: Optional[float] = Field(None, ge=0.0, le=1.0, description="Diversity: 1 = pure relevance, lower = more diverse.")
     score_threshold: Optional[FiniteFloat] = Field(None, description="Only results scoring above this.")
     collapse_duplicates: bool = Field(True, description="One result per duplicate cluster; none from the query's own cluster.")
+    session: Optional[str] = Field(None, pattern=SESSION_PATTERN, description=(
+        "Feedback session: its likes join the query as positive examples, its dislikes as negative ones."))
 
 
 class RecommendIn(QueryOptions):
@@ -139,3 +143,18 @@ class RecommendIn(QueryOptions):
     positive: list[ItemRef] = Field(default_factory=list, max_length=100)
     negative: list[ItemRef] = Field(default_factory=list, max_length=100)
     text: Optional[str] = Field(None, max_length=MAX_TEXT, description="A text query (CLIP collections only).")
+
+
+class FeedbackIn(BaseModel):
+    """One mark on one item: like, dislike, or clear (take the item's mark away)."""
+
+    mark: Literal["like", "dislike", "clear"]
+
+
+class FeedbackOut(BaseModel):
+    """A feedback session's marks after the change (ids, oldest first), and the item an undo took back."""
+
+    session: str
+    likes: list[str]
+    dislikes: list[str]
+    undone: Optional[str] = None

@@ -6,6 +6,12 @@ once, reuse), then runs the same evaluation as `recommender evaluate-retrieval`,
 which also checks the results against the full cosine-similarity matrix.
 
     python benchmarks/retrieval_quality.py --home-root /tmp/r5 --out /tmp/r5/eval
+
+`--ablation` runs issue 16's post-processing variants instead (GeM, scales, PCA and whitening,
+query expansion, database-side augmentation; `benchmarks/retrieval_ablation.py`), tuned on the
+train split and reported on the test split:
+
+    python benchmarks/retrieval_quality.py --ablation --cache /tmp/r16 --out /tmp/r16
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from recommender.recommend import Recommender  # noqa: E402
 from recommender.retrieval_eval import evaluate, write  # noqa: E402
@@ -43,11 +50,26 @@ def ensure_ingested(corpus: str, home: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--home-root", type=Path, required=True, help="Parent of one data home per corpus.")
+    ap.add_argument("--home-root", type=Path, help="Parent of one data home per corpus.")
+    ap.add_argument("--ablation", action="store_true", help="Score the post-processing variants (issue 16).")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/retrieval_ablation"), help="Descriptor cache (--ablation).")
     ap.add_argument("--corpora", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if args.ablation:
+        from retrieval_ablation import run, table
+
+        results = run({c: CORPORA / c for c in args.corpora}, args.cache)
+        text = table(results)
+        print(text)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "retrieval_ablation.md").write_text(text + "\n")
+            (args.out / "retrieval_ablation.json").write_text(json.dumps(results, indent=1))
+        return
+    if args.home_root is None:
+        ap.error("--home-root is required (or --ablation)")
     summary = {}
     for corpus in args.corpora:
         sub, label = TARGETS[corpus]

@@ -75,14 +75,21 @@ class FileRecord:
     ctime_ns: int | None = None
 
 
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """The data home's SQLite database with `schema` applied: write-ahead log, so readers (API,
+    dashboard) never wait on a writer; a 30 s busy timeout; usable from the API's worker threads."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(schema)
+    return conn
+
+
 class Catalog:
     """Thin, transactional access to the catalog database."""
 
     def __init__(self, path: Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.executescript(_SCHEMA)
+        self.conn = open_database(path, _SCHEMA)
         self._add_columns()
 
     def _add_columns(self) -> None:

@@ -12,6 +12,12 @@ The same metrics are computed the classic way of the similar-art recommenders
 (full cosine-similarity matrix over the same vectors, argsort per row, top k)
 and the two neighbour lists compared query by query: with exact search they
 must be identical (ties between equal scores aside).
+
+When the settings configure retrieval post-processing (`query_expansion`), the
+configured pipeline is scored beside the plain cosine on the same queries. Queries
+can be restricted to one split (`split=test`: the database stays the whole
+collection) so that a default chosen on other queries is read on held-out ones;
+overall figures carry a 95 % bootstrap interval over the queries.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ from recommender import payload as P
 from recommender.errors import ConfigError
 from recommender.recommend import Recommender
 
+SPLIT_FIELD = "split"
+BOOTSTRAP = 1000
+TUNED_ON = ("query_expansion: chosen on the train-split queries of art-louvre (genre) and brain-mri (diagnosis), "
+            "benchmarks/retrieval_quality.py --ablation; held out: their test splits")
+
 
 @dataclass
 class Corpus:
@@ -36,14 +47,16 @@ class Corpus:
     vectors: np.ndarray  # unit rows
     labels: list[Any]  # None where unlabelled
     exclude: list[list[int]]  # per row: rows that are its duplicates (itself included)
+    splits: list[Any] | None = None  # the `split` payload field per row
 
 
 def load_corpus(rec: Recommender, label: str) -> Corpus:
     """Every point's unit vector, label and duplicate set (one scroll)."""
-    ids, vecs, labels, sha, cluster = [], [], [], [], []
+    ids, vecs, labels, sha, cluster, splits = [], [], [], [], [], []
     for pid, payload, vec in rec.store.scroll(batch=1024, with_vectors=True):
         ids.append(pid)
         vecs.append(vec)
+        splits.append(payload.get(SPLIT_FIELD))
         value = payload.get(label)
         labels.append(None if value in (None, "") else (tuple(value) if isinstance(value, list) else value))
         sha.append(payload.get(P.SHA256))
@@ -67,7 +80,7 @@ def load_corpus(rec: Recommender, label: str) -> Corpus:
         exclude.append(sorted(rows))
     m = np.vstack(vecs).astype(np.float32)
     m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
-    return Corpus(ids, m, labels, exclude)
+    return Corpus(ids, m, labels, exclude, splits)
 
 
 def neighbours_recommender(rec: Recommender, corpus: Corpus, queries: list[int], k: int) -> tuple[list[list[int]], list[list[float]]]:
@@ -78,6 +91,21 @@ def neighbours_recommender(rec: Recommender, corpus: Corpus, queries: list[int],
     for q in queries:
         excl = [corpus.ids[j] for j in corpus.exclude[q]]
         hits = backend.query(corpus.ids[q], k, exclude_ids=excl, exact=True)
+        rows.append([row[h.id] for h in hits])
+        scores.append([h.score for h in hits])
+    return rows, scores
+
+
+def neighbours_pipeline(rec: Recommender, corpus: Corpus, queries: list[int], k: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Top-k rows per query through the configured pipeline: the query expanded as `Recommender.recommend`
+    expands it (same exclusions as the plain search), then the same exact search."""
+    row = {pid: i for i, pid in enumerate(corpus.ids)}
+    backend = rec.backend()
+    rows, scores = [], []
+    for q in queries:
+        excl = [corpus.ids[j] for j in corpus.exclude[q]]
+        query = rec.expand_query(corpus.ids[q], excl, collapse=False) if rec.settings.query_expansion else corpus.ids[q]
+        hits = backend.query(query, k, exclude_ids=excl, exact=True)
         rows.append([row[h.id] for h in hits])
         scores.append([h.score for h in hits])
     return rows, scores
@@ -104,6 +132,7 @@ def metrics(corpus: Corpus, queries: list[int], rows: list[list[int]], k: int) -
         if lab is not None:
             label_count[lab] += 1
     per: dict[Any, list[tuple[float, float]]] = defaultdict(list)
+    every: list[float] = []
     for q, nb in zip(queries, rows):
         lab = corpus.labels[q]
         rel = np.array([corpus.labels[j] == lab for j in nb], dtype=float)
@@ -111,27 +140,49 @@ def metrics(corpus: Corpus, queries: list[int], rows: list[list[int]], k: int) -
         prec_at = np.cumsum(rel) / np.arange(1, len(rel) + 1) if len(rel) else np.zeros(0)
         ap = float((prec_at * rel).sum() / min(k, available)) if available > 0 else 0.0
         per[lab].append((float(rel.sum() / k), ap))
+        every.append(float(rel.sum() / k))
     table = {str(lab): {"queries": len(v), f"precision@{k}": round(float(np.mean([p for p, _ in v])), 4),
-                        f"map@{k}": round(float(np.mean([a for _, a in v])), 4)} for lab, v in sorted(per.items(), key=lambda x: str(x[0]))}
+                        f"map@{k}": round(float(np.mean([a for _, a in v])), 4),
+                        f"precision@{k}_ci95": bootstrap_ci([p for p, _ in v])}
+             for lab, v in sorted(per.items(), key=lambda x: str(x[0]))}
     allv = [x for v in per.values() for x in v]
     overall = {"queries": len(allv), f"precision@{k}": round(float(np.mean([p for p, _ in allv])), 4),
-               f"map@{k}": round(float(np.mean([a for _, a in allv])), 4)}
+               f"map@{k}": round(float(np.mean([a for _, a in allv])), 4),
+               f"precision@{k}_ci95": bootstrap_ci(every)}
     return {"per_label": table, "overall": overall}
 
 
-def evaluate(rec: Recommender, label: str, k: int = 10, compare_classic: bool = True) -> dict[str, Any]:
-    """The full evaluation report (JSON-serialisable)."""
+def bootstrap_ci(values: list[float], seed: int = 0) -> list[float]:
+    """95 % percentile bootstrap interval of a mean over queries (fixed seed: reports are reproducible)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0:
+        return [0.0, 0.0]
+    means = v[np.random.default_rng(seed).integers(0, len(v), (BOOTSTRAP, len(v)))].mean(axis=1)
+    return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
+
+
+def evaluate(rec: Recommender, label: str, k: int = 10, compare_classic: bool = True,
+             split: str | None = None) -> dict[str, Any]:
+    """The full evaluation report (JSON-serialisable). `split`: only items whose `split` field has this
+    value ask (every item still answers)."""
     if k < 1:
         raise ConfigError(f"--k must be at least 1, got {k}.")
     t0 = time.perf_counter()
     corpus = load_corpus(rec, label)
     queries = [i for i, lab in enumerate(corpus.labels) if lab is not None]
+    if split is not None:
+        queries = [i for i in queries if corpus.splits and corpus.splits[i] == split]
+        if not queries:
+            values = sorted({str(v) for v in corpus.splits or [] if v is not None})
+            raise ConfigError(f"No labelled item has {SPLIT_FIELD}='{split}'; "
+                              + (f"values present: {', '.join(values)}." if values else
+                                 f"ingest with --metadata FILE holding a '{SPLIT_FIELD}' column."))
     t1 = time.perf_counter()
     rows, scores = neighbours_recommender(rec, corpus, queries, k)
     t2 = time.perf_counter()
     report: dict[str, Any] = {
         "collection": rec.settings.collection, "model": rec.model_name, "engine": rec.engine, "label": label, "k": k,
-        "points": len(corpus.ids), "labelled": len(queries),
+        "points": len(corpus.ids), "labelled": len(queries), "split": split,
         "recommender": metrics(corpus, queries, rows, k),
         "seconds": {"load": round(t1 - t0, 3), "recommender": round(t2 - t1, 3)},
     }
@@ -144,24 +195,50 @@ def evaluate(rec: Recommender, label: str, k: int = 10, compare_classic: bool = 
         diff = max((abs(x - y) for a, b in zip(scores, c_scores) for x, y in zip(a, b)), default=0.0)
         report["agreement"] = {"queries": len(queries), "identical_lists": same, "identical_sets": same_sets,
                                "max_abs_score_diff": float(diff)}
+    if rec.settings.query_expansion:
+        t3 = time.perf_counter()
+        p_rows, _ = neighbours_pipeline(rec, corpus, queries, k)
+        report["seconds"]["pipeline"] = round(time.perf_counter() - t3, 3)
+        report["pipeline"] = metrics(corpus, queries, p_rows, k)
+        report["pipeline_config"] = {"query_expansion": rec.settings.query_expansion,
+                                     "query_expansion_alpha": rec.settings.query_expansion_alpha, "tuned_on": TUNED_ON}
     return report
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    """The report as a table per label, Recommender vs classic side by side."""
+    """The report as a table per label: plain cosine (Recommender, classic matrix) and the configured
+    pipeline side by side, precision with its 95 % bootstrap interval."""
     k = report["k"]
-    head = f"| {report['label']} | queries | precision@{k} | mAP@{k} |"
-    has_classic = "classic" in report
+    p, ci = f"precision@{k}", f"precision@{k}_ci95"
+    head = f"| {report['label']} | queries | {p} [95 % CI] | mAP@{k} |"
+    has_classic, has_pipeline = "classic" in report, "pipeline" in report
     if has_classic:
-        head += f" classic precision@{k} | classic mAP@{k} |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        head += f" classic {p} | classic mAP@{k} |"
+    if has_pipeline:
+        head += f" pipeline {p} [95 % CI] | pipeline mAP@{k} |"
+    lines = []
+    if report.get("split"):
+        lines.append(f"Queries: items with split = {report['split']} ({report['labelled']}); answers: all "
+                     f"{report['points']} items.")
+    if has_pipeline:
+        lines.append(f"Pipeline: {report['pipeline_config']}.")
+    if lines:
+        lines.append("")
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def side(part: str) -> dict[str, Any]:
+        return {**report.get(part, {}).get("per_label", {}), "**overall**": report.get(part, {}).get("overall")}
+
+    classic, pipeline = side("classic"), side("pipeline")
     rows = list(report["recommender"]["per_label"].items()) + [("**overall**", report["recommender"]["overall"])]
-    classic = {**report.get("classic", {}).get("per_label", {}), "**overall**": report.get("classic", {}).get("overall")}
     for name, m in rows:
-        line = f"| {name} | {m['queries']} | {m[f'precision@{k}']:.4f} | {m[f'map@{k}']:.4f} |"
+        line = f"| {name} | {m['queries']} | {m[p]:.4f} [{m[ci][0]:.3f}, {m[ci][1]:.3f}] | {m[f'map@{k}']:.4f} |"
         if has_classic:
             c = classic[name]
-            line += f" {c[f'precision@{k}']:.4f} | {c[f'map@{k}']:.4f} |"
+            line += f" {c[p]:.4f} | {c[f'map@{k}']:.4f} |"
+        if has_pipeline:
+            c = pipeline[name]
+            line += f" {c[p]:.4f} [{c[ci][0]:.3f}, {c[ci][1]:.3f}] | {c[f'map@{k}']:.4f} |"
         lines.append(line)
     if "agreement" in report:
         a = report["agreement"]

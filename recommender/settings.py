@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     )
     exact_index_cache: bool = Field(True, description="Cache the exact index's vectors under home/exact_index (memory-mapped).")
     max_upload_bytes: int = Field(20_000_000, ge=1, description="Largest image upload the REST API accepts (413 above).")
+    query_expansion: int = Field(
+        0, ge=0, le=50, description="Alpha query expansion: re-ask with the query plus its first N answers "
+        "(0 = off; retrieval ablation in docs/benchmarks.md).")
+    query_expansion_alpha: float = Field(3.0, ge=0, description="Weight of each expansion answer: similarity ** alpha.")
     dedup_on_ingest: bool = Field(True, description="Assign duplicate clusters while ingesting (against the batch and the collection).")
     dedup_phash_strict: int | None = Field(
         None, ge=0, le=64, description="copy tier: pHash Hamming distance that alone means the same picture; unset = measured for the model (`recommender models`).")

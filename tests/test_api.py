@@ -143,3 +143,45 @@ def test_copies_of_one_picture_come_back_once(client, rec):
     assert all(r["payload"].get(P.CLUSTER_ID) != cluster for r in got), "a copy of the query came back"
     other = client.get(f"/items/{rec.store.find_by_path(LANDSCAPE)}/similar", params={"k": 40}).json()
     assert sum(r["payload"].get(P.CLUSTER_ID) == cluster for r in other) <= 1
+
+
+def test_feedback_session_marks_steer_the_next_queries_and_undo_restores(client, rec, seed):
+    """Likes and dislikes stored per session become the query's positive and negative examples; undo
+    brings back the mark an item had before; another session is untouched; bad names are 422."""
+    plain = client.get(f"/items/{seed}/similar", params={"k": 6}).json()
+    liked, disliked = plain[3]["id"], plain[0]["id"]
+    s = "curator-1"
+    assert client.put(f"/feedback/{s}/items/{liked}", json={"mark": "like"}).json()["likes"] == [liked]
+    marks = client.put(f"/feedback/{s}/items/{disliked}", json={"mark": "dislike"}).json()
+    assert marks == {"session": s, "likes": [liked], "dislikes": [disliked], "undone": None}
+    steered = client.get(f"/items/{seed}/similar", params={"k": 6, "session": s}).json()
+    expected = rec.recommend([seed, liked], [disliked], k=6)
+    assert [r["id"] for r in steered] == [r.id for r in expected]
+    assert liked not in {r["id"] for r in steered} and disliked not in {r["id"] for r in steered}
+    assert steered[0]["reason"]["feedback"] == {"session": s, "likes": 1, "dislikes": 1}
+    assert steered[0]["reason"]["query"] == "examples"
+    # the same marks through the POST /recommend body and for another session: none
+    body = client.post("/recommend", json={"positive": [seed], "k": 6, "session": s}).json()
+    assert [r["id"] for r in body] == [r["id"] for r in steered]
+    assert [r["id"] for r in client.get(f"/items/{seed}/similar", params={"k": 6, "session": "other"}).json()] == \
+        [r["id"] for r in plain]
+    # change of mind, then undo: the earlier mark comes back
+    changed = client.put(f"/feedback/{s}/items/{liked}", json={"mark": "dislike"}).json()
+    assert changed["likes"] == [] and changed["dislikes"] == [liked, disliked]  # in the order first marked
+    undone = client.post(f"/feedback/{s}/undo").json()
+    assert undone["undone"] == liked and undone["likes"] == [liked] and undone["dislikes"] == [disliked]
+    assert client.get(f"/feedback/{s}").json()["likes"] == [liked]
+    # marks persist in the catalog: a fresh Recommender on the same home sees them
+    again = Recommender(rec.settings)
+    try:
+        assert again.feedback().examples(rec.settings.collection, s).as_dict() == {"likes": [liked], "dislikes": [disliked]}
+    finally:
+        again.close()
+    assert client.delete(f"/feedback/{s}").json() == {"session": s, "likes": [], "dislikes": [], "undone": None}
+    assert client.post(f"/feedback/{s}/undo").json()["undone"] is None
+    # errors: an unknown item is 404, a bad session name or mark is 422 naming the field
+    assert client.put(f"/feedback/{s}/items/123456789", json={"mark": "like"}).status_code == 404
+    bad = client.put(f"/feedback/no%20spaces/items/{liked}", json={"mark": "like"})
+    assert bad.status_code == 422 and "session" in bad.text
+    assert client.put(f"/feedback/{s}/items/{liked}", json={"mark": "love"}).status_code == 422
+    assert client.get(f"/items/{seed}/similar", params={"session": "a/b"}).status_code in (404, 422)

@@ -20,6 +20,8 @@ from corpus import SEED, Built
 from recommender import payload as P
 from recommender.browse import duplicate_clusters
 from recommender.catalog import Catalog
+from recommender.recommend import Recommender
+from recommender.settings import get_settings
 from recommender.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -161,11 +163,28 @@ def test_browse_to_similar_then_positive_example(app, sample_home):
     after = [k.removeprefix("sim-like-") for k in (b.key for b in at.button) if k and k.startswith("sim-like-")]
     assert liked not in after, "a positive example must not come back as a result"
     assert after != [k.removeprefix("sim-like-") for k in before]
-    # a negative example, then clear
+    # a negative example; the marks live in the feedback log under this browser's session
     disliked = after[0]
     at.button(key=f"sim-dislike-{disliked}").click().run()
     assert at.session_state["sim_neg"] == [disliked]
     assert ":material/thumb_down: Less like** (1)" in _markdown(at)
+    rec = Recommender(get_settings(home=sample_home["home"], collection=sample_home["collection"]))
+    try:
+        session = at.session_state["feedback_default"]
+        marks = rec.feedback().examples(rec.settings.collection, session)
+        assert marks.likes == [liked] and marks.dislikes == [disliked]
+        steered = rec.recommend([sample_home["seed"]], k=12, session=session)
+    finally:
+        rec.close()
+    assert [k.removeprefix("sim-like-") for k in (b.key for b in at.button) if k and k.startswith("sim-like-")] == \
+        [r.id for r in steered]
+    # undo takes the dislike back; a named session starts empty and keeps its own marks; clear empties it
+    at.button(key="sim_undo").click().run()
+    assert at.session_state["sim_pos"] == [liked] and at.session_state["sim_neg"] == []
+    at.text_input(key="feedback_session").set_value("analyst-a").run()
+    assert at.session_state["sim_pos"] == [] and at.session_state["sim_neg"] == []
+    at.text_input(key="feedback_session").set_value("").run()
+    assert at.session_state["sim_pos"] == [liked]
     at.button(key="sim_clear").click().run()
     assert at.session_state["sim_pos"] == [] and at.session_state["sim_neg"] == []
 

@@ -23,7 +23,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
+def home(tmp_path_factory, prefect_harness) -> Path:
     src = tmp_path_factory.mktemp("eval_src") / "samples"
     shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("volumes"))
     home = tmp_path_factory.mktemp("eval_home")
@@ -91,3 +91,39 @@ def test_unknown_label_is_a_clear_error(home):
             evaluate(rec, "artist")
     finally:
         rec.close()
+
+
+def test_split_queries_and_the_configured_pipeline_beside_plain_cosine(home, tmp_path):
+    """--split test: only test-split items ask, every item answers; with query expansion configured the
+    pipeline column is the alpha-QE ranking computed by hand, beside the unchanged plain one."""
+    from recommender import postprocess as pp
+
+    rec = Recommender(get_settings(home=home, query_expansion=2))
+    try:
+        report = evaluate(rec, "genre", k=3, split="test")
+        corpus = load_corpus(rec, "genre")
+        with pytest.raises(ConfigError, match="values present: test, train"):
+            evaluate(rec, "genre", split="validation")
+    finally:
+        rec.close()
+    queries = [i for i, lab in enumerate(corpus.labels) if lab is not None and corpus.splits[i] == "test"]
+    assert report["labelled"] == len(queries) == 4 and report["split"] == "test"
+    assert report["recommender"] == report["classic"] and report["points"] == len(corpus.ids)
+    lo, hi = report["recommender"]["overall"]["precision@3_ci95"]
+    assert lo <= report["recommender"]["overall"]["precision@3"] <= hi
+    x, precisions = corpus.vectors, []
+    for q in queries:
+        sims = x @ x[q]
+        sims[corpus.exclude[q]] = -np.inf
+        first = np.argsort(-sims, kind="stable")[:2]
+        qv = pp.alpha_qe(x[q], x[first], sims[first], 3.0)
+        again = x @ qv
+        again[corpus.exclude[q]] = -np.inf
+        top = np.argsort(-again, kind="stable")[:3]
+        precisions.append(np.mean([corpus.labels[j] == corpus.labels[q] for j in top]))
+    assert report["pipeline"]["overall"]["precision@3"] == pytest.approx(np.mean(precisions), abs=1e-4)
+    assert report["pipeline_config"]["query_expansion"] == 2 and "train-split" in report["pipeline_config"]["tuned_on"]
+    r = CliRunner().invoke(app, ["evaluate-retrieval", "--label", "genre", "--k", "3", "--split", "test",
+                                 "--query-expansion", "2", "--home", str(home)])
+    assert r.exit_code == 0, r.output
+    assert "pipeline precision@3 [95 % CI]" in r.output and "Queries: items with split = test (4)" in r.output

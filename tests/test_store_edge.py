@@ -135,7 +135,10 @@ def test_index_files_are_read_on_demand_and_prefetchable(tmp_path):
     """The int8 codes are mapped, not copied in at open (a fresh process reads only what it visits),
     and a long-lived process can ask the OS to warm them: `prefetch` must find the engine's files
     (if the engine lays them out differently, this fails instead of the warm-up silently vanishing)."""
-    from recommender.store.edge import edge_root, prefetch_index_files
+    from recommender.store.edge import INDEX_FILES, ORIGINAL_FILES, edge_root, prefetch_index_files
+
+    def engine_files(patterns):
+        return [p for pat in patterns for p in edge_root(cfg).glob(pat) if p.is_file()]
 
     cfg = get_settings(home=tmp_path / "h", store_backend="edge")
     n, dim = 3000, 1024                      # enough bytes for the engine to build HNSW + int8 codes
@@ -144,13 +147,17 @@ def test_index_files_are_read_on_demand_and_prefetchable(tmp_path):
     store = open_store(cfg)
     store.ensure_collection("m", dim)
     store.upsert(ids, x, [{"path": f"/src/{i}.jpg"} for i in range(n)])
-    assert prefetch_index_files(edge_root(cfg)) == 0   # nothing indexed yet
+    assert not engine_files(INDEX_FILES)                 # nothing indexed yet
     store.optimize()
     store.close()
+    codes = sum(p.stat().st_size for p in engine_files(INDEX_FILES))
+    originals = sum(p.stat().st_size for p in engine_files(ORIGINAL_FILES))
+    assert codes >= n * dim and originals >= n * dim * 4  # int8 codes + graph; float32 originals for rescoring
     again = open_store(cfg)
     try:
-        assert prefetch_index_files(edge_root(cfg)) >= n * dim   # the codes (1 byte per dimension) and the graph
-        again.prefetch()                                       # the background form the API and dashboard use
+        assert prefetch_index_files(edge_root(cfg)) >= codes + originals  # they fit in memory: all asked for
+        assert again.prefetch(wait=True) >= codes + originals              # and read through, as a served store does
+        again.prefetch()                                                   # the background form the API and dashboard use
         for i in range(0, n, 500):
             assert again.query(x[i], 1)[0].id == ids[i]        # rescored from the originals: exact on itself
     finally:

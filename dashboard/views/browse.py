@@ -33,7 +33,7 @@ def _detail(store, point_id: str, fields: list[str]) -> None:
         left.image(full_image(item.path, item.item_key), width="stretch")
         with right:
             st.button("Find similar items", key="detail_similar", type="primary", on_click=goto,
-                      args=("Similar",), kwargs={"sim_item": item.id, "sim_pos": [], "sim_neg": []})
+                      args=("Similar",), kwargs={"sim_item": item.id})
             st.caption(f"id `{item.id}`")
             st.dataframe(
                 [{"field": k, "value": str(v)} for k, v in sorted(item.payload.items())],
@@ -60,7 +60,7 @@ def _open_detail(card: dict) -> None:
 
 
 def _open_similar(card: dict) -> None:
-    goto("Similar", sim_item=card["id"], sim_pos=[], sim_neg=[])
+    goto("Similar", sim_item=card["id"])
 
 
 def render() -> None:

@@ -82,4 +82,4 @@ def render() -> None:
                 split = f" · {m.payload[P.SPLIT]}" if m.payload.get(P.SPLIT) is not None else ""
                 col.markdown(f"{label}{copy}{score}{split}  \n`{m.name}`")
                 col.button("Similar", key=f"dup-sim-{c.tier}-{c.cluster_id}-{n}", on_click=goto,
-                           args=("Similar",), kwargs={"sim_item": m.id, "sim_pos": [], "sim_neg": []})
+                           args=("Similar",), kwargs={"sim_item": m.id})

@@ -66,7 +66,7 @@ def render() -> None:
             b.markdown(f"**{str(r[P.ITEM_KEY]).rsplit('/', 1)[-1]}**  \n"
                        + "  \n".join(f"{l}: {r[l]}" for l in labels if pd.notna(r[l])))
             b.button("Find similar items", key="map_similar", type="primary", on_click=goto,
-                     args=("Similar",), kwargs={"sim_item": pid, "sim_pos": [], "sim_neg": []})
+                     args=("Similar",), kwargs={"sim_item": pid})
 
 
 def _picked_id(event) -> str | None:

@@ -22,7 +22,7 @@ def _cards(results, fields):
 def _show(results, fields, key: str) -> None:
     st.markdown(f"**{len(results)} results**")
     grid(_cards(results, fields), columns=6, key=key,
-         stacked=True, actions=[("similar", "Similar", lambda c: goto("Similar", sim_item=c["id"], sim_pos=[], sim_neg=[]),
+         stacked=True, actions=[("similar", "Similar", lambda c: goto("Similar", sim_item=c["id"]),
                    "Find items similar to this one")])
 
 

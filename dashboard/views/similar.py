@@ -1,9 +1,14 @@
 """Similar: the k nearest items of a chosen item, refined by liked/disliked examples,
-filters, one-per-group and diversity; updates run as a fragment (no page reload)."""
+filters, one-per-group and diversity; updates run as a fragment (no page reload).
+
+Likes and dislikes are kept in the feedback log of the data home under a feedback session (a
+name per browser session by default; type a user name to keep them across visits and share them
+with the API's `session` parameter), so they steer every next query until undone or cleared."""
 
 from __future__ import annotations
 
 import time
+import uuid
 
 import streamlit as st
 
@@ -16,15 +21,42 @@ from recommender.browse import get_item
 from recommender.errors import RecommenderError
 
 
+def _session() -> str:
+    return (st.session_state.get("feedback_session") or "").strip() or st.session_state["feedback_default"]
+
+
+def _sync() -> None:
+    """The page's example lists from the feedback log (the one place they live)."""
+    rec = resources.recommender()
+    marks = rec.feedback().examples(rec.settings.collection, _session())
+    st.session_state["sim_pos"], st.session_state["sim_neg"] = marks.likes, marks.dislikes
+
+
+def _mark(pid: str, mark: str) -> None:
+    rec = resources.recommender()
+    rec.feedback().mark(rec.settings.collection, _session(), pid, mark)
+    _sync()
+
+
 def _add(kind: str, card: dict) -> None:
-    """Click on a result: add it as a positive or negative example (and not both)."""
-    other = "sim_neg" if kind == "sim_pos" else "sim_pos"
-    st.session_state[kind] = [*st.session_state.get(kind, []), card["id"]]
-    st.session_state[other] = [x for x in st.session_state.get(other, []) if x != card["id"]]
+    """Click on a result: like or dislike it (a later mark replaces an earlier one)."""
+    _mark(card["id"], "like" if kind == "sim_pos" else "dislike")
 
 
 def _remove(kind: str, pid: str) -> None:
-    st.session_state[kind] = [x for x in st.session_state.get(kind, []) if x != pid]
+    _mark(pid, "clear")
+
+
+def _undo() -> None:
+    rec = resources.recommender()
+    rec.feedback().undo(rec.settings.collection, _session())
+    _sync()
+
+
+def _clear() -> None:
+    rec = resources.recommender()
+    rec.feedback().reset(rec.settings.collection, _session())
+    _sync()
 
 
 def _examples(store, kind: str, title: str) -> None:
@@ -45,8 +77,7 @@ def _body(fields: list[str]) -> None:
 
     rec = resources.recommender()
     store = rec.store
-    st.text_input("Item (point id or ingested file path)", key="sim_item",
-                  on_change=lambda: st.session_state.update(sim_pos=[], sim_neg=[]))
+    st.text_input("Item (point id or ingested file path)", key="sim_item")
     item_ref = (st.session_state.get("sim_item") or "").strip()
     if not item_ref:
         st.info("Pick an item in **Browse** (button *Similar*) or paste a point id or path above.")
@@ -77,13 +108,17 @@ def _body(fields: list[str]) -> None:
     with right:
         _examples(store, "sim_pos", ":material/thumb_up: More like")
         _examples(store, "sim_neg", ":material/thumb_down: Less like")
+        b1, b2, b3 = st.columns([2, 2, 4])
         if st.session_state.get("sim_pos") or st.session_state.get("sim_neg"):
-            st.button("Clear examples", key="sim_clear", on_click=lambda: st.session_state.update(sim_pos=[], sim_neg=[]))
+            b1.button("Clear examples", key="sim_clear", on_click=_clear)
+        b2.button("Undo last mark", key="sim_undo", on_click=_undo, icon=":material/undo:")
+        b3.text_input("Feedback session", key="feedback_session", on_change=_sync, label_visibility="collapsed",
+                      placeholder="Feedback session (your name keeps marks across visits)",
+                      help="Likes and dislikes are stored under this name; the REST API's `session` parameter reads them.")
 
     start = time.perf_counter()
     try:
-        results = similar(rec, seed_id, k=k, filters=filters, positives=st.session_state.get("sim_pos", []),
-                          negatives=st.session_state.get("sim_neg", []),
+        results = similar(rec, seed_id, k=k, filters=filters, session=_session(),
                           group_by=None if group_by == "(none)" else group_by, diversity=diversity)
     except RecommenderError as exc:
         resources.show_error(exc)
@@ -99,13 +134,13 @@ def _body(fields: list[str]) -> None:
     grid(cards, columns=4, key="sim",
          actions=[("like", ":material/thumb_up:", lambda c: _add("sim_pos", c), "More like this (positive example)"),
                   ("dislike", ":material/thumb_down:", lambda c: _add("sim_neg", c), "Less like this (negative example)"),
-                  ("open", ":material/open_in_new:", lambda c: goto("Similar", sim_item=c["id"], sim_pos=[], sim_neg=[]),
+                  ("open", ":material/open_in_new:", lambda c: goto("Similar", sim_item=c["id"]),
                    "Make this the query item")])
 
 
 def render() -> None:
     store = resources.require_collection()
     st.title("Similar items")
-    st.session_state.setdefault("sim_pos", [])
-    st.session_state.setdefault("sim_neg", [])
+    st.session_state.setdefault("feedback_default", f"dashboard-{uuid.uuid4().hex[:12]}")
+    _sync()
     _body(resources.browser().fields())

@@ -483,13 +483,18 @@ class VectorStore:
         (so the exact in-process index, built for local mode's brute force, is not needed)."""
         return bool(getattr(self.client, "is_edge", False))
 
-    def prefetch(self) -> None:
-        """Long-lived processes (API, dashboard) call this once: the embedded engine reads its index
-        files on demand, so a background thread asks the OS to bring them into memory and the first
-        queries do not wait on the disk. No-op for local mode and a server."""
+    def prefetch(self, wait: bool = False) -> int:
+        """Long-lived processes (API, dashboard) call this once: the embedded engine reads its files
+        on demand, so a background thread reads them into the page cache and later queries do not
+        wait on the disk (`wait=True` reads them in this thread and returns the bytes read: what a
+        benchmark of a served collection does). No-op for local mode and a server."""
         fn = getattr(self.client, "prefetch", None) if self.is_edge() else None
-        if fn is not None:
-            threading.Thread(target=fn, name="store-prefetch", daemon=True).start()
+        if fn is None:
+            return 0
+        if wait:
+            return int(fn(read=True))
+        threading.Thread(target=fn, kwargs={"read": True}, name="store-prefetch", daemon=True).start()
+        return 0
 
     def optimize(self) -> None:
         """Build the approximate index (HNSW + quantization) for what was written; a no-op on a

@@ -35,7 +35,8 @@ from recommender import payload as P
 from recommender.errors import NotFoundError, StoreLockedError
 
 HNSW_M, HNSW_EF_CONSTRUCT, FULL_SCAN_KB = 16, 100, 10_000
-HNSW_EF, OVERSAMPLING = 64, 2.0  # ef 64 (256 filtered) + int8 rescored from 2x candidates (store_scale.py)
+HNSW_EF, OVERSAMPLING = 64, 2.0  # ef 64 + int8 rescored from 2x candidates (store_scale.py)
+FILTERED_EF_FACTOR = 8  # filtered walks need a wider beam: ef 512 (recall@10 0.968 -> 0.986 at 200k, 10 % filter)
 MAX_DROP_IN_PYTHON = 256
 _SCHEMA = {
     "keyword": E.PayloadSchemaType.Keyword, "integer": E.PayloadSchemaType.Integer,
@@ -89,26 +90,67 @@ def edge_config(dim: int, vector: str) -> E.EdgeConfig:
 
 INDEX_FILES = ("collections/*/shard/segments/*/vector_storage-*/quantized.data",
                "collections/*/shard/segments/*/vector_index-*/*")
+# What else a query reads: the id tracker, the stored payloads it returns and the payload indexes its filter uses.
+QUERY_FILES = ("collections/*/shard/segments/*/id_tracker.*",
+               "collections/*/shard/segments/*/payload_storage/*",
+               "collections/*/shard/segments/*/payload_index/*/*")
+ORIGINAL_FILES = ("collections/*/shard/segments/*/vector_storage-*/matrix.dat",)  # float32 originals, read to rescore
+ORIGINALS_SHARE_OF_FREE_MEMORY = 0.5
+_CHUNK = 8 << 20
 
 
-def prefetch_index_files(root: Path) -> int:
-    """Ask the OS to read the shards' int8 codes and HNSW graphs into the page cache, in the
-    background (posix_fadvise WILLNEED: no copy in this process, shared with the engine's maps).
-    Any process may call it, owner or not; a file the engine lays out differently is simply not
-    prefetched (queries stay correct, the first ones slower). Returns the bytes asked for."""
+def prefetch_index_files(root: Path, read: bool = False) -> int:
+    """Bring the files a query reads into the page cache: the int8 codes, the HNSW graphs, the id
+    tracker, the payloads and payload indexes, and the float32 originals that rescoring reads when
+    they take at most half of the memory now available. Returns the bytes asked for.
+
+    Why: the engine maps its files and reads on demand, so a fresh process's queries wait on the
+    disk, and rescoring reads ~2k random originals per query (measured at 200k: 16 ms cold, 8 ms with
+    codes, graph and payloads cached, 1 ms with the originals too; "Embedded store at scale" in
+    docs/benchmarks.md). `read=False` only asks the OS (posix_fadvise WILLNEED, returns at once);
+    `read=True` reads each file through (what the background thread of a long-lived process does,
+    so that its page cache is warm when it returns). Any process may call it, owner or not; pages
+    live in the shared page cache, not in this process. A file the engine lays out differently is
+    simply not prefetched (queries stay correct, the first ones slower)."""
+    paths = [p for pattern in (*INDEX_FILES, *QUERY_FILES) for p in Path(root).glob(pattern) if p.is_file()]
+    originals = [p for pattern in ORIGINAL_FILES for p in Path(root).glob(pattern)]
+    if sum(_size(p) for p in originals) <= ORIGINALS_SHARE_OF_FREE_MEMORY * _available_memory():
+        paths += originals
     asked = 0
-    for pattern in INDEX_FILES:
-        for path in Path(root).glob(pattern):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue  # replaced by an optimize in between
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-                asked += os.fstat(fd).st_size
-            finally:
-                os.close(fd)
+    buf = bytearray(_CHUNK) if read else None
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # replaced by an optimize in between
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            asked += os.fstat(fd).st_size
+            while buf is not None and os.readv(fd, [buf]) > 0:
+                pass
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
     return asked
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _available_memory() -> int:
+    """MemAvailable from /proc/meminfo (0 where there is none: then no originals are prefetched)."""
+    try:
+        for row in Path("/proc/meminfo").read_text().splitlines():
+            if row.startswith("MemAvailable:"):
+                return int(row.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -267,8 +309,8 @@ class EdgeClient:
                 continue
         return (sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
 
-    def prefetch(self) -> int:
-        return prefetch_index_files(self.root)
+    def prefetch(self, read: bool = False) -> int:
+        return prefetch_index_files(self.root, read)
 
     def close(self) -> None:
         with self._lock:
@@ -346,7 +388,7 @@ class EdgeClient:
             flt = to_edge_filter(query_filter)
         start, fetch = offset or 0, (offset or 0) + limit + len(drop)
         exact = bool(search_params and search_params.exact)
-        ef = max(HNSW_EF * (4 if flt is not None else 1), fetch)  # filtered walks need a wider beam (store_scale.py)
+        ef = max(HNSW_EF * (FILTERED_EF_FACTOR if flt is not None else 1), fetch)  # filtered walks need a wider beam (store_scale.py)
         params = E.SearchParams(exact=True) if exact else E.SearchParams(
             hnsw_ef=ef, quantization=E.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
         pts = shard.query(E.QueryRequest(

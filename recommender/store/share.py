@@ -288,9 +288,9 @@ class SharedEdge:
                         self._target = self._attach()
         raise StoreLockedError(f"The embedded store at '{self.root}' keeps changing owner; try again.")
 
-    def prefetch(self) -> int:
+    def prefetch(self, read: bool = False) -> int:
         """Warm the page cache with the index files (file access only: no call to the owner)."""
-        return prefetch_index_files(self.root)
+        return prefetch_index_files(self.root, read)
 
     def __getattr__(self, name: str) -> Any:
         if name not in _CALLS:

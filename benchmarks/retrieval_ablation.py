@@ -1,0 +1,193 @@
+"""Retrieval post-processing, each variant alone and combined: tuned on train queries, reported on test.
+
+Issue 16's ablation, run by `benchmarks/retrieval_quality.py --ablation`. For each corpus the default
+model's backbone (MobileNetV2, ImageNet weights) is run once per input scale (the product's geometry:
+short side 256 * s, centre crop 224 * s, s in 1, 1/sqrt 2, sqrt 2) and its feature maps pooled by
+average (the product's vectors today) and by GeM p 3; the descriptors are cached in `--cache`. Then
+every variant of `recommender/postprocess.py` is scored by label precision@10:
+
+  - database: every image of the corpus; queries: the `train` split (tuning) and the `test` split
+    (reported); the query's copies (cosine >= 0.985 on the plain vectors, the copy tier) and itself
+    are never answers, the same for every variant;
+  - the best variant is chosen on the tuning queries only, per corpus and across corpora (mean
+    relative gain), and then read on the test queries, with a 95 % bootstrap interval (1,000
+    resamples of the queries).
+
+No label is used by any variant: PCA, DBA and query expansion see only the vectors.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recommender import postprocess as pp
+
+SCALES = (1.0, 0.7071, 1.4142)
+COPY_COSINE = 0.985
+K = 10
+
+
+def extract(corpus_dir: Path, cache: Path) -> dict[str, np.ndarray]:
+    """Pooled descriptors per (pooling, scale), labels and splits of a corpus (cached as .npz)."""
+    out = cache / f"descriptors_{corpus_dir.name}.npz"
+    if out.is_file():
+        return dict(np.load(out))
+    import torch
+    from PIL import Image
+
+    from recommender.models import create_embedder
+
+    rows = list(csv.DictReader((corpus_dir / "labels.csv").open()))
+    label = [c for c in rows[0] if c not in ("path", "split")][0]
+    net = create_embedder("mobilenet_v2").module.features.eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def load(path: str, s: float) -> torch.Tensor:
+        im = Image.open(corpus_dir / path).convert("RGB")
+        short, crop = round(256 * s), round(224 * s)
+        r = short / min(im.size)
+        im = im.resize((max(crop, round(im.size[0] * r)), max(crop, round(im.size[1] * r))), Image.BILINEAR)
+        left, top = (im.size[0] - crop) // 2, (im.size[1] - crop) // 2
+        arr = np.array(im.crop((left, top, left + crop, top + crop)))
+        return torch.from_numpy(arr).permute(2, 0, 1).float() / 255
+
+    feats: dict[str, list[np.ndarray]] = {f"{p}_{s}": [] for p in ("avg", "gem") for s in SCALES}
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for s in SCALES:
+            for i in range(0, len(rows), 32):
+                fm = net((torch.stack([load(r["path"], s) for r in rows[i:i + 32]]) - mean) / std)
+                feats[f"avg_{s}"].append(fm.mean((2, 3)).numpy())
+                feats[f"gem_{s}"].append(pp.gem(fm.numpy()).astype(np.float32))
+            print(f"  {corpus_dir.name}: scale {s} embedded ({time.perf_counter() - t0:.0f} s)", flush=True)
+    data = {k: np.concatenate(v) for k, v in feats.items()}
+    data.update(labels=np.array([r[label] for r in rows]), splits=np.array([r["split"] for r in rows]))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **data)
+    return data
+
+
+class Scorer:
+    """precision@10 by label of any database/query vectors, with the same exclusions for every variant."""
+
+    def __init__(self, data: dict[str, np.ndarray]):
+        self.labels = data["labels"]
+        plain = pp.unit(data["avg_1.0"])
+        self.split = {s: np.flatnonzero(data["splits"] == s) for s in ("train", "test")}
+        self.copies = {s: (plain[q] @ plain.T) >= COPY_COSINE for s, q in self.split.items()}
+
+    def per_query(self, db: np.ndarray, split: str, queries: np.ndarray | None = None) -> np.ndarray:
+        q = self.split[split]
+        sim = (db[q] if queries is None else queries) @ db.T
+        sim[self.copies[split]] = -np.inf
+        top = np.argpartition(-sim, K, axis=1)[:, :K]
+        return (self.labels[top] == self.labels[q][:, None]).mean(axis=1)
+
+
+def expanded(db: np.ndarray, scorer: Scorer, split: str, n: int, alpha: float) -> np.ndarray:
+    """Alpha-QE query vectors of a split: each query plus its n first answers (copies excluded)."""
+    q = scorer.split[split]
+    sim = db[q] @ db.T
+    sim[scorer.copies[split]] = -np.inf
+    top = np.argsort(-sim, axis=1)[:, :n]
+    return np.stack([pp.alpha_qe(db[i], db[t], sim[r, t], alpha) for r, (i, t) in enumerate(zip(q, top))])
+
+
+def shortlist_dba(db: np.ndarray, scorer: Scorer, split: str, shortlist: int = 100, k: int = 5,
+                  alpha: float = 3.0) -> np.ndarray:
+    """per-query precision@10 of DBA computed only among each query's first `shortlist` answers (plus
+    alpha-QE n1): what query time alone could do without storing augmented vectors."""
+    out = []
+    for r, q in enumerate(scorer.split[split]):
+        s = db @ db[q]
+        s[scorer.copies[split][r]] = -np.inf
+        cand = np.argpartition(-s, shortlist)[:shortlist]
+        top1 = cand[np.argmax(s[cand])]
+        query = pp.alpha_qe(db[q], db[[top1]], s[[top1]], alpha)
+        c = db[cand]
+        idx, sim = pp.neighbours(c, k + 1)
+        best = cand[np.argsort(-(pp.weighted_mean(c, idx, sim, alpha) @ query))[:K]]
+        out.append((scorer.labels[best] == scorer.labels[q]).mean())
+    return np.array(out)
+
+
+def variants(data: dict[str, np.ndarray]):
+    """(name, database vectors, query expansion (n, alpha) or None) for every variant measured."""
+    desc = {"avg": pp.unit(data["avg_1.0"]), "gem": pp.unit(data["gem_1.0"]),
+            "avg-ms2": pp.multiscale([data["avg_1.0"], data["avg_1.4142"]]),
+            "gem-ms2": pp.multiscale([data["gem_1.0"], data["gem_1.4142"]]),
+            "gem-ms3": pp.multiscale([data[f"gem_{s}"] for s in SCALES])}
+    for name, x in desc.items():
+        yield name, x, None
+        if name not in ("avg", "gem-ms2"):
+            continue
+        for dim, power in ((256, 0.0), (256, -0.25), (128, -0.5)):
+            yield f"{name} + pca{dim} power {power}", pp.fit_pca(x, dim, power).apply(x), None
+        for n in (1, 3):
+            yield f"{name} + aqe n{n}", x, (n, 3.0)
+        yield f"{name} + shortlist-dba k5 + aqe n1", x, "shortlist"
+        for k in (3, 5, 8):
+            aug = pp.dba(x, k)
+            yield f"{name} + dba k{k}", aug, None
+            yield f"{name} + dba k{k} + aqe n3", aug, (3, 3.0)
+        centred = pp.fit_pca(x, 256, 0.0).apply(x)
+        yield f"{name} + pca256 + dba k8 + aqe n3", pp.dba(centred, 8), (3, 3.0)
+
+
+def bootstrap(values: np.ndarray, seed: int = 0, n: int = 1000) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(n)]
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def run(corpora: dict[str, Path], cache: Path) -> dict[str, list[dict]]:
+    """Every variant on every corpus: tuning (train) and reported (test) precision@10 with a 95 % CI."""
+    results: dict[str, list[dict]] = {}
+    for name, folder in corpora.items():
+        data = extract(folder, cache)
+        scorer = Scorer(data)
+        rows = []
+        for variant, db, qe in variants(data):
+            score = {}
+            for split in ("train", "test"):
+                if qe == "shortlist":
+                    per = shortlist_dba(db, scorer, split)
+                else:
+                    queries = expanded(db, scorer, split, *qe) if qe else None
+                    per = scorer.per_query(db, split, queries)
+                score[split] = (float(per.mean()), *bootstrap(per))
+            rows.append({"variant": variant, "tuning": score["train"], "test": score["test"]})
+            print(f"  {name:<11} {variant:<34} tuning {score['train'][0]:.4f}  test {score['test'][0]:.4f} "
+                  f"[{score['test'][1]:.3f}, {score['test'][2]:.3f}]", flush=True)
+        results[name] = rows
+    return results
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    """A markdown table: every variant per corpus, the choice made on tuning queries marked."""
+    out = []
+    names = [r["variant"] for r in next(iter(results.values()))]
+    gain = {v: float(np.mean([next(r for r in rows if r["variant"] == v)["tuning"][0] / rows[0]["tuning"][0]
+                              for rows in results.values()])) for v in names}
+    chosen = max(gain, key=gain.get)
+    head = "| variant | " + " | ".join(f"{c} tuning (train) | {c} test [95 % CI]" for c in results) + " | mean tuning gain |"
+    out += [head, "|" + "---|" * (head.count("|") - 1)]
+    for v in names:
+        cells = []
+        for rows in results.values():
+            r = next(r for r in rows if r["variant"] == v)
+            t = r["test"]
+            cells.append(f"{r['tuning'][0]:.4f} | {t[0]:.4f} [{t[1]:.3f}, {t[2]:.3f}]")
+        mark = "**" if v == chosen else ""
+        out.append(f"| {mark}{v}{mark} | " + " | ".join(cells) + f" | {100 * (gain[v] - 1):+.1f} % |")
+    out.append("")
+    out.append(f"Chosen on tuning queries only (largest mean relative gain over plain cosine): **{chosen}**.")
+    for c, rows in results.items():
+        base, best = rows[0]["test"][0], next(r for r in rows if r["variant"] == chosen)["test"][0]
+        out.append(f"- {c}: test precision@10 {base:.4f} -> {best:.4f} ({100 * (best / base - 1):+.1f} %).")
+    return "\n".join(out)
