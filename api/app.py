@@ -35,7 +35,8 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from pydantic import ValidationError
 
-from api.schemas import FILTERS, ErrorOut, FeedbackIn, FeedbackOut, HealthOut, ItemOut, QueryOptions, RecommendIn, ResultOut
+from api.schemas import (FILTERS, ErrorOut, FeedbackIn, FeedbackOut, HealthOut, ItemOut, ItemsOut, QueryOptions,
+                         RecommendIn, ResultOut)
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeLimitError, DecodeOptions, decode_file
 from recommender.errors import NotFoundError, RecommenderError, StoreLockedError
@@ -208,6 +209,17 @@ def filters_param(raw: Optional[str], where: str = "query") -> dict[str, Any]:
         raise _invalid(exc, (where, "filters")) from None
 
 
+def _cursor(cursor: Optional[str]) -> Optional[str]:
+    """A page cursor is the id of the page's first item, as `next` returned it."""
+    if not cursor:
+        return None
+    try:
+        return str(uuid.UUID(cursor))
+    except ValueError:
+        raise HTTPException(422, f"query parameter 'cursor': '{cursor[:64]}' is not a cursor; pass the `next` "
+                                 "value of the previous page.") from None
+
+
 def _valid_id(item_id: str) -> str:
     """Point ids are UUIDs; anything else (a path, '..') is rejected with 422.
 
@@ -220,6 +232,30 @@ def _valid_id(item_id: str) -> str:
     except ValueError:
         shown = item_id if len(item_id) <= 80 else item_id[:80] + "..."
         raise HTTPException(422, f"path parameter 'item_id': '{shown}' is not an item id (a UUID or an integer).") from None
+
+
+def _install_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc from assets the API serves itself (the `fastapi-offline`
+    package's copies), not from a CDN: the docs work on a machine without internet."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = "/docs-assets"
+    app.mount(assets, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> Response:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
+                                   swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{assets}/swagger-ui.css", swagger_favicon_url=f"{assets}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> Response:
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{assets}/redoc.standalone.js", redoc_favicon_url=f"{assets}/favicon.png",
+                              with_google_fonts=False)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -286,8 +322,9 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         if state.get("owned") and state["rec"] is not None:
             state["rec"].close()
 
-    app = FastAPI(title="Image recommender", version="1.0", lifespan=lifespan,
+    app = FastAPI(title="Image recommender", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Similar images by item, upload, text or examples, with filters, grouping and diversity.")
+    _install_offline_docs(app)
     app.add_middleware(UploadGuard, max_body=cfg.max_upload_bytes + FORM_OVERHEAD, limit=cfg.max_upload_bytes,
                        gate=gate, read_timeout=read_timeout, deadline=upload_deadline)
     _install_error_handlers(app)
@@ -299,6 +336,24 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         with r._lock:
             points = r.store.count()
         return {"status": "ok", "collection": cfg.collection, "model": r.model_name, "engine": r.engine, "points": points}
+
+    @app.get("/items", response_model=ItemsOut, responses=_errors(422, 503))
+    def items(limit: int = Query(24, ge=1, le=1000),
+              cursor: Optional[str] = Query(None, max_length=64, description="`next` of the previous page."),
+              filters: Optional[str] = Query(None, max_length=100_000,
+                                             description="JSON object, e.g. {\"genre\": [\"Landscape\", \"Portrait\"]}")
+              ) -> dict[str, Any]:
+        """Stored items page by page, filtered like the queries, with the number that match."""
+        from recommender.browse import browse_page
+
+        spec = filters_param(filters)
+        start = _cursor(cursor)
+        r = rec()
+        with r._lock:
+            r.store.check_fields(spec, role="filter")
+            page = browse_page(r.store, spec, limit, start)
+        return {"items": [{"id": i.id, "payload": i.payload} for i in page.items], "total": page.total, "limit": limit,
+                "next": None if page.next_offset is None else str(page.next_offset)}
 
     @app.get("/items/{item_id}", response_model=ItemOut, responses=_errors(404, 422, 503))
     def item(item_id: str) -> dict[str, Any]:

@@ -94,6 +94,16 @@ class ItemOut(BaseModel):
     payload: dict[str, Any]
 
 
+class ItemsOut(BaseModel):
+    """One page of stored items: `total` items match the filter; pass `next` as `cursor` for the
+    following page (null on the last one)."""
+
+    items: list[ItemOut]
+    total: int
+    limit: int
+    next: Optional[str] = None
+
+
 class HealthOut(BaseModel):
     """Liveness plus what is being served."""
 

@@ -140,6 +140,8 @@ def test_the_api_answers_200_to_every_probe_while_an_ingest_of_a_new_folder_runs
     finally:
         api.terminate()
         api.wait(60)
+    printed = api.stderr.read()
+    assert f"REST API   {base}" in printed and f"{base}/docs" in printed, printed[:500]  # the URLs it serves
     bad = [s for s in statuses if s[1] != 200]
     assert statuses and not bad, bad[:5]
     assert report["new"] > 0 and report["failed"] == 0
