@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -27,10 +28,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.security import APIKeyHeader
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from pydantic import ValidationError
@@ -62,9 +65,10 @@ def _out(results: list[Result]) -> list[dict[str, Any]]:
     return [r.to_dict() for r in results]
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error codes: every error body is an ErrorOut."""
-    return {code: {"model": ErrorOut} for code in codes}
+def _errors(*codes: int, auth: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error codes (and 401, which any endpoint behind the API key may
+    answer): every error body is an ErrorOut."""
+    return {code: {"model": ErrorOut} for code in (*codes, *((401,) if auth else ()))}
 
 
 def _too_large(limit: int) -> str:
@@ -234,6 +238,25 @@ def _valid_id(item_id: str) -> str:
         raise HTTPException(422, f"path parameter 'item_id': '{shown}' is not an item id (a UUID or an integer).") from None
 
 
+OPEN_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json"})  # no data behind them
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False,
+                        description="The server's RECOMMENDER_API_KEY (needed only when it is set).")
+
+
+def _key_check(expected: Optional[str]) -> Callable[..., None]:
+    """The dependency every endpoint runs: with an API key configured, a request without the key (or
+    with another) is 401, except /health and the API's own documentation."""
+
+    def check(request: Request, key: Optional[str] = Depends(_API_KEY)) -> None:
+        if expected is None or request.url.path in OPEN_PATHS:
+            return
+        if key is None or not secrets.compare_digest(key.encode(), expected.encode()):
+            raise HTTPException(401, "Missing or wrong API key: send it in the X-API-Key header "
+                                     "(the server's RECOMMENDER_API_KEY).", headers={"WWW-Authenticate": "X-API-Key"})
+
+    return check
+
+
 def _install_offline_docs(app: FastAPI) -> None:
     """Swagger UI at /docs and ReDoc at /redoc from assets the API serves itself (the `fastapi-offline`
     package's copies), not from a CDN: the docs work on a machine without internet."""
@@ -323,13 +346,17 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             state["rec"].close()
 
     app = FastAPI(title="Image recommender", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Similar images by item, upload, text or examples, with filters, grouping and diversity.")
+                  description="Similar images by item, upload, text or examples, with filters, grouping and diversity.",
+                  dependencies=[Depends(_key_check(cfg.api_key))])
     _install_offline_docs(app)
+    if cfg.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
     app.add_middleware(UploadGuard, max_body=cfg.max_upload_bytes + FORM_OVERHEAD, limit=cfg.max_upload_bytes,
                        gate=gate, read_timeout=read_timeout, deadline=upload_deadline)
     _install_error_handlers(app)
 
-    @app.get("/health", response_model=HealthOut, responses=_errors(503))
+    @app.get("/health", response_model=HealthOut, responses=_errors(503, auth=False))
     def health() -> dict[str, Any]:
         """Liveness plus what is being served."""
         r = rec()

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     )
     exact_index_cache: bool = Field(True, description="Cache the exact index's vectors under home/exact_index (memory-mapped).")
     max_upload_bytes: int = Field(20_000_000, ge=1, description="Largest image upload the REST API accepts (413 above).")
+    api_key: str | None = Field(None, min_length=8, description="REST API key: when set, every endpoint but /health (and the "
+                                "docs) needs it in the X-API-Key header.")
+    cors_origins: tuple[str, ...] = Field((), description='Origins the REST API allows cross-origin calls from, as a JSON '
+                                          'list, e.g. ["http://localhost:3000"]; empty = none.')
     query_expansion: int = Field(
         0, ge=0, le=50, description="Alpha query expansion: re-ask with the query plus its first N answers "
         "(0 = off; retrieval ablation in docs/benchmarks.md).")

@@ -220,3 +220,22 @@ def test_docs_are_served_from_local_assets(client):
         for a in assets:
             r = client.get(a)
             assert r.status_code == 200 and len(r.content) > 1000
+
+
+def test_api_key_guards_everything_but_health_and_docs(rec, seed):
+    """With RECOMMENDER_API_KEY set: no key or a wrong one is 401 naming the header; /health and the
+    docs stay open; the OpenAPI document declares the key; CORS answers only the configured origin."""
+    cfg = rec.settings.with_overrides(api_key="s3cret-key", cors_origins=("http://localhost:3000",))
+    with TestClient(create_app(cfg, recommender=rec)) as c:
+        assert c.get("/health").status_code == 200 and c.get("/docs").status_code == 200
+        for path in (f"/items/{seed}", f"/items/{seed}/similar", "/items", "/feedback/s1"):
+            bad = c.get(path)
+            assert bad.status_code == 401 and "X-API-Key" in bad.json()["detail"], path
+            assert c.get(path, headers={"X-API-Key": "wrong-key!"}).status_code == 401
+            assert c.get(path, headers={"X-API-Key": "s3cret-key"}).status_code == 200, path
+        schemes = c.get("/openapi.json").json()["components"]["securitySchemes"]
+        assert any(s.get("name") == "X-API-Key" for s in schemes.values())
+        pre = c.options("/items", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"})
+        assert pre.headers.get("access-control-allow-origin") == "http://localhost:3000"
+        other = c.options("/items", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
+        assert "access-control-allow-origin" not in other.headers
