@@ -26,7 +26,8 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from http import HTTPStatus
+from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -34,6 +35,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from pydantic import ValidationError
@@ -56,6 +58,7 @@ RETRY_AFTER_S = 2
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small form fields around the file
 UPLOAD_PATHS = frozenset({"/similar/image"})
 MAX_POINT_ID = 2**64 - 1
+PROBLEM_JSON = "application/problem+json"
 SESSION_HELP = "Feedback session (a user name, say): its likes and dislikes join the query as examples."
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -68,7 +71,8 @@ def _out(results: list[Result]) -> list[dict[str, Any]]:
 def _errors(*codes: int, auth: bool = True) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error codes (and 401, which any endpoint behind the API key may
     answer): every error body is an ErrorOut."""
-    return {code: {"model": ErrorOut} for code in (*codes, *((401,) if auth else ()))}
+    schema = {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+    return {code: {"model": ErrorOut, "content": {PROBLEM_JSON: schema}} for code in (*codes, *((401,) if auth else ()))}
 
 
 def _too_large(limit: int) -> str:
@@ -97,8 +101,8 @@ class DecodeGate:
 
 async def _send_error(send: Callable[[dict], Awaitable[None]], exc: HTTPException) -> None:
     """Answer an ErrorOut straight from the middleware (the app never sees the request)."""
-    body = json.dumps({"detail": exc.detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    body = json.dumps(problem_body(exc.status_code, str(exc.detail))).encode()
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -175,13 +179,26 @@ def _field(loc: tuple | list) -> str:
     return f"{kind} '{name}'" if name else f"the request {where or 'body'}"
 
 
-def _validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
+def problem_body(status: int, detail: str, instance: Optional[str] = None, **extra: Any) -> dict[str, Any]:
+    """An RFC 9457 problem document: `detail` says what was wrong and what to do."""
+    return {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail,
+            **({"instance": instance} if instance else {}), **extra}
+
+
+def problem(status: int, detail: str, instance: Optional[str] = None, headers: Optional[Mapping[str, str]] = None,
+            **extra: Any) -> JSONResponse:
+    """Every error answer: application/problem+json (RFC 9457), the same shape from each handler."""
+    return JSONResponse(problem_body(status, detail, instance, **extra), status_code=status,
+                        headers=dict(headers or {}), media_type=PROBLEM_JSON)
+
+
+def _validation_response(errors: list[dict[str, Any]], instance: Optional[str] = None) -> JSONResponse:
     """422 whose detail names each invalid field in a sentence; `errors` keeps the structured list."""
     items = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
               "type": str(e.get("type", ""))} for e in errors]
     parts = [f"{_field(i['loc'])}: {i['msg']}" for i in items[:5]]
     more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
-    return JSONResponse({"detail": "Invalid request: " + "; ".join(parts) + more, "errors": items}, status_code=422)
+    return problem(422, "Invalid request: " + "; ".join(parts) + more, instance, errors=items)
 
 
 def _invalid(exc: ValidationError, prefix: tuple[str, ...]) -> RequestValidationError:
@@ -285,28 +302,23 @@ def _install_error_handlers(app: FastAPI) -> None:
     """Library errors -> status codes, each body an ErrorOut."""
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_params(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(list(exc.errors()))
+    async def _bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(list(exc.errors()), request.url.path)
 
-    @app.exception_handler(NotFoundError)
-    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), request.url.path, headers=exc.headers)
 
-    @app.exception_handler(StoreLockedError)
-    async def _locked(_: Request, exc: StoreLockedError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    def answer(status: int, text: Callable[[Exception], str], headers: Optional[dict[str, str]] = None):
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            return problem(status, text(exc), request.url.path, headers=headers)
+        return handler
 
-    @app.exception_handler(DecodeLimitError)
-    async def _too_big(_: Request, exc: DecodeLimitError) -> JSONResponse:
-        return JSONResponse({"detail": f"Upload is too large to decode: {exc.reason}"}, status_code=413)
-
-    @app.exception_handler(DecodeError)
-    async def _not_image(_: Request, exc: DecodeError) -> JSONResponse:
-        return JSONResponse({"detail": f"Upload is not a readable image: {exc.reason}"}, status_code=415)
-
-    @app.exception_handler(RecommenderError)
-    async def _invalid_query(_: Request, exc: RecommenderError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    app.add_exception_handler(NotFoundError, answer(404, str))
+    app.add_exception_handler(StoreLockedError, answer(503, str, {"Retry-After": str(RETRY_AFTER_S)}))
+    app.add_exception_handler(DecodeLimitError, answer(413, lambda e: f"Upload is too large to decode: {e.reason}"))
+    app.add_exception_handler(DecodeError, answer(415, lambda e: f"Upload is not a readable image: {e.reason}"))
+    app.add_exception_handler(RecommenderError, answer(422, str))
 
 
 def _resolve_refs(r: Recommender, refs: list[str], field: str) -> list[str]:

@@ -123,10 +123,14 @@ class ErrorItem(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    """Every 4xx/5xx body: a sentence naming the field or file and what to do; `errors` lists each
-    invalid parameter when there are several."""
+    """Every 4xx/5xx body, an RFC 9457 problem document (application/problem+json): `detail` is a
+    sentence naming the field or file and what to do; `errors` lists each invalid parameter."""
 
+    type: str = "about:blank"
+    title: str
+    status: int
     detail: str
+    instance: Optional[str] = None
     errors: Optional[list[ErrorItem]] = None
 
 

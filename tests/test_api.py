@@ -118,8 +118,9 @@ def test_422_invalid_parameters(client, seed):
 def test_path_traversal_is_refused(client):
     for item in ("..%2F..%2Fetc%2Fpasswd", "etc-passwd", "..", "%2Fetc%2Fpasswd"):
         r = client.get(f"/items/{item}/thumbnail")
-        assert r.status_code in (404, 422) and r.headers["content-type"].startswith("application/json")
+        assert r.status_code in (404, 422) and r.headers["content-type"].startswith("application/problem+json")
         assert b"root:" not in r.content
+        assert r.json()["status"] == r.status_code and r.json()["title"] in ("Not Found", "Unprocessable Entity", "Unprocessable Content")
 
 
 def test_413_upload_too_large(client):
