@@ -154,7 +154,8 @@ def child(kind: str, folder: str, query: int) -> None:
     print(json.dumps({"open_s": opened, "first_query_s": first, "rss_mb": rss, "rss_after_imports_mb": base}))
 
 
-def bench_ours(x: np.ndarray, folder: Path, queries: np.ndarray, batch: int, reuse: bool = False) -> dict:
+def bench_ours(x: np.ndarray, folder: Path, queries: np.ndarray, batch: int, reuse: bool = False,
+               filtered_ef: list[int] | None = None) -> dict:
     from recommender.settings import get_settings
     from recommender.store import open_store
 
@@ -176,17 +177,20 @@ def bench_ours(x: np.ndarray, folder: Path, queries: np.ndarray, batch: int, reu
     store.close()
     fresh = fresh_process("ours", folder, int(queries[0]))
     np.save(folder / "queries.npy", queries)
-    out = subprocess.run([sys.executable, __file__, "--served", str(folder), str(len(x))],
+    out = subprocess.run([sys.executable, __file__, "--served", str(folder), str(len(x)),
+                          *(["--filtered-ef", *map(str, filtered_ef)] if filtered_ef else [])],
                          capture_output=True, text=True, check=True)
     served = json.loads(out.stdout.strip().splitlines()[-1])
     return {"upsert_pts_s": len(x) / upsert_s, "build_s": build_s, **fresh, **served}
 
 
-def served(folder: str, n: int) -> None:
+def served(folder: str, n: int, filtered_ef: list[int] | None = None) -> None:
     """A served collection, in its own process as the API's would be (not beside the benchmark's arrays):
     open, read the files into the page cache as `VectorStore.prefetch` does in the background, 20
-    warm-up queries that are never measured, then the measured ones without and with the filter."""
+    warm-up queries that are never measured, then the measured ones without and with the filter
+    (and with the filter at each `filtered_ef` instead of the product's beam, to choose that beam)."""
     from recommender.settings import get_settings
+    from recommender.store import edge as edge_engine
     from recommender.store import open_store
 
     queries = np.load(Path(folder) / "queries.npy")
@@ -197,7 +201,11 @@ def served(folder: str, n: int) -> None:
     warm_bytes = store.prefetch(wait=True)
     res: dict = {"warmup_s": time.perf_counter() - t, "warm_mb": warm_bytes / 1e6}
     others = np.setdiff1d(np.arange(n), queries)[:20]
-    for name, must in (("nofilter", None), ("filter", {"bucket": "b0"})):
+    runs = [("nofilter", None, None), ("filter", {"bucket": "b0"}, None)]
+    runs += [(f"filter_ef{ef}", {"bucket": "b0"}, ef) for ef in filtered_ef or []]
+    default_factor = edge_engine.FILTERED_EF_FACTOR
+    for name, must, ef in runs:
+        edge_engine.FILTERED_EF_FACTOR = default_factor if ef is None else max(1, ef // edge_engine.HNSW_EF)
         for q in others:
             store.query(ids[q], K, must=must)
         times, got = [], []
@@ -290,12 +298,16 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "FOLDER", "QUERY"), help=argparse.SUPPRESS)
     ap.add_argument("--served", nargs=2, metavar=("FOLDER", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--filtered-ef", type=int, nargs="*", default=[],
+                    help="also measure ours with the filter at these HNSW beams (the product's is 64 x FILTERED_EF_FACTOR)")
+    ap.add_argument("--systems", nargs="+", default=["ours", "faiss", "exact"], choices=["ours", "faiss", "exact"],
+                    help="which systems to print (exact always runs: it is the recall ground truth)")
     args = ap.parse_args()
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
     if args.served:
-        served(args.served[0], int(args.served[1]))
+        served(args.served[0], int(args.served[1]), args.filtered_ef)
         return
     sizes = args.sizes + ([1_000_000] if args.with_1m else [])
     root = args.home or Path(tempfile.mkdtemp(prefix="store_scale_"))
@@ -313,13 +325,20 @@ def main() -> None:
             np.save(folder / "vectors.npy", x)
         queries = np.random.default_rng(1).choice(n, args.queries, replace=False)
         exact, truth = bench_exact(x, folder, queries)
-        ours = bench_ours(x, folder, queries, args.batch, args.reuse)
+        ours = bench_ours(x, folder, queries, args.batch, args.reuse, args.filtered_ef)
         target = {k: recall(ours[k]["got"], truth[k]) for k in ("nofilter", "filter")}
-        faiss_r = bench_faiss(x, folder, queries, truth, target)
+        faiss_r = bench_faiss(x, folder, queries, truth, target) if "faiss" in args.systems else None
         for system, r in (("ours", ours), ("faiss", faiss_r), ("exact", exact)):
+            if system not in args.systems:
+                continue
             text, summary = line(n, system, r, truth)
             print(text, flush=True)
             results.append(summary)
+        for ef in args.filtered_ef:
+            r = ours[f"filter_ef{ef}"]
+            p50, p95 = pcts(r["times"])
+            print(f"{n:>9,} ours   filter10% at ef {ef}: p50 {p50:.2f} ms p95 {p95:.2f} ms "
+                  f"recall@10 {recall(r['got'], truth['filter']):.3f}", flush=True)
         if args.home is None:
             shutil.rmtree(folder, ignore_errors=True)
     if args.json:
