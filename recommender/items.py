@@ -74,6 +74,7 @@ class DecodeOptions:
     volume_min_foreground: float = 0.01
     grey: bool = False  # luminance ("L") instead of RGB; JPEGs decode their stored luma, no colour round trip
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES  # see decode.decoded_bytes; Settings.max_decoded_bytes
+    pseudonymize_key: str | None = None  # DICOM PatientID stored as an HMAC pseudonym under this key
 
     @classmethod
     def from_settings(cls, settings: "Settings", draft_size: int | None = None) -> "DecodeOptions":
@@ -81,4 +82,5 @@ class DecodeOptions:
         decode size) when `settings.jpeg_draft` is on."""
         return cls(max_pixels=settings.max_image_pixels, max_decoded_bytes=settings.max_decoded_bytes,
                    draft_size=draft_size if settings.jpeg_draft else None,
-                   volume_axis=settings.volume_axis, volume_min_foreground=settings.volume_min_foreground)
+                   volume_axis=settings.volume_axis, volume_min_foreground=settings.volume_min_foreground,
+                   pseudonymize_key=settings.pseudonymize_key)

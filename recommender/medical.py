@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import hmac
 import io
 from pathlib import Path
 from typing import Any
@@ -130,11 +131,38 @@ def decode_dicom(path: Path, data: bytes, opts: DecodeOptions) -> list[Item]:
     instance = ds.get("InstanceNumber")
     if instance is not None:
         base[P.INSTANCE_NUMBER] = int(instance)
+    base.update(_dicom_identity(ds, opts.pseudonymize_key))
     return [
         Item(key=f"{path}#{i}", path=str(path), content_hash=slice_hash(digest, i), image=img,
              payload={**base, P.SLICE_INDEX: i})
         for i, img in enumerate(images)
     ]
+
+
+def _dicom_identity(ds: Any, key: str | None) -> dict[str, Any]:
+    """Patient, study, body part and slice position, the fields analysts filter scans by. The patient
+    id becomes `anon-<HMAC-SHA256>` under `key` when one is set: stable (one patient, one pseudonym,
+    across runs), not reversible without the key, and the same value on every slice."""
+    out: dict[str, Any] = {}
+    patient = str(ds.get("PatientID", "") or "").strip()
+    if patient:
+        out[P.PATIENT_ID] = patient if key is None else pseudonym(patient, key)
+    for field, tag in ((P.STUDY, "StudyInstanceUID"), (P.BODY_PART, "BodyPartExamined")):
+        value = str(ds.get(tag, "") or "").strip()
+        if value:
+            out[field] = value
+    location = ds.get("SliceLocation")
+    if location not in (None, ""):
+        try:
+            out[P.SLICE_LOCATION] = float(location)
+        except (TypeError, ValueError):
+            pass  # a malformed optional tag is not a reason to lose the slice
+    return out
+
+
+def pseudonym(value: str, key: str) -> str:
+    """The stored stand-in for a patient identifier."""
+    return "anon-" + hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:20]
 
 
 def _load_nifti(path: Path, data: bytes):

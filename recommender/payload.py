@@ -72,6 +72,10 @@ VOLUME = "volume"
 SLICE_INDEX = "slice_index"
 N_SLICES = "n_slices"
 INSTANCE_NUMBER = "instance_number"
+PATIENT_ID = "patient_id"
+STUDY = "study"
+BODY_PART = "body_part"
+SLICE_LOCATION = "slice_location"
 WINDOW = "window"
 AXIS = "axis"
 VOXEL_SIZE = "voxel_size"
@@ -127,7 +131,12 @@ FIELDS: dict[str, FieldSpec] = {s.name: s for s in (
     _f(VOLUME, "keyword", "decode", "Volume (file) a slice belongs to.", indexed=True, facet=True),
     _f(SLICE_INDEX, "integer", "decode", "Slice or frame index within its volume.", indexed=True),
     _f(N_SLICES, "integer", "decode", "Slices or frames in the volume."),
-    _f(INSTANCE_NUMBER, "integer", "decode", "DICOM InstanceNumber."),
+    _f(INSTANCE_NUMBER, "integer", "decode", "DICOM InstanceNumber.", indexed=True),
+    _f(PATIENT_ID, "keyword", "decode", "DICOM PatientID (an HMAC pseudonym with RECOMMENDER_PSEUDONYMIZE_KEY).",
+       indexed=True, facet=True),
+    _f(STUDY, "keyword", "decode", "DICOM StudyInstanceUID.", indexed=True, facet=True),
+    _f(BODY_PART, "keyword", "decode", "DICOM BodyPartExamined.", indexed=True, facet=True),
+    _f(SLICE_LOCATION, "float", "decode", "DICOM SliceLocation (mm).", indexed=True),
     _f(WINDOW, "list", "decode", "Display window (centre, width) used for a DICOM slice."),
     _f(AXIS, "integer", "decode", "NIfTI slicing axis."),
     _f(VOXEL_SIZE, "list", "decode", "NIfTI voxel size in mm."),

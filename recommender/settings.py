@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     shard_number: int = Field(1, ge=1, description="Shards of a new collection on a Qdrant cluster (fixed at creation).")
     replication_factor: int = Field(1, ge=1, description="Copies of each shard on a Qdrant cluster (<= number of nodes).")
     jpeg_draft: bool = Field(True, description="Decode big JPEGs at a reduced DCT scale that still covers the model input.")
+    pseudonymize_key: str | None = Field(
+        None, min_length=8, description="Secret that turns DICOM PatientID into a stable pseudonym (HMAC-SHA256) "
+        "before it is stored; unset = stored as in the file.")
     volume_axis: int = Field(2, ge=0, le=2, description="NIfTI slicing axis (0, 1 or 2; 2 = axial for RAS volumes).")
     volume_min_foreground: float = Field(
         0.01, ge=0, le=1, description="Skip NIfTI slices with less than this fraction of non-background voxels."

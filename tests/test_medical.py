@@ -133,3 +133,56 @@ def test_dicom_and_nifti_ingest_as_slices_through_the_flow(tmp_path):
     assert len(t1) == n_slices - 16 and all(p["format"] == "nifti" and p["axis"] == 2 for p in t1)
     second = ingest_flow(str(src), settings=cfg.model_dump(mode="json"))
     assert second["new"] == 0 and second["unchanged"] == 3 and second["points"] == n_slices
+
+
+def test_dicom_identity_fields_and_pseudonymised_patient():
+    """PatientID, StudyInstanceUID and SliceLocation reach the payload; with a key the patient id is a
+    stable HMAC pseudonym, never the raw id, and differs under another key."""
+    import pydicom
+
+    path = _testdata("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    plain = decode_file(path)[0].payload
+    assert plain["patient_id"] == ds.PatientID and plain["study"] == ds.StudyInstanceUID
+    assert plain["slice_location"] == pytest.approx(float(ds.SliceLocation))
+    hidden = decode_file(path, options=DecodeOptions(pseudonymize_key="secret-key-1"))[0].payload
+    again = decode_file(path, options=DecodeOptions(pseudonymize_key="secret-key-1"))[0].payload
+    other = decode_file(path, options=DecodeOptions(pseudonymize_key="secret-key-2"))[0].payload
+    assert hidden["patient_id"].startswith("anon-") and ds.PatientID not in hidden["patient_id"]
+    assert hidden["patient_id"] == again["patient_id"] != other["patient_id"]
+    assert hidden["series"] == plain["series"]  # only the patient is pseudonymised
+
+
+@pytest.mark.slow
+def test_dicom_patient_and_series_are_filterable_after_ingest(tmp_path):
+    """A folder of DICOM files from two patients, ingested by the real pipeline: patient and series
+    are payload filters with counts, and a similar-items query filtered by patient stays inside it."""
+    from recommender.ingest import run_ingest
+    from recommender.recommend import Recommender
+    from recommender.settings import get_settings
+    from recommender.store import open_store
+
+    src = tmp_path / "dicom"
+    src.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm"):
+        shutil.copy(_testdata(name), src / name)
+    cfg = get_settings(home=tmp_path / "home", pseudonymize_key="pseudo-key-123")
+    assert run_ingest(cfg, src).failed == 0
+    store = open_store(cfg)
+    try:
+        patients = store.facet("patient_id")
+        series = store.facet("series")
+        assert len(patients) >= 2 and all(p.startswith("anon-") for p in patients)
+        ct = next(p for p in patients if store.count_where(must={"patient_id": p, "modality": "CT"}))
+        assert store.count_where(must={"patient_id": ct}) == patients[ct] >= 1
+        mr_series = next(s for s in series if store.count_where(must={"series": s, "modality": "MR"}))
+        assert store.count_where(must={"series": mr_series}) == series[mr_series]
+        item = store.scroll_where(must={"modality": "RTDOSE"}, limit=1)[0][0][0]
+    finally:
+        store.close()
+    rec = Recommender(cfg)
+    try:
+        hits = rec.similar_to_item(item, k=5, filters={"patient_id": ct})
+        assert hits and all(h.payload["patient_id"] == ct for h in hits)
+    finally:
+        rec.close()
