@@ -215,9 +215,20 @@ def served(folder: str, n: int, filtered_ef: list[int] | None = None) -> None:
             times.append(time.perf_counter() - t)
             got.append([row[h.id] for h in hits])
         res[name] = {"times": times, "got": got}
-    store.close()
     res["served_rss_mb"] = peak_rss_mb()
+    res["served_rss_split_mb"] = rss_split_mb()  # while open: anonymous (its own) vs file pages (shared cache)
+    store.close()
     print(json.dumps(res))
+
+
+def rss_split_mb() -> dict[str, float]:
+    """Resident memory now, by kind: RssAnon is the process's own; RssFile are page-cache pages of the
+    engine's memory-mapped files that it has touched (shared, dropped by the OS under pressure)."""
+    out = {}
+    for row in Path("/proc/self/status").read_text().splitlines():
+        if row.startswith(("RssAnon:", "RssFile:")):
+            out[row.split(":")[0]] = int(row.split()[1]) / 1024
+    return out
 
 
 def bench_faiss(x: np.ndarray, folder: Path, queries: np.ndarray, truth: dict, target: float) -> dict:
@@ -282,8 +293,10 @@ def line(n: int, system: str, r: dict, truth: dict) -> tuple[str, dict]:
     if system == "faiss":
         text += f" efSearch {a['ef']}/{f['ef']}"
     if summary["warmup_s"] is not None:
+        split = r.get("served_rss_split_mb") or {}
         text += (f" | served: warm-up read {summary['warm_mb']:,.0f} MB in {summary['warmup_s']:.1f} s,"
-                 f" rss {summary['served_rss_mb']:,.0f} MB")
+                 f" peak rss {summary['served_rss_mb']:,.0f} MB (anon {split.get('RssAnon', 0):,.0f} MB,"
+                 f" file {split.get('RssFile', 0):,.0f} MB)")
     return text, summary
 
 
