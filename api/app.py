@@ -40,8 +40,8 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from pydantic import ValidationError
 
-from api.schemas import (FILTERS, ErrorOut, FeedbackIn, FeedbackOut, HealthOut, ItemOut, ItemsOut, QueryOptions,
-                         RecommendIn, ResultOut)
+from api.schemas import (FILTERS, DecisionIn, DecisionOut, ErrorOut, FeedbackIn, FeedbackOut, HealthOut, ItemOut,
+                         ItemsOut, QueryOptions, RecommendIn, ResultOut)
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeLimitError, DecodeOptions, decode_file
 from recommender.errors import NotFoundError, RecommenderError, StoreLockedError
@@ -485,6 +485,46 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         """Forget a session's marks."""
         rec().feedback().reset(cfg.collection, session)
         return _marks(session)
+
+    def _decisions_out(df) -> list[dict[str, Any]]:
+        return [{**row, "decided_at": row["decided_at"].isoformat()} for row in df.to_dict("records")]
+
+    @app.put("/duplicates/{cluster_id}/decisions", response_model=list[DecisionOut], responses=_errors(400, 404, 422, 503))
+    def decide(body: DecisionIn, cluster_id: str = PathParam(..., min_length=1, max_length=200)) -> list[dict[str, Any]]:
+        """Keep, discard or mark not-a-duplicate one member file of a cluster; returns the cluster's decisions.
+        Discarded files are never recommended and are listed by /duplicates/delete-list; nothing is deleted."""
+        from recommender.decisions import files_of_points
+
+        r = rec()
+        pid = _valid_id(body.item_id)
+        with r._lock:
+            payload, _ = r.store.get(pid)
+            files = files_of_points(r.store, [pid]).get(pid, [])
+        members_of = {payload.get(P.CLUSTER_ID), payload.get(P.NEAR_CLUSTER_ID), pid if payload.get(P.COPIES) else None}
+        if cluster_id not in members_of:
+            raise HTTPException(422, f"Item '{pid}' is not a member of cluster '{cluster_id}' (see GET /duplicates).")
+        path = body.path or payload.get(P.PATH, "")
+        if path not in files:
+            raise HTTPException(422, f"body 'path': '{path[:200]}' is not a file of item '{pid}'; its files: {files[:5]}.")
+        r.decisions().decide(cfg.collection, cluster_id, pid, path, body.decision)
+        return _decisions_out(r.decisions().frame(cfg.collection, cluster_id))
+
+    @app.get("/duplicates/decisions", response_model=list[DecisionOut],
+             responses={200: {"content": {"text/csv": {}}}, **_errors(422, 503)})
+    def decisions(format: str = Query("json", pattern="^(json|csv)$",
+                                      description="json, or csv for a spreadsheet")) -> Any:
+        """Every decided file with its cluster and decision (latest per file)."""
+        df = rec().decisions().frame(cfg.collection)
+        if format == "csv":
+            return Response(df.to_csv(index=False), media_type="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="duplicate_decisions.csv"'})
+        return _decisions_out(df)
+
+    @app.get("/duplicates/delete-list", responses={200: {"content": {"text/plain": {}}}, **_errors(503)})
+    def delete_list() -> Response:
+        """The discarded files, one path per line: for the curator's own clean-up (the product deletes nothing)."""
+        paths = rec().decisions().delete_list(cfg.collection)
+        return Response("".join(f"{p}\n" for p in paths), media_type="text/plain")
 
     @app.get("/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, **_errors(404, 422, 503)})
     def thumbnail(item_id: str, size: int = Query(256, ge=16, le=THUMBNAIL_MAX)) -> Response:

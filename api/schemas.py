@@ -172,3 +172,22 @@ class FeedbackOut(BaseModel):
     likes: list[str]
     dislikes: list[str]
     undone: Optional[str] = None
+
+
+class DecisionIn(BaseModel):
+    """A curator's decision on one member file of a duplicate cluster."""
+
+    item_id: str = Field(..., description="The member's point id.")
+    path: Optional[str] = Field(None, max_length=4096, description=(
+        "Which of the point's files (a byte-identical copy shares its point); default: the point's own file."))
+    decision: Literal["keep", "discard", "not_duplicate", "undecided"]
+
+
+class DecisionOut(BaseModel):
+    """One file's current decision."""
+
+    cluster_id: str
+    point_id: str
+    path: str
+    decision: str
+    decided_at: str

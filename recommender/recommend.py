@@ -28,6 +28,7 @@ from PIL import Image
 from recommender import postprocess
 from recommender.decode import decode_image_bytes
 from recommender.errors import ConfigError, NotFoundError, RecommenderError
+from recommender.decisions import Decisions
 from recommender.feedback import Feedback
 from recommender.models import cached_embedder
 from recommender.settings import Settings
@@ -97,6 +98,7 @@ class Recommender:
         self.engine = self._choose_engine()
         self._index_cache = None
         self._feedback: Feedback | None = None
+        self._decisions: Decisions | None = None
         self._lock = threading.RLock()
 
     def _choose_engine(self) -> str:
@@ -110,8 +112,9 @@ class Recommender:
         return "exact" if (wanted == "exact" or (wanted == "auto" and local_mode)) else "qdrant"
 
     def close(self) -> None:
-        if self._feedback is not None:
-            self._feedback.close()
+        for log in (self._feedback, self._decisions):
+            if log is not None:
+                log.close()
         self.store.close()
 
     def embedder(self) -> Embedder:
@@ -257,6 +260,7 @@ class Recommender:
             if kind is None or neg_ids or len(examples) > 1:
                 kind = "item" if len(examples) == 1 and not neg_ids else "examples"
             own = [*pos_ids, *neg_ids]
+            exclude = [*exclude, *self.decisions().hidden_points(self.settings.collection, self.store)]
             query_clusters = self._clusters_of(own) if collapse_duplicates else set()
             expansion = self.settings.query_expansion if len(examples) == 1 and not neg_ids else 0
             if expansion:
@@ -281,6 +285,14 @@ class Recommender:
                 why["collapsed_from"] = h.collapsed_from
             out.append(Result(h.id, str(h.payload.get(P.PATH, "")), round(float(h.score), 6), h.payload, why))
         return out
+
+    def decisions(self) -> Decisions:
+        """The curators' decision log of this data home (opened on first use); discarded items are never
+        recommended."""
+        with self._lock:
+            if self._decisions is None:
+                self._decisions = Decisions(self.settings.catalog_path)
+            return self._decisions
 
     def feedback(self) -> Feedback:
         """The feedback log of this data home (opened on first use)."""

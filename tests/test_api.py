@@ -240,3 +240,45 @@ def test_api_key_guards_everything_but_health_and_docs(rec, seed):
         assert pre.headers.get("access-control-allow-origin") == "http://localhost:3000"
         other = c.options("/items", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_duplicate_decisions_hide_discarded_and_export(client, rec):
+    """A curator decides on a copy cluster the real dedupe built: the decisions come back, export as CSV,
+    the discarded canonical stops being recommended (another member stands in for the cluster), the
+    delete list names exactly the discarded file, and taking the decision back restores it."""
+    from recommender.browse import duplicate_clusters
+
+    cluster = next(c for c in duplicate_clusters(rec.store, tier="copy") if len(c.members) >= 2 and c.canonical)
+    canon = cluster.canonical
+    other = next(m for m in cluster.members if m.id != canon.id)
+    seed = next(pid for pid, p, _ in rec.store.scroll(batch=256) if p.get("cluster_id") is None
+                and p.get("collection") == canon.payload.get("collection"))
+    before = [r["id"] for r in client.get(f"/items/{seed}/similar", params={"k": 200}).json()]
+    assert canon.id in before
+    keep = client.put(f"/duplicates/{cluster.cluster_id}/decisions", json={"item_id": other.id, "decision": "keep"})
+    assert keep.status_code == 200, keep.text
+    got = client.put(f"/duplicates/{cluster.cluster_id}/decisions", json={"item_id": canon.id, "decision": "discard"}).json()
+    assert {(d["point_id"], d["decision"]) for d in got} == {(other.id, "keep"), (canon.id, "discard")}
+    after = [r["id"] for r in client.get(f"/items/{seed}/similar", params={"k": 200}).json()]
+    assert canon.id not in after and len(after) == len(before)
+    assert any(m.id in after for m in cluster.members if m.id != canon.id)  # the cluster is still shown, by a kept member
+    assert client.get("/duplicates/delete-list").text == f"{canon.path}\n"
+    csv = client.get("/duplicates/decisions", params={"format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0] == "cluster_id,point_id,path,decision,decided_at" and len(csv.text.splitlines()) == 3
+    # decisions are kept in the catalog, not the process: a new Recommender on the home hides the same point
+    again = Recommender(rec.settings)
+    try:
+        assert canon.id not in [r.id for r in again.similar_to_item(seed, k=200)]
+    finally:
+        again.close()
+    client.put(f"/duplicates/{cluster.cluster_id}/decisions", json={"item_id": canon.id, "decision": "undecided"})
+    assert canon.id in [r["id"] for r in client.get(f"/items/{seed}/similar", params={"k": 200}).json()]
+    assert client.get("/duplicates/delete-list").text == ""
+    # a member of another cluster, or a path that is not the item's file: 422 naming what is wrong
+    wrong = client.put("/duplicates/not-this-cluster/decisions", json={"item_id": canon.id, "decision": "keep"})
+    assert wrong.status_code == 422 and "not a member" in wrong.json()["detail"]
+    bad_path = client.put(f"/duplicates/{cluster.cluster_id}/decisions",
+                          json={"item_id": canon.id, "path": "/etc/passwd", "decision": "discard"})
+    assert bad_path.status_code == 422 and "path" in bad_path.json()["detail"]
+    client.put(f"/duplicates/{cluster.cluster_id}/decisions", json={"item_id": other.id, "decision": "undecided"})
