@@ -306,3 +306,25 @@ def test_pages_keep_answering_while_another_process_holds_the_store(pipeline_hom
         holder.communicate("\n", timeout=60)
     at.run()  # the owner has gone: this reload owns the store
     assert f"**{sample_home['count']}** items match" in _markdown(at)
+
+
+def test_duplicates_page_records_decisions_and_exports_them(app, sample_home):
+    """A curator discards a member of a copy cluster from the page: the decision shows on the card,
+    lives in the catalog, and the decisions CSV and the delete list are offered for download."""
+    at = _open(app, "Duplicates")
+    at.radio(key="dup_tier").set_value("copy").run()
+    button = next(b for b in at.button if b.key and b.key.startswith("dup-discard-copy-"))
+    cluster_id = button.key.removeprefix("dup-discard-copy-").rsplit("-", 1)[0]
+    button.click().run()
+    assert not at.exception, at.exception
+    assert "decision: **discard**" in _markdown(at) and "**Decisions**: discard 1" in _markdown(at)
+    keys = {b.key for b in at.get("download_button")}
+    assert {"dup_decisions_csv", "dup_delete_list"} <= keys
+    rec = Recommender(get_settings(home=sample_home["home"], collection=sample_home["collection"]))
+    try:
+        df = rec.decisions().frame(sample_home["collection"])
+        assert df[["cluster_id", "decision"]].values.tolist() == [[cluster_id, "discard"]]
+        assert rec.decisions().delete_list(sample_home["collection"]) == df["path"].tolist()
+        rec.decisions().decide(sample_home["collection"], cluster_id, df["point_id"][0], df["path"][0], "undecided")
+    finally:
+        rec.close()

@@ -1,5 +1,7 @@
 """Duplicates: clusters found by the dedup engine, side by side, with tier, scores,
-the canonical item marked, split leakage, and a CSV export of the current view.
+the canonical item marked, split leakage, and a CSV export of the current view; a curator
+records keep / discard / not-a-duplicate per member (kept in the catalog, exported as CSV and
+as the list of files to delete: the product never deletes a file itself).
 
 Shows what ingest and `recommender dedupe` write: same-picture clusters (exact, copy),
 byte-identical files that share one point (its `copies`), and near clusters."""
@@ -33,6 +35,29 @@ def _view(home: str, collection: str, stamp: str, tier: str) -> tuple[list, bool
     return clusters, has_split, leak, export, {"all": len(everything), **by_tier}
 
 
+DECIDE = (("keep", ":material/check:", "Keep this file"), ("discard", ":material/delete:", "Discard: never recommend it, "
+           "list it for deletion"), ("not_duplicate", ":material/call_split:", "Not a duplicate of the others"))
+
+
+def _decide(cluster_id: str, member, decision: str) -> None:
+    """Button callback: record a decision on one member file."""
+    rec = resources.recommender()
+    rec.decisions().decide(rec.settings.collection, cluster_id, member.id, member.path, decision)
+
+
+def _decision_exports(rec) -> None:
+    df = rec.decisions().frame(rec.settings.collection)
+    if df.empty:
+        return
+    counts = df["decision"].value_counts().to_dict()
+    st.markdown("**Decisions**: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    c1, c2 = st.columns(2)
+    c1.download_button("Export decisions (CSV)", df.to_csv(index=False).encode(), key="dup_decisions_csv",
+                       file_name=f"decisions-{rec.settings.collection}.csv", mime="text/csv")
+    c2.download_button("Files to delete (list)", "".join(f"{p}\n" for p in rec.decisions().delete_list(
+        rec.settings.collection)).encode(), key="dup_delete_list", file_name="delete-list.txt", mime="text/plain")
+
+
 def render() -> None:
     store = resources.require_collection()
     cfg = resources.settings()
@@ -63,6 +88,10 @@ def render() -> None:
     st.download_button("Export this view as CSV", export,
                        file_name=f"duplicates-{cfg.collection}-{tier}.csv", mime="text/csv", key="dup_export")
 
+    rec = resources.recommender()
+    _decision_exports(rec)
+    decided = {(r["point_id"], r["path"]): r["decision"] for r in rec.decisions().frame(cfg.collection).to_dict("records")}
+
     nav = st.columns([6, 1, 1])
     nav[0].caption(f"page {page + 1} of {n_pages}")
     nav[1].button("← Prev", key="dup_prev", disabled=page == 0,
@@ -80,6 +109,10 @@ def render() -> None:
                 copy = " · same bytes" if m.byte_copy else ""
                 score = f" · cos {m.score:.3f}" if m.score is not None else ""
                 split = f" · {m.payload[P.SPLIT]}" if m.payload.get(P.SPLIT) is not None else ""
-                col.markdown(f"{label}{copy}{score}{split}  \n`{m.name}`")
+                verdict = decided.get((m.id, m.path))
+                col.markdown(f"{label}{copy}{score}{split}  \n`{m.name}`" + (f"  \ndecision: **{verdict}**" if verdict else ""))
                 col.button("Similar", key=f"dup-sim-{c.tier}-{c.cluster_id}-{n}", on_click=goto,
                            args=("Similar",), kwargs={"sim_item": m.id})
+                for bcol, (decision, icon, help_) in zip(col.columns(len(DECIDE), gap="small"), DECIDE):
+                    bcol.button(icon, key=f"dup-{decision}-{c.tier}-{c.cluster_id}-{n}", help=help_,
+                                on_click=_decide, args=(c.cluster_id, m, decision))
