@@ -469,9 +469,10 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     def mark(body: FeedbackIn, item_id: str, session: str = PathParam(..., pattern=SESSION_PATTERN, description=SESSION_HELP)) -> dict[str, Any]:
         """Like, dislike or clear one stored item in a session; its next queries use the marks."""
         r = rec()
+        pid = _valid_id(item_id)
         with r._lock:
-            r.store.get(_valid_id(item_id))  # 404 for an item that is not stored
-        r.feedback().mark(cfg.collection, session, item_id, body.mark)
+            r.store.get(pid)  # 404 for an item that is not stored
+        r.feedback().mark(cfg.collection, session, pid, body.mark)
         return _marks(session)
 
     @app.post("/feedback/{session}/undo", response_model=FeedbackOut, responses=_errors(422, 503))

@@ -179,6 +179,8 @@ def test_feedback_session_marks_steer_the_next_queries_and_undo_restores(client,
         assert again.feedback().examples(rec.settings.collection, s).as_dict() == {"likes": [liked], "dislikes": [disliked]}
     finally:
         again.close()
+    upper = client.put(f"/feedback/{s}/items/{disliked.upper()}", json={"mark": "like"}).json()
+    assert upper["likes"] == [liked, disliked] and upper["dislikes"] == []  # ids are stored as the store names them
     assert client.delete(f"/feedback/{s}").json() == {"session": s, "likes": [], "dislikes": [], "undone": None}
     assert client.post(f"/feedback/{s}/undo").json()["undone"] is None
     # errors: an unknown item is 404, a bad session name or mark is 422 naming the field
