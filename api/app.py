@@ -494,13 +494,13 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     def decide(body: DecisionIn, cluster_id: str = PathParam(..., min_length=1, max_length=200)) -> list[dict[str, Any]]:
         """Keep, discard or mark not-a-duplicate one member file of a cluster; returns the cluster's decisions.
         Discarded files are never recommended and are listed by /duplicates/delete-list; nothing is deleted."""
-        from recommender.decisions import files_of_points
+        from recommender.decisions import files_of
 
         r = rec()
         pid = _valid_id(body.item_id)
         with r._lock:
             payload, _ = r.store.get(pid)
-            files = files_of_points(r.store, [pid]).get(pid, [])
+        files = files_of(payload)
         members_of = {payload.get(P.CLUSTER_ID), payload.get(P.NEAR_CLUSTER_ID), pid if payload.get(P.COPIES) else None}
         if cluster_id not in members_of:
             raise HTTPException(422, f"Item '{pid}' is not a member of cluster '{cluster_id}' (see GET /duplicates).")

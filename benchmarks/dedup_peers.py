@@ -33,15 +33,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from store_scale import peak_rss_mb  # noqa: E402
 
 METHODS = ("ours", "imagededup-phash", "imagededup-cnn")
-
-
-def peak_rss_mb() -> float:
-    for row in Path("/proc/self/status").read_text().splitlines():
-        if row.startswith("VmHWM:"):
-            return int(row.split()[1]) / 1024
-    return float("nan")
 
 
 def labels_from_pairs(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:

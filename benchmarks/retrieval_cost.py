@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from store_scale import DIM, buckets, clustered, ids_for, ingest_payload  # noqa: E402
+from store_scale import DIM, clustered, fill, ids_for  # noqa: E402
 
 
 def build(home: Path, n: int, reuse: bool) -> list[str]:
@@ -33,13 +33,8 @@ def build(home: Path, n: int, reuse: bool) -> list[str]:
     ids = ids_for(n)
     store = open_store(get_settings(home=home, store_backend="edge"))
     try:
-        if reuse and store.exists() and store.count() == n:
-            return ids
-        x, b = clustered(n, DIM, seed=n), buckets(n)
-        store.ensure_collection(store.collection, DIM, ["bucket", "genre"])
-        for s in range(0, n, 256):
-            store.upsert(ids[s:s + 256], x[s:s + 256], [ingest_payload(i, b[i]) for i in range(s, min(s + 256, n))])
-        store.optimize()
+        if not (reuse and store.exists() and store.count() == n):
+            fill(store, store.collection, clustered(n, DIM, seed=n))
         return ids
     finally:
         store.close()

@@ -154,26 +154,31 @@ def child(kind: str, folder: str, query: int) -> None:
     print(json.dumps({"open_s": opened, "first_query_s": first, "rss_mb": rss, "rss_after_imports_mb": base}))
 
 
+def fill(store, collection: str, x: np.ndarray, batch: int = 256) -> tuple[float, float]:
+    """Write `x` with an ingest's payload (`ids_for` ids, `bucket` for the 10 % filter) through the
+    product's `VectorStore`, then build the index; returns (upsert seconds, build seconds)."""
+    ids, b = ids_for(len(x)), buckets(len(x))
+    store.ensure_collection(collection, x.shape[1], ["bucket", "genre"])
+    t = time.perf_counter()
+    for s in range(0, len(x), batch):
+        store.upsert(ids[s:s + batch], x[s:s + batch],
+                     [ingest_payload(i, b[i]) for i in range(s, min(s + batch, len(x)))])
+    upsert_s = time.perf_counter() - t
+    t = time.perf_counter()
+    store.optimize()
+    return upsert_s, time.perf_counter() - t
+
+
 def bench_ours(x: np.ndarray, folder: Path, queries: np.ndarray, batch: int, reuse: bool = False,
                filtered_ef: list[int] | None = None) -> dict:
     from recommender.settings import get_settings
     from recommender.store import open_store
 
     cfg = get_settings(home=folder, store_backend="edge", collection="bench")
-    ids = ids_for(len(x))
-    b = buckets(len(x))
     store = open_store(cfg)
     upsert_s = build_s = float("nan")
     if not (reuse and store.exists() and store.count() == len(x)):
-        store.ensure_collection("bench", x.shape[1], ["bucket", "genre"])
-        t = time.perf_counter()
-        for s in range(0, len(x), batch):
-            store.upsert(ids[s:s + batch], x[s:s + batch],
-                         [ingest_payload(i, b[i]) for i in range(s, min(s + batch, len(x)))])
-        upsert_s = time.perf_counter() - t
-        t = time.perf_counter()
-        store.optimize()
-        build_s = time.perf_counter() - t
+        upsert_s, build_s = fill(store, "bench", x, batch)
     store.close()
     fresh = fresh_process("ours", folder, int(queries[0]))
     np.save(folder / "queries.npy", queries)

@@ -31,14 +31,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from recommender.errors import NotFoundError
+from recommender.postprocess import unit
 from recommender.store import Hit, VectorStore, validate_filter_spec
 
 _GROUP_TYPES = (int, str)
-
-
-def _unit(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=-1, keepdims=True)
-    return (m / np.where(norms != 0.0, norms, 1e-12)).astype(np.float32, copy=False)
 
 
 def _scaled_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -73,7 +69,7 @@ class ExactIndex:
             vecs.append(vec)
             payloads.append(payload)
         dim = len(vecs[0]) if vecs else 0
-        matrix = _unit(np.vstack(vecs)) if vecs else np.zeros((0, dim), np.float32)
+        matrix = unit(np.vstack(vecs)) if vecs else np.zeros((0, dim), np.float32)
         return cls(ids, matrix, payloads, stamp)
 
     def save(self, folder: Path) -> None:
@@ -116,7 +112,7 @@ class ExactIndex:
     def _as_vector(self, q: str | np.ndarray) -> np.ndarray:
         if isinstance(q, str):
             return self.vector(q)
-        return _unit(np.asarray(q, dtype=np.float32).reshape(-1))
+        return unit(np.asarray(q, dtype=np.float32).reshape(-1))
 
     def scores(self, positive: Sequence[str | np.ndarray], negative: Sequence[str | np.ndarray] = ()) -> np.ndarray:
         """Qdrant's scores for every point: cosine for one positive, best-score for examples."""

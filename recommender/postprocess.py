@@ -18,10 +18,10 @@ import numpy as np
 
 
 def unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (a zero row stays zero)."""
+    """Rows scaled to length 1 (a zero row stays zero), as float32."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return x / np.where(norms != 0.0, norms, 1e-12)
 
 
 def gem(feature_map: np.ndarray, p: float = 3.0, eps: float = 1e-6) -> np.ndarray:

@@ -45,8 +45,7 @@ def _decide(cluster_id: str, member, decision: str) -> None:
     rec.decisions().decide(rec.settings.collection, cluster_id, member.id, member.path, decision)
 
 
-def _decision_exports(rec) -> None:
-    df = rec.decisions().frame(rec.settings.collection)
+def _decision_exports(rec, df: pd.DataFrame) -> None:
     if df.empty:
         return
     counts = df["decision"].value_counts().to_dict()
@@ -89,8 +88,9 @@ def render() -> None:
                        file_name=f"duplicates-{cfg.collection}-{tier}.csv", mime="text/csv", key="dup_export")
 
     rec = resources.recommender()
-    _decision_exports(rec)
-    decided = {(r["point_id"], r["path"]): r["decision"] for r in rec.decisions().frame(cfg.collection).to_dict("records")}
+    decisions = rec.decisions().frame(cfg.collection)
+    _decision_exports(rec, decisions)
+    decided = {(r["point_id"], r["path"]): r["decision"] for r in decisions.to_dict("records")}
 
     nav = st.columns([6, 1, 1])
     nav[0].caption(f"page {page + 1} of {n_pages}")

@@ -106,8 +106,8 @@ def prefetch_index_files(root: Path, read: bool = False) -> int:
 
     Why: the engine maps its files and reads on demand, so a fresh process's queries wait on the
     disk, and rescoring reads ~22 random originals per query ("Embedded store at scale" in
-    docs/benchmarks.md: 1M served at p50 5.6 ms once these are cached). `read=False` only asks the OS (posix_fadvise WILLNEED, returns at once);
-    `read=True` reads each file through (what the background thread of a long-lived process does,
+    docs/benchmarks.md: 1M served at p50 5.6 ms once these are cached). `read=False` only asks
+    the OS (posix_fadvise WILLNEED, returns at once); `read=True` reads each file through (what the background thread of a long-lived process does,
     so that its page cache is warm when it returns). Any process may call it, owner or not; pages
     live in the shared page cache, not in this process. A file the engine lays out differently is
     simply not prefetched (queries stay correct, the first ones slower)."""
