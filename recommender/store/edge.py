@@ -36,7 +36,7 @@ from recommender.errors import NotFoundError, StoreLockedError
 
 HNSW_M, HNSW_EF_CONSTRUCT, FULL_SCAN_KB = 16, 100, 10_000
 HNSW_EF, OVERSAMPLING = 64, 2.0  # ef 64 + int8 rescored from 2x candidates (store_scale.py)
-FILTERED_EF_FACTOR = 8  # filtered walks need a wider beam: ef 512 (recall@10 0.968 -> 0.986 at 200k, 10 % filter)
+FILTERED_EF_FACTOR = 8  # filtered walks need a wider beam: ef 512 (1M, 10 % filter: recall@10 0.913; store_scale.py)
 MAX_DROP_IN_PYTHON = 256
 _SCHEMA = {
     "keyword": E.PayloadSchemaType.Keyword, "integer": E.PayloadSchemaType.Integer,
