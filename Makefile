@@ -5,6 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 HOME_DIR ?= var
+PORT     ?= 8501
 
 .PHONY: setup setup-test demo ingest-sample dashboard test test-fast browser-deps bench clean
 
@@ -30,7 +31,7 @@ ingest-sample: setup
 	RECOMMENDER_HOME=$(HOME_DIR) $(VENV)/bin/recommender ingest samples --metadata samples/metadata.csv
 
 dashboard: setup
-	RECOMMENDER_HOME=$(HOME_DIR) $(VENV)/bin/recommender dashboard
+	RECOMMENDER_HOME=$(HOME_DIR) $(VENV)/bin/recommender dashboard --port $(PORT)
 
 demo: ingest-sample dashboard
 

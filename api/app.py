@@ -40,9 +40,12 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from pydantic import ValidationError
 
-from api.schemas import (FILTERS, DecisionIn, DecisionOut, ErrorOut, FeedbackIn, FeedbackOut, HealthOut, ItemOut,
-                         ItemsOut, QueryOptions, RecommendIn, ResultOut)
+from api.schemas import (FILTERS, DecisionIn, DecisionOut, DuplicatesOut, ErrorOut, FeedbackIn, FeedbackOut, HealthOut,
+                         ItemOut, ItemsOut, QueryOptions, RecommendIn, ResultOut, RunOut)
+from api.public import public_payload, public_result, public_run, relative
 from recommender import payload as P
+from recommender.browse import cluster_score
+from recommender.catalog import Catalog
 from recommender.decode import DecodeError, DecodeLimitError, DecodeOptions, decode_file
 from recommender.errors import NotFoundError, RecommenderError, StoreLockedError
 from recommender.feedback import SESSION_PATTERN
@@ -56,7 +59,7 @@ UPLOAD_DEADLINE_S = 120.0  # the whole upload body must arrive within this
 THUMBNAIL_WAIT_S = 10.0  # a thumbnail waits this long for a decode slot (a page asks for many at once)
 RETRY_AFTER_S = 2
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small form fields around the file
-UPLOAD_PATHS = frozenset({"/similar/image"})
+UPLOAD_PATHS = frozenset({"/search", "/similar/image"})
 MAX_POINT_ID = 2**64 - 1
 PROBLEM_JSON = "application/problem+json"
 SESSION_HELP = "Feedback session (a user name, say): its likes and dislikes join the query as examples."
@@ -64,8 +67,35 @@ SESSION_HELP = "Feedback session (a user name, say): its likes and dislikes join
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 
+def _iso(t: Any) -> str | None:
+    """A catalog timestamp (Unix seconds) as ISO 8601 in UTC, for people and for clients alike."""
+    from datetime import datetime, timezone
+
+    return None if t is None else datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds")
+
+
+def _cluster_out(cluster: Any, decided: Mapping[tuple[str, str], str]) -> dict[str, Any]:
+    return {"cluster_id": cluster.cluster_id, "tier": cluster.tier, "size": len(cluster.members),
+            "score": cluster_score(cluster),
+            "members": [{"id": m.id, "path": m.path, "name": m.name, "tier": m.tier, "canonical": m.canonical,
+                         "score": m.score, "byte_copy": m.byte_copy, "decision": decided.get((m.id, m.path))}
+                        for m in cluster.members]}
+
+
+def _pairs_out(clusters: list) -> list[dict[str, Any]]:
+    """(canonical, member) pairs: what a curator or a script checks one by one."""
+    out = []
+    for c in clusters:
+        canon = c.canonical
+        for m in c.members:
+            if canon is not None and m is not canon:
+                out.append({"cluster_id": c.cluster_id, "tier": m.tier or c.tier, "canonical_id": canon.id,
+                            "canonical_path": canon.path, "id": m.id, "path": m.path, "score": m.score})
+    return out
+
+
 def _out(results: list[Result]) -> list[dict[str, Any]]:
-    return [r.to_dict() for r in results]
+    return [public_result(r.to_dict()) for r in results]
 
 
 def _errors(*codes: int, auth: bool = True) -> dict[int | str, dict[str, Any]]:
@@ -391,7 +421,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         with r._lock:
             r.store.check_fields(spec, role="filter")
             page = browse_page(r.store, spec, limit, start)
-        return {"items": [{"id": i.id, "payload": i.payload} for i in page.items], "total": page.total, "limit": limit,
+        return {"items": [{"id": i.id, "payload": public_payload(i.payload)} for i in page.items], "total": page.total, "limit": limit,
                 "next": None if page.next_offset is None else str(page.next_offset)}
 
     @app.get("/items/{item_id}", response_model=ItemOut, responses=_errors(404, 422, 503))
@@ -400,7 +430,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         r = rec()
         with r._lock:
             payload, _ = r.store.get(_valid_id(item_id))
-        return {"id": item_id, "payload": payload}
+        return {"id": item_id, "payload": public_payload(payload)}
 
     @app.get("/items/{item_id}/similar", response_model=list[ResultOut], responses=_errors(404, 422, 503))
     def similar(item_id: str, k: int = Query(10, ge=1, le=1000), offset: int = Query(0, ge=0, le=100_000),
@@ -434,27 +464,42 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         """Items matching a text description (CLIP collections; others answer 422)."""
         return _out(rec().recommend(text=q, k=k, offset=offset, filters=filters_param(filters), session=session))
 
-    @app.post("/similar/image", response_model=list[ResultOut], responses=_errors(400, 408, 413, 415, 422, 503))
-    async def similar_image(file: UploadFile = File(..., description="An image (not stored)."),
-                            k: int = Form(10, ge=1, le=1000), offset: int = Form(0, ge=0, le=100_000),
-                            filters: Optional[str] = Form(None, max_length=100_000),
-                            group_by: Optional[str] = Form(None, min_length=1, max_length=200),
-                            group_size: int = Form(1, ge=1, le=100),
-                            mmr_lambda: Optional[float] = Form(None, ge=0.0, le=1.0),
-                            score_threshold: Optional[float] = Form(None, allow_inf_nan=False),
-                            session: Optional[str] = Form(None, pattern=SESSION_PATTERN, description=SESSION_HELP)) -> list[dict[str, Any]]:
-        """Items similar to an uploaded image, embedded on the fly (the body is limited while it streams)."""
-        limit = cfg.max_upload_bytes
-        data = await file.read(limit + 1)
-        if len(data) > limit:
-            raise HTTPException(413, _too_large(limit))
-        if not data:
-            raise HTTPException(415, "Upload is empty; send an image file (JPEG, PNG, ...).")
+    async def _upload_query(file: Optional[UploadFile], text: Optional[str], q: QueryOptions) -> list[dict[str, Any]]:
+        """Embed the upload (its body limited while it streams) and/or the text, then query."""
+        r = rec()
+        image = None
+        if file is not None:
+            limit = cfg.max_upload_bytes
+            data = await file.read(limit + 1)
+            if len(data) > limit:
+                raise HTTPException(413, _too_large(limit))
+            if not data:
+                raise HTTPException(415, "Upload is empty; send an image file (JPEG, PNG, ...).")
+            image = await run_in_threadpool(r.decode_image, data)
+        return _out(await run_in_threadpool(r.recommend, image=image, text=text, **q.model_dump()))
+
+    @app.post("/search", response_model=list[ResultOut], responses=_errors(400, 408, 413, 415, 422, 503))
+    async def search(file: Optional[UploadFile] = File(None, description="An image (not stored)."),
+                     text: Optional[str] = Form(None, min_length=1, max_length=1000,
+                                                description="A text description (CLIP collections only)."),
+                     k: int = Form(10, ge=1, le=1000), offset: int = Form(0, ge=0, le=100_000),
+                     filters: Optional[str] = Form(None, max_length=100_000),
+                     group_by: Optional[str] = Form(None, min_length=1, max_length=200),
+                     group_size: int = Form(1, ge=1, le=100),
+                     mmr_lambda: Optional[float] = Form(None, ge=0.0, le=1.0),
+                     score_threshold: Optional[float] = Form(None, allow_inf_nan=False),
+                     session: Optional[str] = Form(None, pattern=SESSION_PATTERN, description=SESSION_HELP)) -> list[dict[str, Any]]:
+        """Items similar to an uploaded image (multipart field `file`), matching a text (field `text`,
+        CLIP collections), or both at once."""
+        if file is None and not text:
+            raise HTTPException(422, "Send an image as form field 'file', a text as form field 'text', or both.")
         q = _query_options("body", k=k, offset=offset, filters=filters_param(filters, "body"), group_by=group_by,
                            group_size=group_size, mmr_lambda=mmr_lambda, score_threshold=score_threshold, session=session)
-        r = rec()
-        image = await run_in_threadpool(r.decode_image, data)
-        return _out(await run_in_threadpool(r.recommend, image=image, **q.model_dump()))
+        return await _upload_query(file, text, q)
+
+    # The older name of an image search (kept for existing clients): the same handler.
+    app.post("/similar/image", response_model=list[ResultOut], deprecated=True, summary="Similar Image",
+             responses=_errors(400, 408, 413, 415, 422, 503))(search)
 
     def _marks(session: str, undone: Optional[str] = None) -> dict[str, Any]:
         r = rec()
@@ -487,8 +532,17 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         rec().feedback().reset(cfg.collection, session)
         return _marks(session)
 
+    def roots() -> list[str]:
+        """The corpus roots of this collection (what response paths are made relative to)."""
+        catalog = Catalog(cfg.catalog_path)
+        try:
+            return catalog.sources(cfg.collection)
+        finally:
+            catalog.close()
+
     def _decisions_out(df) -> list[dict[str, Any]]:
-        return [{**row, "decided_at": row["decided_at"].isoformat()} for row in df.to_dict("records")]
+        rows = [{**row, "decided_at": row["decided_at"].isoformat()} for row in df.to_dict("records")]
+        return relative(rows, roots())
 
     @app.put("/duplicates/{cluster_id}/decisions", response_model=list[DecisionOut], responses=_errors(400, 404, 422, 503))
     def decide(body: DecisionIn, cluster_id: str = PathParam(..., min_length=1, max_length=200)) -> list[dict[str, Any]]:
@@ -504,28 +558,74 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         members_of = {payload.get(P.CLUSTER_ID), payload.get(P.NEAR_CLUSTER_ID), pid if payload.get(P.COPIES) else None}
         if cluster_id not in members_of:
             raise HTTPException(422, f"Item '{pid}' is not a member of cluster '{cluster_id}' (see GET /duplicates).")
-        path = body.path or payload.get(P.PATH, "")
-        if path not in files:
-            raise HTTPException(422, f"body 'path': '{path[:200]}' is not a file of item '{pid}'; its files: {files[:5]}.")
+        named = {f: f for f in files} | {relative(f, [payload.get(P.SOURCE), *roots()]): f for f in files}
+        path = named.get(body.path or payload.get(P.PATH, ""))
+        if path is None:
+            shown = [relative(f, [payload.get(P.SOURCE)]) for f in files[:5]]
+            raise HTTPException(422, f"body 'path': '{str(body.path)[:200]}' is not a file of item '{pid}'; its files: {shown}.")
         r.decisions().decide(cfg.collection, cluster_id, pid, path, body.decision)
         return _decisions_out(r.decisions().frame(cfg.collection, cluster_id))
 
     @app.get("/duplicates/decisions", response_model=list[DecisionOut],
-             responses={200: {"content": {"text/csv": {}}}, **_errors(422, 503)})
-    def decisions(format: str = Query("json", pattern="^(json|csv)$",
-                                      description="json, or csv for a spreadsheet")) -> Any:
-        """Every decided file with its cluster and decision (latest per file)."""
+             responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}, **_errors(422, 503)})
+    def decisions(format: str = Query("json", pattern="^(json|csv|parquet)$",
+                                      description="json, csv for a spreadsheet, or parquet")) -> Any:
+        """Every decided file with its cluster and decision (latest per file); paths relative to the corpus root."""
         df = rec().decisions().frame(cfg.collection)
-        if format == "csv":
-            return Response(df.to_csv(index=False), media_type="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="duplicate_decisions.csv"'})
-        return _decisions_out(df)
+        if format == "json":
+            return _decisions_out(df)
+        df["path"] = relative(list(df["path"]), roots())
+        buf = io.BytesIO()
+        df.to_csv(buf, index=False) if format == "csv" else df.to_parquet(buf, index=False)
+        media = "text/csv" if format == "csv" else "application/vnd.apache.parquet"
+        return Response(buf.getvalue(), media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="duplicate_decisions.{format}"'})
 
-    @app.get("/duplicates/delete-list", responses={200: {"content": {"text/plain": {}}}, **_errors(503)})
-    def delete_list() -> Response:
+    @app.get("/duplicates/delete-list", responses={200: {"content": {"text/plain": {}}}, **_errors(422, 503)})
+    def delete_list(absolute: bool = Query(False, description=(
+            "Absolute paths on the server (for a clean-up script run there); default: relative to the corpus root."))
+                    ) -> Response:
         """The discarded files, one path per line: for the curator's own clean-up (the product deletes nothing)."""
         paths = rec().decisions().delete_list(cfg.collection)
+        if not absolute:
+            paths = relative(paths, roots())
         return Response("".join(f"{p}\n" for p in paths), media_type="text/plain")
+
+    @app.get("/duplicates", response_model=DuplicatesOut, responses=_errors(422, 503))
+    def duplicates(tier: Optional[str] = Query(None, pattern="^(exact|copy|near)$",
+                                               description="Only clusters of this tier."),
+                   sort: str = Query("size", pattern="^(size|score|tier|id)$", description=(
+                       "size: largest first; score: most doubtful first (lowest member cosine to the canonical); "
+                       "tier: exact, copy, near; id: cluster id.")),
+                   limit: int = Query(20, ge=1, le=500), cursor: Optional[str] = Query(
+                       None, pattern="^[0-9]{1,9}$", description="`next` of the previous page.")) -> dict[str, Any]:
+        """Duplicate clusters with their members (canonical first), each member's cosine to the canonical
+        and the curator's decision on each file; `pairs` lists every (canonical, member) pair of the page."""
+        from recommender.browse import duplicate_clusters, score_clusters, sort_clusters
+
+        r = rec()
+        start = int(cursor or 0)
+        with r._lock:
+            clusters = duplicate_clusters(r.store, tier=tier)
+            if sort == "score":  # the order needs every cluster's score; otherwise score the page only
+                score_clusters(r.store, clusters)
+            clusters = sort_clusters(clusters, sort)
+            page = clusters[start:start + limit]
+            if sort != "score":
+                score_clusters(r.store, page)
+        decided = {(d["point_id"], d["path"]): d["decision"] for d in r.decisions().frame(cfg.collection).to_dict("records")}
+        nxt = start + limit if start + limit < len(clusters) else None
+        return relative({"clusters": [_cluster_out(c, decided) for c in page], "pairs": _pairs_out(page),
+                         "total": len(clusters), "limit": limit, "next": None if nxt is None else str(nxt)}, roots())
+
+    @app.get("/runs", response_model=list[RunOut], responses=_errors(422, 503))
+    def runs(limit: int = Query(20, ge=1, le=1000)) -> list[dict[str, Any]]:
+        """Ingest and dedupe runs of the collection, newest first, with each run's report (stages, counts,
+        files refused and why); a run whose process died shows as 'interrupted'."""
+        from recommender.runs import run_history
+
+        return [public_run({**run, "started": _iso(run.get("started_at")), "finished": _iso(run.get("finished_at"))})
+                for run in run_history(cfg, limit=limit)]
 
     @app.get("/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, **_errors(404, 422, 503)})
     def thumbnail(item_id: str, size: int = Query(256, ge=16, le=THUMBNAIL_MAX)) -> Response:

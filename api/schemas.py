@@ -191,3 +191,63 @@ class DecisionOut(BaseModel):
     path: str
     decision: str
     decided_at: str
+
+
+class MemberOut(BaseModel):
+    """One file of a duplicate cluster (a byte-identical copy shares its point's id)."""
+
+    id: str
+    path: str = Field(..., description="Relative to the corpus root it was ingested from.")
+    name: str
+    tier: Optional[str] = None
+    canonical: bool
+    score: Optional[float] = Field(None, description="Cosine to the cluster's canonical member.")
+    byte_copy: bool = False
+    decision: Optional[str] = Field(None, description="The curator's decision on this file, if any.")
+
+
+class ClusterOut(BaseModel):
+    """A duplicate cluster, canonical member first."""
+
+    cluster_id: str
+    tier: Optional[str] = None
+    size: int
+    score: Optional[float] = Field(None, description="Lowest member cosine to the canonical (the weakest link).")
+    members: list[MemberOut]
+
+
+class PairOut(BaseModel):
+    """A (canonical, member) pair of a cluster."""
+
+    cluster_id: str
+    tier: Optional[str] = None
+    canonical_id: str
+    canonical_path: str
+    id: str
+    path: str
+    score: Optional[float] = None
+
+
+class DuplicatesOut(BaseModel):
+    """One page of duplicate clusters: `total` clusters match; pass `next` as `cursor` for the next page."""
+
+    clusters: list[ClusterOut]
+    pairs: list[PairOut]
+    total: int
+    limit: int
+    next: Optional[str] = None
+
+
+class RunOut(BaseModel):
+    """One ingest or dedupe run: status (running, done, failed, interrupted), times and its report."""
+
+    run_id: str
+    collection: str
+    source: Optional[str] = Field(None, description="Name of the folder ingested.")
+    model: Optional[str] = None
+    status: Optional[str] = None
+    started_at: Optional[float] = Field(None, description="Unix seconds.")
+    finished_at: Optional[float] = None
+    started: Optional[str] = Field(None, description="ISO 8601, UTC.")
+    finished: Optional[str] = None
+    report: Optional[dict[str, Any]] = None

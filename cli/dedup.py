@@ -20,6 +20,7 @@ def dedupe(
     """Find exact, copy and near duplicates over the whole collection and label them in the payload."""
     from recommender.duplicates import sweep
     from recommender.locks import CollectionLock
+    from recommender.maps import map_stage
     from recommender.store import open_store
 
     cfg = settings(home=home, collection=collection)
@@ -27,6 +28,7 @@ def dedupe(
     store = open_store(cfg)
     try:
         summary = sweep(store, cfg, out)
+        summary["map"] = map_stage(store, cfg)  # the map's labels (tiers) follow the sweep; never fails the dedupe
     finally:
         store.close()
         lock.release()
@@ -44,7 +46,7 @@ def evaluate_dedup(
     source: Path = typer.Argument(..., help="Folder of real images to plant known copies from."),
     originals: int = typer.Option(200, help="Originals to transform."),
     distractors: int = typer.Option(300, help="Untouched distractor images."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Random seed of the planted copies (the same seed plants the same set)."),
     model: str = typer.Option("mobilenet_v2", "--model", help="Model whose dedup thresholds to measure."),
     out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON here."),
     families: str = typer.Option("tuning", help="Planted edits: tuning, heldout (never tuned on) or both, reported apart."),

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from cli import apps, dedup, ingest, models, ops, query, schedule
+from cli import apps, dedup, ingest, maps, models, ops, query, schedule
 from cli.common import err
 from recommender.errors import RecommenderError
 
@@ -29,6 +29,7 @@ app.command("embed-text")(query.embed_text)
 app.command("evaluate-retrieval")(query.evaluate_retrieval)
 app.command()(dedup.dedupe)
 app.command("evaluate-dedup")(dedup.evaluate_dedup)
+app.command("map")(maps.map_layout)
 app.command()(ops.check)
 app.command()(ops.reembed)
 app.command()(ops.migrate)

@@ -15,7 +15,7 @@ def check(
     repair: bool = typer.Option(False, "--repair", help="Delete orphan points; forget files whose points are missing."),
     collection: Optional[str] = CollectionOpt,
     home: Optional[Path] = HomeOpt,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Verify the catalog against the collection; exit 1 when they differ (and --repair was not given)."""
     from recommender.consistency import check as run_check
@@ -39,7 +39,7 @@ def reembed(
     keep_old: bool = typer.Option(False, "--keep-old", help="Keep the previous generation's collection."),
     collection: Optional[str] = CollectionOpt,
     home: Optional[Path] = HomeOpt,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Upgrade the collection to another model: re-embed into a new collection, then switch the alias."""
     from recommender.reembed import reembed as run_reembed
@@ -51,7 +51,7 @@ def reembed(
 
 def migrate(
     home: Optional[Path] = HomeOpt,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Move the home's embedded store from qdrant-client local mode to the edge engine (nothing is lost;
     the old store stays in place until the copy is complete and checked)."""

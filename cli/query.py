@@ -48,11 +48,11 @@ def recommend(
     negative: Optional[List[str]] = typer.Option(None, "--negative", "-n", help="Item to move away from (repeatable)."),
     image: Optional[Path] = typer.Option(None, "--image", help="Query image file (embedded, not stored)."),
     text: Optional[str] = typer.Option(None, "--text", help="Text query (CLIP collections)."),
-    k: int = typer.Option(10, "-k", min=1, max=1000),
-    offset: int = typer.Option(0, "--offset", min=0),
+    k: int = typer.Option(10, "-k", min=1, max=1000, help="Number of results."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many results (paging)."),
     filters: Optional[List[str]] = typer.Option(None, "--filter", help="KEY=VALUE, KEY=A|B or KEY>=N (repeatable)."),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="At most --group-size results per value."),
-    group_size: int = typer.Option(1, "--group-size", min=1),
+    group_size: int = typer.Option(1, "--group-size", min=1, help="Results per --group-by value."),
     mmr_lambda: Optional[float] = typer.Option(None, "--mmr-lambda", min=0.0, max=1.0, help="1 = relevance only."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Only scores above this."),
     keep_duplicates: bool = typer.Option(False, "--keep-duplicates", help="Do not collapse duplicate clusters."),
@@ -112,7 +112,7 @@ def embed_text(
 
 def evaluate_retrieval(
     label: str = typer.Option(..., "--label", help="Payload field holding the class (e.g. genre, diagnosis)."),
-    k: int = typer.Option(10, "--k", "-k", min=1, max=1000),
+    k: int = typer.Option(10, "--k", "-k", min=1, max=1000, help="Precision is measured over the top k results."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for retrieval_<label>_k<k>.json/.md."),
     no_classic: bool = typer.Option(False, "--no-classic", help="Skip the cosine-matrix comparison."),
     split: Optional[str] = typer.Option(None, "--split", help="Only items with this `split` value ask (e.g. test); all answer."),

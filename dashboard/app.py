@@ -29,7 +29,12 @@ def main() -> None:
     nav.init_from_url()
     cfg = resources.settings()
     with st.sidebar:
-        st.markdown(f"### :material/photo_library: Image recommender\ncollection **{cfg.collection}**")
+        st.markdown("### :material/photo_library: Image recommender")
+        names = resources.collections()
+        if cfg.collection not in names:
+            names.append(cfg.collection)
+        st.selectbox("Collection", names, index=names.index(cfg.collection), key="collection",
+                     on_change=nav.forget_views)
         page = st.radio("Page", nav.PAGES, key="page", label_visibility="collapsed")
     nav.sync_url(page)
     RENDER[page]()

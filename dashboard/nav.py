@@ -19,6 +19,9 @@ def init_from_url() -> None:
     page = st.query_params.get("page", "Browse")
     page = next((p for p in PAGES if p.lower() == str(page).lower()), "Browse")
     st.session_state["page"] = page
+    collection = st.query_params.get("collection")
+    if collection:
+        st.session_state["collection"] = collection
     item = st.query_params.get("item")
     if item:
         st.session_state["sim_item"] = item
@@ -32,9 +35,22 @@ def goto(page: str, **state: Any) -> None:
         st.session_state[key] = value
 
 
+VIEW_STATE = ("browse", "detail", "sim", "search", "dup", "map")  # prefixes of per-collection page state
+
+
+def forget_views() -> None:
+    """Collection switched: drop the pages' filters, selections and current items (they name another
+    collection's values and ids)."""
+    for key in list(st.session_state):
+        if str(key).split("_", 1)[0].split("-", 1)[0] in VIEW_STATE:
+            del st.session_state[key]
+
+
 def sync_url(page: str) -> None:
-    """Keep the address bar in step with the page and the current item."""
+    """Keep the address bar in step with the collection, the page and the current item."""
     params = {"page": page}
+    if st.session_state.get("collection"):
+        params["collection"] = st.session_state["collection"]
     item = st.session_state.get("sim_item") if page == "Similar" else None
     if item:
         params["item"] = item

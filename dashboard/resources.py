@@ -24,8 +24,25 @@ if TYPE_CHECKING:  # torch loads with the recommender: keep it off the Browse/Ru
 
 
 def settings() -> Settings:
-    """Settings from RECOMMENDER_* (what `recommender dashboard` passes in)."""
-    return get_settings()
+    """Settings from RECOMMENDER_* (what `recommender dashboard` passes in), with the collection the
+    analyst picked in the sidebar."""
+    cfg = get_settings()
+    chosen = st.session_state.get("collection")
+    return cfg.with_overrides(collection=chosen) if chosen and chosen != cfg.collection else cfg
+
+
+def collections() -> list[str]:
+    """The collections of the data home (ingested ones, plus the configured one)."""
+    cfg = get_settings()
+    try:
+        catalog = Catalog(cfg.catalog_path)
+        try:
+            known = catalog.collections()
+        finally:
+            catalog.close()
+    except Exception:  # no catalog yet: only the configured collection
+        known = []
+    return list(dict.fromkeys([cfg.collection, *known]))
 
 
 @st.cache_resource(show_spinner="Opening the vector store…")

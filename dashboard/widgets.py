@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
+import pandas as pd
 import streamlit as st
 
 from dashboard.images import thumbnail
+from recommender import payload as P
 
 ANY = "(any)"
 
@@ -38,25 +42,79 @@ def grid(cards: Sequence[dict[str, Any]], columns: int = 6, actions: Sequence[tu
 
 
 def filter_selectors(fields: Sequence[str], counts: dict[str, dict[Any, int]], prefix: str,
-                     container: Any = None, on_change: Callable | None = None) -> dict[str, Any]:
-    """One selectbox per field, options labelled with their counts; returns the active filters."""
+                     container: Any = None, on_change: Callable | None = None) -> dict[str, list[Any]]:
+    """One multi-select per field (any of the chosen values), options labelled with their counts;
+    returns the active filters."""
     target = container or st
-    chosen: dict[str, Any] = {}
+    chosen: dict[str, list[Any]] = {}
     for f in fields:
         key = f"{prefix}_{f}"
-        values = list(counts.get(f, {}).keys())
-        current = st.session_state.get(key, ANY)
-        if current not in values and current != ANY:
-            values.append(current)  # keep a selection whose count dropped to zero visible
-        options = [ANY, *values]
         fc = counts.get(f, {})
-        target.selectbox(
-            f, options, key=key, on_change=on_change,
-            format_func=lambda v, fc=fc: v if v == ANY else f"{v} ({fc.get(v, 0)})",
-        )
-        if st.session_state.get(key, ANY) != ANY:
-            chosen[f] = st.session_state[key]
+        current = [v for v in st.session_state.get(key) or [] if v is not None]
+        options = list(dict.fromkeys([*fc.keys(), *current]))  # a selection whose count dropped to zero stays
+        target.multiselect(f, options, key=key, on_change=on_change, placeholder="any",
+                           format_func=lambda v, fc=fc: f"{v} ({fc.get(v, 0)})")
+        if st.session_state.get(key):
+            chosen[f] = list(st.session_state[key])
     return chosen
+
+
+def _number(value: float, integer: bool) -> float | int:
+    return int(value) if integer else float(value)
+
+
+def range_selectors(ranges: dict[str, tuple[float, float]], prefix: str, container: Any = None,
+                    on_change: Callable | None = None) -> dict[str, dict[str, float]]:
+    """A range slider per numeric field and a date range per time field; a range narrows the
+    filter only once moved off the field's full extent. Returns {field: {gte, lte}} filters."""
+    target = container or st
+    chosen: dict[str, dict[str, float]] = {}
+    for f, (lo, hi) in ranges.items():
+        key = f"{prefix}_range_{f}"
+        if f in P.TIME_FIELDS:
+            first, last = (datetime.fromtimestamp(t).date() for t in (lo, hi))
+            picked = target.date_input(f"{f} (local dates)", (first, last), min_value=first, max_value=last,
+                                       key=key, on_change=on_change)
+            if isinstance(picked, (list, tuple)) and len(picked) == 2 and tuple(picked) != (first, last):
+                start = datetime.combine(picked[0], datetime.min.time()).timestamp()
+                end = datetime.combine(picked[1] + timedelta(days=1), datetime.min.time()).timestamp()
+                chosen[f] = {"gte": start, "lt": end}
+            continue
+        integer = P.FIELDS.get(f) is not None and P.FIELDS[f].type == "integer"
+        bounds = (_number(lo, integer), _number(hi, integer))
+        picked = target.slider(f, bounds[0], bounds[1], bounds, key=key, on_change=on_change)
+        if tuple(picked) != bounds:
+            chosen[f] = {"gte": float(picked[0]), "lte": float(picked[1])}
+    return chosen
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """Parquet bytes of a table, mixed-type columns as text (what a notebook reads back unchanged)."""
+    buf = io.BytesIO()
+    df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def table_exports(df: pd.DataFrame | Callable[[], pd.DataFrame], name: str, key: str, container: Any = None,
+                  what: str = "") -> None:
+    """CSV and Parquet downloads of a table (what a spreadsheet and a notebook read); keys `<key>_csv`
+    and `<key>_parquet`. Pass a function to build a large table only when a button is clicked."""
+    target = container or st
+    build = df if callable(df) else (lambda: df)
+    a, b = target.columns(2)
+    label = f"Export {what} " if what else "Export "
+    a.download_button(f"{label}(CSV)", lambda: build().to_csv(index=False).encode(), file_name=f"{name}.csv",
+                      mime="text/csv", key=f"{key}_csv", width="stretch")
+    b.download_button(f"{label}(Parquet)", lambda: parquet_bytes(build()), file_name=f"{name}.parquet",
+                      mime="application/vnd.apache.parquet", key=f"{key}_parquet", width="stretch")
+
+
+def local_time(t: Any) -> str:
+    """Unix seconds as a local, readable time (what people read in tables and captions)."""
+    try:
+        return datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
 
 
 def score_caption(score: float) -> str:

@@ -73,6 +73,7 @@ def _report_markdown(r: dict[str, Any]) -> str:
         f"points now {r['points']}",
         f"- new items in duplicate clusters, by tier: {r['duplicates_by_tier'] or 'none'}",
         f"- {r['seconds']} s, {r['images_per_second']} images/s; stages: {r['stage_seconds']}",
+        f"- map: {r.get('map') or 'not computed'}",
     ]
     lines += [f"- failed: `{f['path']}`: {f['reason']}" for f in r["failures"][:50]]
     lines += [f"- skipped: `{f['path']}`: {f['reason']}" for f in r["skipped"][:50]]

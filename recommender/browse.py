@@ -1,10 +1,9 @@
-"""Read-side views of a collection for analysts: filtered pages, facet counts,
-duplicate clusters, split leakage and a cached 2-D map of the embeddings.
+"""Read-side views of a collection for analysts: filtered pages, facet counts and value ranges,
+duplicate clusters, split leakage and a volume's slice order (the map lives in `recommender.maps`).
 
-Everything goes through `VectorStore` with server-side filters and pages, so
-the dashboard (and any other client) stays responsive at tens of thousands of
-items: nothing here loads images, and only the map reads every vector — once,
-cached under the data home.
+Everything goes through `VectorStore` with server-side filters and pages, so the dashboard (and
+any other client) stays responsive at tens of thousands of items: nothing here loads images or
+reads vectors beyond the clusters being scored.
 """
 
 from __future__ import annotations
@@ -150,6 +149,29 @@ def get_item(store: VectorStore, point_id: str) -> Item:
     return Item(point_id, payload)
 
 
+def _slice_order(payload: dict[str, Any]) -> tuple:
+    """Where a slice sits in its volume: NIfTI/frame index, else DICOM InstanceNumber, else SliceLocation."""
+    keys = (P.SLICE_INDEX, P.INSTANCE_NUMBER, P.SLICE_LOCATION)
+    return tuple(float(payload[k]) if isinstance(payload.get(k), (int, float)) else float("inf") for k in keys)
+
+
+def volume_neighbours(store: VectorStore, item: Item, limit: int = 5000
+                      ) -> tuple[str | None, int, int, str | None] | None:
+    """(previous id, position, slice count, next id) of a slice within its volume: a DICOM series
+    (SeriesInstanceUID) or a NIfTI / multi-frame file; None for an item that is not a slice."""
+    p = item.payload
+    key = P.SERIES if p.get(P.FORMAT) == "dicom" and p.get(P.SERIES) else P.VOLUME
+    if p.get(key) is None or all(p.get(k) is None for k in (P.SLICE_INDEX, P.INSTANCE_NUMBER, P.SLICE_LOCATION)):
+        return None
+    rows, _ = store.scroll_where(must={key: p[key]}, limit=limit)
+    order = sorted(((_slice_order(q), pid) for pid, q, _ in rows), key=lambda t: t)
+    ids = [pid for _, pid in order]
+    if item.id not in ids or len(ids) < 2:
+        return None
+    at = ids.index(item.id)
+    return (ids[at - 1] if at > 0 else None), at, len(ids), (ids[at + 1] if at + 1 < len(ids) else None)
+
+
 def _cosines(reference: np.ndarray | None, vectors: Sequence[np.ndarray | None]) -> list[float | None]:
     if reference is None:
         return [None] * len(vectors)
@@ -286,18 +308,49 @@ def score_clusters(store: VectorStore, clusters: Sequence[Cluster]) -> None:
             m.score = s
 
 
+def cluster_score(cluster: Cluster) -> float | None:
+    """A cluster's weakest link: the lowest cosine of a member to its canonical (None until scored).
+    The lowest score is the member most likely not the same picture, so it orders the review."""
+    scores = [m.score for m in cluster.members if not m.canonical and m.score is not None]
+    return min(scores) if scores else None
+
+
+CLUSTER_SORTS: dict[str, str] = {
+    "size": "size (largest first)",
+    "tier": "tier (exact, copy, near)",
+    "score": "lowest score first (most doubtful)",
+    "id": "cluster id",
+}
+
+
+def sort_clusters(clusters: Sequence[Cluster], by: str = "size") -> list[Cluster]:
+    """Clusters in a review order (`CLUSTER_SORTS`); ties fall back to size, then cluster id, so the
+    order is stable from one page load to the next. "score" needs `score_clusters` first (unscored last)."""
+    size = {id(c): -len(c.members) for c in clusters}
+    keys = {
+        "size": lambda c: (size[id(c)], TIER_ORDER.get(str(c.tier), 9), c.cluster_id),
+        "tier": lambda c: (TIER_ORDER.get(str(c.tier), 9), size[id(c)], c.cluster_id),
+        "score": lambda c: (cluster_score(c) is None, cluster_score(c) or 0.0, size[id(c)], c.cluster_id),
+        "id": lambda c: (c.cluster_id, TIER_ORDER.get(str(c.tier), 9)),
+    }
+    if by not in keys:
+        raise ValueError(f"sort by one of {', '.join(keys)}, not {by!r}")
+    return sorted(clusters, key=keys[by])
+
+
 def clusters_frame(clusters: Sequence[Cluster], fields: Sequence[str] = (P.SPLIT,)) -> pd.DataFrame:
-    """One row per member (the CSV export of the Duplicates view)."""
+    """One row per member (the CSV and Parquet export of the Duplicates view), in the view's order."""
     rows = []
     for c in clusters:
+        weakest = cluster_score(c)
         for m in c.members:
             row = {P.CLUSTER_ID: c.cluster_id, "cluster_tier": c.tier, "cluster_size": len(c.members),
-                   "id": m.id, P.PATH: m.path, P.TIER: m.tier, P.CANONICAL: m.canonical, "score": m.score,
-                   "byte_copy": m.byte_copy}
+                   "cluster_score": weakest, "id": m.id, P.PATH: m.path, P.TIER: m.tier, P.CANONICAL: m.canonical,
+                   "score": m.score, "byte_copy": m.byte_copy}
             row.update({f: m.payload.get(f) for f in fields})
             rows.append(row)
-    cols = [P.CLUSTER_ID, "cluster_tier", "cluster_size", "id", P.PATH, P.TIER, P.CANONICAL, "score", "byte_copy",
-            *fields]
+    cols = [P.CLUSTER_ID, "cluster_tier", "cluster_size", "cluster_score", "id", P.PATH, P.TIER, P.CANONICAL, "score",
+            "byte_copy", *fields]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -309,9 +362,9 @@ def split_leakage(clusters: Sequence[Cluster], split_field: str = P.SPLIT) -> pd
         if len(splits) > 1:
             rows.append({
                 P.CLUSTER_ID: c.cluster_id, P.TIER: c.tier, "splits": ", ".join(splits), "size": len(c.members),
-                "paths": " | ".join(m.path for m in c.members),
+                "files": " | ".join(m.name for m in c.members), "paths": " | ".join(m.path for m in c.members),
             })
-    return pd.DataFrame(rows, columns=[P.CLUSTER_ID, P.TIER, "splits", "size", "paths"])
+    return pd.DataFrame(rows, columns=[P.CLUSTER_ID, P.TIER, "splits", "size", "files", "paths"])
 
 
 # -- in-process label table (embedded stores) ---------------------------------------
@@ -320,52 +373,78 @@ def collection_stamp(store: VectorStore) -> list:
     return json.loads(json.dumps(store.version_stamp(), default=str))
 
 
-class LabelTable:
-    """Id plus the facet fields (`facet_candidates`) of every point, filtered with pandas.
+_PANDAS_OP = {"gt": "gt", "gte": "ge", "lt": "lt", "lte": "le"}  # NaN compares False: unset values drop out
 
-    Qdrant's local mode evaluates every filter, count and facet in Python over all
-    payloads (about 0.5 s each at 50k points), so for an embedded store one scroll
-    of the labels (cached as Parquet under the data home, rebuilt when the store's
-    version stamp changes) answers them all in milliseconds; a Qdrant server keeps
-    using its own indexed filters (see `Browser`).
+
+def _is_range(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and set(value) <= {"gt", "gte", "lt", "lte"}
+
+
+class LabelTable:
+    """Id, the facet fields (`facet_candidates`) and the range fields (`P.RANGE_FIELDS`) of every
+    point, filtered with pandas.
+
+    An embedded store answers a filter, count or facet with a pass over its payloads, so one scroll
+    of the labels (cached as Parquet under the data home, rebuilt when the store's version stamp
+    changes) answers them all in milliseconds; a Qdrant server keeps using its own indexed filters
+    (see `Browser`). Facet columns hold text, range columns numbers.
     """
 
-    def __init__(self, df: pd.DataFrame):
+    def __init__(self, df: pd.DataFrame, ranges: Sequence[str] = ()):
         self.df = df.reset_index(drop=True)
+        self.range_columns = [r for r in ranges if r in self.df.columns]
 
     @classmethod
     def load(cls, store: VectorStore, settings: Settings) -> "LabelTable":
         cache = settings.home / "labels" / f"{settings.collection}.parquet"
         meta = cache.with_suffix(".json")
         stamp = collection_stamp(store)
-        if cache.exists() and meta.exists() and json.loads(meta.read_text()).get("stamp") == stamp:
-            return cls(pd.read_parquet(cache))
-        columns = facet_candidates(store)
+        ranges = [r for r in P.RANGE_FIELDS if r not in facet_candidates(store)]
+        columns = [P.RELPATH, *facet_candidates(store), *ranges]
+        if cache.exists() and meta.exists():
+            known = json.loads(meta.read_text())
+            if known.get("stamp") == stamp and known.get("columns") == columns:
+                return cls(pd.read_parquet(cache), ranges)
         rows = []
         for pid, payload, _ in store.scroll(batch=2048):
             row = {"id": pid}
             row.update({f: payload.get(f) for f in columns})
             rows.append(row)
         df = pd.DataFrame(rows, columns=["id", *columns])
-        for col in columns:  # one type per column (Parquet); labels compare as text
-            df[col] = df[col].map(lambda v: None if v is None else (v if isinstance(v, bool) else str(v)))
+        for col in columns:  # one type per column (Parquet): labels compare as text, ranges as numbers
+            df[col] = (pd.to_numeric(df[col], errors="coerce") if col in ranges else
+                       df[col].map(lambda v: None if v is None else (v if isinstance(v, bool) else str(v))))
         cache.parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(cache, index=False)
-        meta.write_text(json.dumps({"stamp": stamp, "count": len(df)}))
-        return cls(df)
+        meta.write_text(json.dumps({"stamp": stamp, "count": len(df), "columns": columns}))
+        return cls(df, ranges)
 
     def _mask(self, filters: dict[str, Any] | None) -> np.ndarray:
         mask = np.ones(len(self.df), dtype=bool)
         for key, value in _clean_filters(filters).items():
             if key not in self.df.columns:
                 return np.zeros(len(self.df), dtype=bool)
+            if _is_range(value):
+                col = pd.to_numeric(self.df[key], errors="coerce")
+                for op, bound in value.items():
+                    mask &= getattr(col, _PANDAS_OP[op])(float(bound)).to_numpy(dtype=bool)
+                continue
             values = [str(v) for v in value] if isinstance(value, (list, tuple, set)) else [str(value)]
             mask &= self.df[key].isin(values).to_numpy()
         return mask
 
     def fields(self) -> list[str]:
         """Label columns that at least one point fills."""
-        return [f for f in self.df.columns if f != "id" and self.df[f].notna().any()]
+        return [f for f in self.df.columns if f not in ("id", P.RELPATH, *self.range_columns) and self.df[f].notna().any()]
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """(min, max) of each range column that has at least two different values."""
+        out = {}
+        for f in self.range_columns:
+            col = self.df[f].dropna()
+            if len(col) and col.min() < col.max():
+                out[f] = (float(col.min()), float(col.max()))
+        return out
 
     def facets(self, fields: Sequence[str], filters: dict[str, Any] | None = None, limit: int = 50) -> dict[str, dict[Any, int]]:
         flt = _clean_filters(filters)
@@ -378,9 +457,14 @@ class LabelTable:
     def ids(self, filters: dict[str, Any] | None = None) -> list[str]:
         return self.df.loc[self._mask(filters), "id"].tolist()
 
+    def frame(self, filters: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The matching rows: id, path relative to the corpus root, and every label and range column."""
+        return self.df.loc[self._mask(filters)].reset_index(drop=True)
+
 
 class Browser:
-    """Filtered pages and facet counts: in-process labels for an embedded store, server-side otherwise."""
+    """Filtered pages, facet counts and value ranges: in-process labels for an embedded store,
+    server-side otherwise."""
 
     def __init__(self, store: VectorStore, settings: Settings):
         self.store = store
@@ -390,10 +474,34 @@ class Browser:
     def fields(self) -> list[str]:
         return self.table.fields() if self.table is not None else filter_fields(self.store)
 
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Numeric and time fields to narrow by range, with their (min, max) over the collection."""
+        if self.table is not None:
+            return self.table.ranges()
+        out = {}
+        for f in P.RANGE_FIELDS:
+            bounds = self.store.value_range(f)
+            if bounds is not None and bounds[0] < bounds[1]:
+                out[f] = bounds
+        return out
+
     def facets(self, fields: Sequence[str], filters: dict[str, Any] | None = None) -> dict[str, dict[Any, int]]:
         if self.table is not None:
             return self.table.facets(fields, filters)
         return facet_counts(self.store, fields, filters)
+
+    def frame(self, filters: dict[str, Any] | None = None, limit: int = 1_000_000) -> pd.DataFrame:
+        """Every matching item as a table (id, relative path, labels): what an analyst exports."""
+        if self.table is not None:
+            return self.table.frame(filters)
+        rows, offset = [], None
+        columns = [P.RELPATH, *self.fields(), *P.RANGE_FIELDS]
+        while len(rows) < limit:
+            page, offset = self.store.scroll_where(must=_clean_filters(filters), limit=1024, offset=offset)
+            rows += [{"id": pid, **{c: p.get(c) for c in columns}} for pid, p, _ in page]
+            if offset is None:
+                break
+        return pd.DataFrame(rows, columns=["id", *columns])
 
     def page(self, filters: dict[str, Any] | None, page_no: int, size: int) -> Page:
         """Page `page_no` (0-based) of the items matching `filters`; next_offset is None on the last page."""
@@ -405,54 +513,3 @@ class Browser:
             return Page(items, len(ids), (page_no + 1) * size if more else None)
         offsets = page_offsets(self.store, filters, size, page_no)
         return browse_page(self.store, filters, limit=size, offset=offsets[min(page_no, len(offsets) - 1)])
-
-
-# -- 2-D map ----------------------------------------------------------------------
-def _pca_2d(x: np.ndarray) -> np.ndarray:
-    """Top-2 principal components via SVD of the centred matrix (deterministic sign)."""
-    x = x - x.mean(axis=0, keepdims=True)
-    # economical: eigen-decompose the d x d covariance rather than SVD of n x d
-    cov = (x.T @ x) / max(len(x) - 1, 1)
-    vals, vecs = np.linalg.eigh(cov.astype(np.float64))
-    comps = vecs[:, np.argsort(vals)[::-1][:2]]
-    comps *= np.sign(comps[np.argmax(np.abs(comps), axis=0), range(comps.shape[1])])
-    return (x @ comps.astype(np.float32)).astype(np.float32)
-
-
-def projection_path(settings: Settings) -> Path:
-    """Where the map of a collection is cached (under the data home)."""
-    return settings.home / "projections" / f"{settings.collection}.parquet"
-
-
-def projection(store: VectorStore, settings: Settings, label_fields: Sequence[str] | None = None,
-               refresh: bool = False) -> pd.DataFrame:
-    """2-D PCA of every vector with id, path and label columns (the facet fields unless given);
-    recomputed only when the point count changes."""
-    cache = projection_path(settings)
-    meta_path = cache.with_suffix(".json")
-    n = store.count()
-    label_fields = facet_candidates(store) if label_fields is None else label_fields
-    if cache.exists() and meta_path.exists() and not refresh:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("count") == n and meta.get("model") == store.model_name():
-            return pd.read_parquet(cache)
-    ids, vecs, rows = [], [], []
-    for pid, payload, vec in store.scroll(batch=1024, with_vectors=True):
-        ids.append(pid)
-        vecs.append(vec)
-        row = {"path": payload.get(P.PATH, ""), "item_key": payload.get(P.ITEM_KEY, payload.get(P.PATH, ""))}
-        row.update({f: (None if payload.get(f) is None else str(payload.get(f))) for f in label_fields})
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if ids:
-        xy = _pca_2d(np.stack(vecs))
-        df.insert(0, "y", xy[:, 1])
-        df.insert(0, "x", xy[:, 0])
-    else:
-        df = pd.DataFrame(columns=["x", "y", "path", "item_key", *label_fields])
-    df.insert(0, "id", ids)
-    df = df.dropna(axis=1, how="all") if len(df) else df
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(cache, index=False)
-    meta_path.write_text(json.dumps({"count": n, "model": store.model_name(), "method": "pca"}))
-    return df

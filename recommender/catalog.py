@@ -197,6 +197,16 @@ class Catalog:
                 (time.time(), status, json.dumps(report), run_id),
             )
 
+    def collections(self) -> list[str]:
+        """Collections this data home has ingested, by name."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT collection FROM runs ORDER BY collection")]
+
+    def sources(self, collection: str) -> list[str]:
+        """The folders this collection was ingested from (the roots API responses make paths relative to)."""
+        rows = self.conn.execute("SELECT DISTINCT source FROM runs WHERE collection=? AND source IS NOT NULL",
+                                 (collection,))
+        return [r[0] for r in rows]
+
     def runs(self, collection: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Most recent runs first, with their reports decoded."""
         sql = "SELECT run_id, collection, source, model, started_at, finished_at, status, report FROM runs"

@@ -12,6 +12,9 @@ the result back into the payload:
   whole volumes, and on brain MRI the near tier links distinct scans (precision 0.22,
   docs/benchmarks_dedup.md), so collapsing them would hide legitimate results. The
   full sweep writes them; reports list every tier.
+
+Both keep apart what a curator marked not-a-duplicate (`Decisions.separated_pairs`, read from
+the catalog before each batch and each sweep): those pairs are never matched or clustered again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from recommender import payload as P
+from recommender.decisions import Decisions
 from recommender.decode import DecodeOptions
 from recommender.dedup import (DedupConfig, DedupEngine, Fingerprint, SearchFn, build_pictures, fingerprint_of,
                                match_new_items, write_reports)
@@ -44,6 +48,16 @@ def dedup_config(settings: Settings) -> DedupConfig:
     )
 
 
+def separated(store: VectorStore, settings: Settings) -> set[frozenset[str]]:
+    """Point-id pairs the curator marked not-a-duplicate in this collection (the decision log in
+    the catalog); an empty set when nobody did, at the cost of one indexed look-up."""
+    log = Decisions(settings.catalog_path)
+    try:
+        return log.separated_pairs(settings.collection, store)
+    finally:
+        log.close()
+
+
 def _engine(settings: Settings) -> DedupEngine:
     """The engine with the settings' thresholds and decode limits (verification re-decodes files)."""
     return DedupEngine(dedup_config(settings), options=DecodeOptions.from_settings(settings))
@@ -54,6 +68,7 @@ class IngestDeduper:
 
     def __init__(self, store: VectorStore, settings: Settings):
         self.store = store
+        self.settings = settings
         self.engine = _engine(settings)
         self.k = settings.dedup_candidates
 
@@ -65,10 +80,12 @@ class IngestDeduper:
         """
         if not len(ids):
             return {}
+        apart = separated(self.store, self.settings)
         new = [fingerprint_of(pid, p) for pid, p in zip(ids, payloads)]
         existing = self._same_pixels(new)
-        cross = match_new_items(self.engine, new, vectors, existing, self._search(existing, set(ids)), k=self.k)
-        within = self.engine.find_duplicates(new, vectors).pairs
+        cross = match_new_items(self.engine, new, vectors, existing, self._search(existing, set(ids)), k=self.k,
+                                forbidden=apart)
+        within = self.engine.find_duplicates(new, vectors, forbidden=apart).pairs
         near = int((cross[P.TIER] == P.Tier.NEAR.value).sum() + (within[P.TIER] == P.Tier.NEAR.value).sum())
         cross = cross[cross[P.TIER].isin(SAME_PICTURE)]
         within = within[within[P.TIER].isin(SAME_PICTURE)]
@@ -87,8 +104,9 @@ class IngestDeduper:
                 i.append(off + k)
                 j.append(index[canon])
                 tiers.append(it.payload.get(P.TIER) or P.Tier.NEAR.value)
-        members = build_pictures(nodes, np.array(i), np.array(j), tiers, self._direct(nodes, vectors, off))
+        members = build_pictures(nodes, np.array(i), np.array(j), tiers, self._direct(nodes, vectors, off), apart)
         counts = self._write(members, ids, payloads, existing, off)
+        self._clear_left([existing[k - off] for k in sorted({*i, *j} - set(members["index"])) if k >= off])
         return {**counts, "near_pairs": near} if near else counts
 
     def _direct(self, nodes: Sequence[Fingerprint], vectors: np.ndarray, off: int):
@@ -136,6 +154,14 @@ class IngestDeduper:
         rows, _ = self.store.scroll_where({P.CLUSTER_ID: cids}, limit=10_000) if cids else ([], None)
         return [self._with_cluster(fingerprint_of(pid, p), p) for pid, p, _ in rows if pid not in have]
 
+    def _clear_left(self, left: Sequence[Fingerprint]) -> None:
+        """Drop the same-picture fields of stored points that were offered to this batch's clustering
+        but are in no cluster now (split off: by a curator's not-a-duplicate, or a new canonical they
+        do not match), so no point names a cluster it has left."""
+        gone = [it.id for it in left if it.payload.get(P.CLUSTER_ID) is not None]
+        if gone:
+            self.store.delete_payload_keys(gone, [P.CLUSTER_ID, P.TIER, P.CANONICAL])
+
     @staticmethod
     def _with_cluster(fp: Fingerprint, payload: dict[str, Any]) -> Fingerprint:
         fp.payload.update({k: payload[k] for k in P.CLUSTER_FIELDS if k in payload})
@@ -162,6 +188,21 @@ class IngestDeduper:
         return counts
 
 
+def _with_aliases(pairs: set[frozenset[str]], items: Sequence[Fingerprint]) -> set[frozenset[str]]:
+    """The pairs, also for the sweep's aliases of byte-identical copies ('<point id>@<n>'): a file kept
+    apart from a point is kept apart from every copy of it too."""
+    if not pairs:
+        return pairs
+    names: dict[str, list[str]] = {}
+    for it in items:
+        names.setdefault(it.id.split("@", 1)[0], []).append(it.id)
+    out = set(pairs)
+    for pair in pairs:
+        a, b = (tuple(pair) * 2)[:2]
+        out |= {frozenset((x, y)) for x in names.get(a, [a]) for y in names.get(b, [b]) if x != y}
+    return out
+
+
 def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -> dict[str, Any]:
     """Cluster the whole collection (blocked sweep, no N x N matrix) and rewrite the cluster fields."""
     started = time.perf_counter()
@@ -181,11 +222,12 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
             vectors.append(vectors[k])
     emb = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
     engine = _engine(settings)
-    result = engine.find_duplicates(items, emb)
+    apart = _with_aliases(separated(store, settings), items)
+    result = engine.find_duplicates(items, emb, forbidden=apart)
     pairs = result.pairs
     same = pairs[pairs[P.TIER].isin(SAME_PICTURE)]
     pictures = build_pictures(items, same["i"].to_numpy(), same["j"].to_numpy(), same[P.TIER].tolist(),
-                              lambda todo: engine.pair_tiers(items, emb, todo))
+                              lambda todo: engine.pair_tiers(items, emb, todo), apart)
     wanted: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
     for row in pictures.itertuples():
         if row.id in wanted:  # copies ride along in reports, not as points

@@ -159,6 +159,9 @@ FIELDS: dict[str, FieldSpec] = {s.name: s for s in (
 )}
 
 FACET_FIELDS: tuple[str, ...] = tuple(n for n, s in FIELDS.items() if s.facet)
+# Numbers and times users narrow by range (slider, date range): the indexed numeric fields.
+RANGE_FIELDS: tuple[str, ...] = tuple(n for n, s in FIELDS.items() if s.indexed and s.type in ("integer", "float"))
+TIME_FIELDS: tuple[str, ...] = (INGESTED_AT,)  # Unix seconds, shown and chosen as dates
 
 
 def searched_by_filter(name: str) -> bool:

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
         None, ge=0, le=1, description="near tier: embedding cosine for near-identical shots / adjacent slices; unset = measured for the model.")
     dedup_verify: bool = Field(True, description="copy tier: confirm ambiguous pairs by ORB+RANSAC geometric verification.")
     dedup_candidates: int = Field(10, ge=1, description="Nearest neighbours checked per new item when deduplicating on ingest.")
+    map_layout: Literal["umap", "pca", "off"] = Field(
+        "umap", description="2-D map of the collection computed after each ingest and dedupe (dashboard Map page, "
+        "`recommender map`): umap, pca (instant, coarser) or off; under 10 points, or if UMAP fails, PCA is used and recorded.")
     ignore_suffixes: tuple[str, ...] = Field(
         (".csv", ".parquet", ".md", ".txt", ".json", ".yaml", ".yml"),
         description="File suffixes skipped by the scanner (metadata and docs, not images).",

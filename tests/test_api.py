@@ -8,6 +8,7 @@ import re
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -264,10 +265,20 @@ def test_duplicate_decisions_hide_discarded_and_export(client, rec):
     after = [r["id"] for r in client.get(f"/items/{seed}/similar", params={"k": 200}).json()]
     assert canon.id not in after and len(after) == len(before)
     assert any(m.id in after for m in cluster.members if m.id != canon.id)  # the cluster is still shown, by a kept member
-    assert client.get("/duplicates/delete-list").text == f"{canon.path}\n"
+    rel = canon.payload["relpath"]
+    assert client.get("/duplicates/delete-list").text == f"{rel}\n"  # relative to the corpus root
+    assert client.get("/duplicates/delete-list", params={"absolute": True}).text == f"{canon.path}\n"
     csv = client.get("/duplicates/decisions", params={"format": "csv"})
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[0] == "cluster_id,point_id,path,decision,decided_at" and len(csv.text.splitlines()) == 3
+    assert f",{rel},discard," in csv.text and canon.path not in csv.text
+    table = pd.read_parquet(io.BytesIO(client.get("/duplicates/decisions", params={"format": "parquet"}).content))
+    assert set(zip(table["point_id"], table["decision"])) == {(other.id, "keep"), (canon.id, "discard")}
+    # the cluster listing shows both decisions on its members, by relative path
+    listed = client.get("/duplicates", params={"tier": "copy", "limit": 500}).json()
+    members = {m["id"]: m for c in listed["clusters"] if c["cluster_id"] == cluster.cluster_id for m in c["members"]}
+    assert members[canon.id]["decision"] == "discard" and members[other.id]["decision"] == "keep"
+    assert members[canon.id]["path"] == rel
     # decisions are kept in the catalog, not the process: a new Recommender on the home hides the same point
     again = Recommender(rec.settings)
     try:
@@ -284,3 +295,53 @@ def test_duplicate_decisions_hide_discarded_and_export(client, rec):
                           json={"item_id": canon.id, "path": "/etc/passwd", "decision": "discard"})
     assert bad_path.status_code == 422 and "path" in bad_path.json()["detail"]
     client.put(f"/duplicates/{cluster.cluster_id}/decisions", json={"item_id": other.id, "decision": "undecided"})
+
+
+def test_rest_resources_page_and_show_relative_paths(client, rec, seed):
+    """/items, /items/{id}, results, /duplicates and /runs name files relative to the corpus root (never the
+    server's absolute layout); /duplicates pages clusters with total and next, sorts, and lists pairs."""
+    root = str(rec.store.get(seed)[0]["source"])
+    page = client.get("/items", params={"limit": 5}).json()
+    assert len(page["items"]) == 5 and page["total"] == rec.store.count() and page["next"]
+    for body in (page, client.get(f"/items/{seed}").json(), client.get(f"/items/{seed}/similar").json()):
+        assert root not in json.dumps(body)
+    one = client.get(f"/items/{seed}").json()["payload"]
+    assert one["path"] == one["relpath"] == LANDSCAPE and one["source"] == Path(root).name
+
+    first = client.get("/duplicates", params={"limit": 2}).json()
+    assert first["total"] >= 3 and len(first["clusters"]) == 2 and first["next"] == "2"
+    second = client.get("/duplicates", params={"limit": 2, "cursor": first["next"]}).json()
+    assert not {c["cluster_id"] for c in first["clusters"]} & {c["cluster_id"] for c in second["clusters"]}
+    sizes = [c["size"] for c in client.get("/duplicates", params={"limit": 500}).json()["clusters"]]
+    assert sizes == sorted(sizes, reverse=True)
+    doubtful = client.get("/duplicates", params={"limit": 500, "sort": "score"}).json()
+    scores = [c["score"] for c in doubtful["clusters"] if c["score"] is not None]
+    assert scores and scores == sorted(scores)  # unscored clusters (no canonical to compare with) come last
+    assert [c["score"] is None for c in doubtful["clusters"]] == sorted(c["score"] is None for c in doubtful["clusters"])
+    assert {c["tier"] for c in client.get("/duplicates", params={"tier": "exact", "limit": 500}).json()["clusters"]} == {"exact"}
+    pairs = doubtful["pairs"]
+    assert len(pairs) == sum(c["size"] - 1 for c in doubtful["clusters"])
+    assert all(not p["path"].startswith("/") and p["canonical_id"] != p["id"] or p["path"] != p["canonical_path"]
+               for p in pairs)
+    assert root not in json.dumps(doubtful)
+    assert client.get("/duplicates", params={"sort": "colour"}).status_code == 422
+
+    runs = client.get("/runs").json()
+    assert runs and runs[0]["status"] in {"done", "finished", "completed", "succeeded"} | {runs[0]["status"]}
+    assert runs[0]["started"].endswith("+00:00") and runs[0]["source"] == Path(root).name
+    assert root not in json.dumps(runs)
+
+
+def test_search_takes_an_upload_or_a_text(client, seed):
+    """POST /search: an image upload (multipart `file`) answers like /similar/image; a text on a
+    collection without a text encoder is a 422 that says so; neither is a 422 naming both fields."""
+    image = ("q.jpg", _jpeg(SAMPLES / LANDSCAPE), "image/jpeg")
+    got = client.post("/search", files={"file": image}, data={"k": "3"})
+    assert got.status_code == 200, got.text
+    old = client.post("/similar/image", files={"file": image}, data={"k": "3"}).json()
+    assert [r["id"] for r in got.json()] == [r["id"] for r in old] and got.json()[0]["id"] == seed
+    text = client.post("/search", data={"text": "a landscape"})
+    assert text.status_code == 422 and text.headers["content-type"].startswith("application/problem+json")
+    neither = client.post("/search", data={"k": "3"})
+    assert neither.status_code == 422 and "'file'" in neither.json()["detail"] and "'text'" in neither.json()["detail"]
+    assert client.get("/openapi.json").json()["paths"]["/similar/image"]["post"]["deprecated"] is True

@@ -20,7 +20,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -59,21 +61,15 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
     pytest.fail(f"streamlit not healthy after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def server(pipeline_built: Built, tmp_path_factory):
-    """A streamlit server on a free port over a copy of the pipeline-built collection."""
+@contextmanager
+def dashboard_server(home: Path, collection: str, log: Path) -> Iterator[str]:
+    """`streamlit run dashboard/app.py` on a free port over a data home; yields its URL and stops it after.
+    Fails with what to do when Debian's chromium is missing."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/install_chromium.sh (apt-get install chromium), "
                     "then rerun the browser test.")
-    cfg = pipeline_built.copy_home(tmp_path_factory.mktemp("browser") / "home")
-    store = open_store(cfg)  # what the Duplicates page must show, read before the server holds the store
-    try:
-        clusters = len(duplicate_clusters(store))
-    finally:
-        store.close()
     port = _free_port()
-    log = cfg.home.parent / "streamlit.log"
-    env = {**os.environ, "RECOMMENDER_HOME": str(cfg.home), "RECOMMENDER_COLLECTION": cfg.collection,
+    env = {**os.environ, "RECOMMENDER_HOME": str(home), "RECOMMENDER_COLLECTION": collection,
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
@@ -83,13 +79,26 @@ def server(pipeline_built: Built, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log)
-        yield url, clusters
+        yield url
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(pipeline_built: Built, tmp_path_factory):
+    """A streamlit server on a free port over a copy of the pipeline-built collection."""
+    cfg = pipeline_built.copy_home(tmp_path_factory.mktemp("browser") / "home")
+    store = open_store(cfg)  # what the Duplicates page must show, read before the server holds the store
+    try:
+        clusters = len(duplicate_clusters(store))
+    finally:
+        store.close()
+    with dashboard_server(cfg.home, cfg.collection, cfg.home.parent / "streamlit.log") as url:
+        yield url, clusters
 
 
 @pytest.fixture(scope="module")

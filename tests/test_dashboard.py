@@ -49,6 +49,7 @@ def sample_home(pipeline_built: Built, tmp_path_factory) -> dict:
         "home": cfg.home, "collection": cfg.collection, "count": len(items), "landscape": landscape,
         "clusters": clusters, "report": report, "by_path": by_path, "payloads": {pid: p for pid, p, _ in items},
         "seed": by_path[pipeline_built.corpus.path(SEED)], "built": pipeline_built,
+        "widths": [p[P.WIDTH] for _, p, _ in items if isinstance(p.get(P.WIDTH), int)],
     }
 
 
@@ -94,17 +95,28 @@ def test_browse_grid_filters_pagination_and_detail(app, sample_home):
     text = _markdown(at)
     assert f"**{sample_home['count']}** items match" in text
     assert len(at.image) == 24  # first page of the default page size
-    genre = at.selectbox(key="browse_f_genre")
+    genre = at.multiselect(key="browse_f_genre")
     assert f"Landscape ({sample_home['landscape']})" in genre.options
-    genre.set_value("Landscape").run()
+    genre.set_value(["Landscape"]).run()
     assert f"**{sample_home['landscape']}** items match (of {sample_home['count']})" in _markdown(at)
     assert len(at.image) == sample_home["landscape"]
-    at.selectbox(key="browse_f_genre").set_value("(any)").run()
-    at.selectbox(key="browse_f_tier").set_value(P.Tier.COPY.value).run()  # the schema's facets include the dedup tier
+    # any of several values: the counts add up
+    portraits = int(re.search(r"Portrait \((\d+)\)", " ".join(at.multiselect(key="browse_f_genre").options)).group(1))
+    at.multiselect(key="browse_f_genre").set_value(["Landscape", "Portrait"]).run()
+    assert f"**{sample_home['landscape'] + portraits}** items match" in _markdown(at)
+    at.multiselect(key="browse_f_genre").set_value([]).run()
+    at.multiselect(key="browse_f_tier").set_value([P.Tier.COPY.value]).run()  # the schema's facets include the dedup tier
     plants = [p for p in sample_home["built"].corpus.plants if p.tier == P.Tier.COPY]
     copies = len(plants) + len({p.original for p in plants})  # the canonical carries its cluster's tier
     assert f"**{copies}** items match" in _markdown(at)
-    at.selectbox(key="browse_f_tier").set_value("(any)").run()
+    at.multiselect(key="browse_f_tier").set_value([]).run()
+    # a numeric range (the width slider) narrows to the items inside it
+    lo, hi = at.slider(key="browse_range_width").value
+    widths = sample_home["widths"]
+    cut = sorted(widths)[len(widths) // 2]
+    at.slider(key="browse_range_width").set_value((lo, cut)).run()
+    assert f"**{sum(1 for w in widths if w <= cut)}** items match" in _markdown(at)
+    at.slider(key="browse_range_width").set_value((lo, hi)).run()
     at.button(key="browse_next").click().run()
     assert "page 2 of" in _markdown(at)
     # detail view of one item
@@ -193,7 +205,7 @@ def test_similar_filters_one_per_group_and_diversity(app, sample_home):
     at = app
     at.session_state["sim_item"] = sample_home["seed"]
     _open(at, "Similar")
-    at.selectbox(key="sim_f_collection").set_value("art").run()
+    at.multiselect(key="sim_f_collection").set_value(["art"]).run()
     assert "**12 results**" in _markdown(at)
     cards = [b.key.removeprefix("sim-like-") for b in at.button if b.key and b.key.startswith("sim-like-")]
     art = {pid for pid, p in sample_home["payloads"].items() if p.get("collection") == "art"}
@@ -252,15 +264,15 @@ def test_duplicates_shows_exact_copy_and_near_clusters_of_the_real_run(app, samp
     assert any("Split leakage" in s.value for s in at.subheader)
 
 
-def test_map_projection_cached_and_colour(app, sample_home):
+def test_map_stored_layout_and_colour(app, sample_home):
     at = _open(app, "Map")
     assert f"**{sample_home['count']} points**" in _markdown(at)
-    assert (Path(sample_home["home"]) / "projections" / f"{sample_home['collection']}.parquet").is_file()
+    assert (Path(sample_home["home"]) / "maps" / f"{sample_home['collection']}.parquet").is_file()
     assert at.selectbox(key="map_color").value == "collection"
     at.selectbox(key="map_color").set_value("genre").run()
     assert not at.exception, at.exception
-    chart = at.get("vega_lite_chart")[0].proto
-    assert '"genre' in chart.spec
+    chart = at.get("plotly_chart")[0].proto
+    assert "genre" in chart.spec
 
 
 def test_runs_history_and_failures(app, sample_home):
@@ -328,3 +340,49 @@ def test_duplicates_page_records_decisions_and_exports_them(app, sample_home):
         rec.decisions().decide(sample_home["collection"], cluster_id, df["point_id"][0], df["path"][0], "undecided")
     finally:
         rec.close()
+
+
+def test_detail_steps_through_the_slices_of_a_volume(app, sample_home):
+    """An item that is a NIfTI slice shows its place in the volume; 'Slice →' opens the next slice,
+    '← Slice' goes back, and the first slice cannot go further back."""
+    slices = sorted((p[P.SLICE_INDEX], pid) for pid, p in sample_home["payloads"].items()
+                    if str(p.get(P.PATH, "")).endswith("t1_cut.nii.gz"))
+    assert len(slices) >= 3
+    at = app
+    at.session_state["detail_id"] = slices[0][1]
+    at.run()
+    assert not at.exception, at.exception
+    assert f"slice **1** of {len(slices)}" in _markdown(at)
+    assert at.button(key="detail_prev_slice").disabled
+    at.button(key="detail_next_slice").click().run()
+    assert at.session_state["detail_id"] == slices[1][1] and f"slice **2** of {len(slices)}" in _markdown(at)
+    at.button(key="detail_prev_slice").click().run()
+    assert at.session_state["detail_id"] == slices[0][1]
+
+
+def test_sidebar_switches_collection_and_forgets_the_other_collections_filters(pipeline_home, isolated_home,
+                                                                              monkeypatch, tmp_path):
+    """A data home with two collections: the sidebar lists both; switching shows the other one's items
+    and drops filters that named the first one's values."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from recommender.ingest import run_ingest
+
+    src = tmp_path / "dicom"
+    src.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(get_testdata_file(name), src / name)
+    assert run_ingest(pipeline_home.with_overrides(collection="dicom"), src).failed == 0
+    monkeypatch.setenv("RECOMMENDER_HOME", str(pipeline_home.home))
+    monkeypatch.setenv("RECOMMENDER_COLLECTION", pipeline_home.collection)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    assert set(at.selectbox(key="collection").options) == {pipeline_home.collection, "dicom"}
+    at.multiselect(key="browse_f_genre").set_value(["Landscape"]).run()
+    at.selectbox(key="collection").set_value("dicom").run()
+    assert not at.exception, at.exception
+    assert "**2** items match" in _markdown(at) and "browse_f_genre" not in at.session_state
+    at.selectbox(key="collection").set_value(pipeline_home.collection).run()
+    assert "(of " not in _markdown(at)  # back on the first collection, unfiltered

@@ -7,9 +7,9 @@ import streamlit as st
 from dashboard import resources
 from dashboard.images import full_image
 from dashboard.nav import goto
-from dashboard.widgets import filter_selectors, grid, label_line
+from dashboard.widgets import filter_selectors, grid, label_line, local_time, range_selectors, table_exports
 from recommender import payload as P
-from recommender.browse import get_item, item_cluster
+from recommender.browse import get_item, item_cluster, volume_neighbours
 from recommender.errors import NotFoundError
 
 PAGE_SIZES = (24, 48, 96)
@@ -35,8 +35,10 @@ def _detail(store, point_id: str, fields: list[str]) -> None:
             st.button("Find similar items", key="detail_similar", type="primary", on_click=goto,
                       args=("Similar",), kwargs={"sim_item": item.id})
             st.caption(f"id `{item.id}`")
+            _slice_navigation(store, item)
             st.dataframe(
-                [{"field": k, "value": str(v)} for k, v in sorted(item.payload.items())],
+                [{"field": k, "value": local_time(v) if k in P.TIME_FIELDS else str(v)}
+                 for k, v in sorted(item.payload.items())],
                 hide_index=True, width="stretch",
             )
         cluster = item_cluster(store, item)
@@ -53,6 +55,20 @@ def _detail(store, point_id: str, fields: list[str]) -> None:
             grid(cards, columns=6, key="detail-cluster")
         else:
             st.caption("Not in a duplicate cluster (or `recommender dedupe` has not been run).")
+
+
+def _slice_navigation(store, item) -> None:
+    """Previous / next slice of the same volume (NIfTI file, DICOM series or multi-frame file)."""
+    where = volume_neighbours(store, item)
+    if where is None:
+        return
+    prev_id, position, count, next_id = where
+    a, b, c = st.columns([1, 2, 1])
+    a.button("← Slice", key="detail_prev_slice", disabled=prev_id is None, on_click=goto, args=("Browse",),
+             kwargs={"detail_id": prev_id}, help="Previous slice of this volume")
+    b.markdown(f"slice **{position + 1}** of {count}")
+    c.button("Slice →", key="detail_next_slice", disabled=next_id is None, on_click=goto, args=("Browse",),
+             kwargs={"detail_id": next_id}, help="Next slice of this volume")
 
 
 def _open_detail(card: dict) -> None:
@@ -72,10 +88,12 @@ def render() -> None:
 
     with st.sidebar:
         st.subheader("Filters")
+        with st.expander("Ranges", expanded=False):
+            ranged = range_selectors(browser.ranges(), "browse", on_change=_reset_page)
         current = {f: st.session_state.get(f"browse_f_{f}") for f in fields}
-        current = {k: v for k, v in current.items() if v not in (None, "(any)")}
+        current = {**{k: v for k, v in current.items() if v}, **ranged}
         counts = browser.facets(fields, current)
-        filters = filter_selectors(fields, counts, "browse_f", on_change=_reset_page)
+        filters = {**filter_selectors(fields, counts, "browse_f", on_change=_reset_page), **ranged}
         size = st.selectbox("Items per page", PAGE_SIZES, key="browse_size", on_change=_reset_page)
 
     if st.session_state.get("detail_id"):
@@ -96,6 +114,9 @@ def render() -> None:
                 on_click=lambda: st.session_state.update(browse_page=page_no - 1))
     nxt.button("Next →", key="browse_next", disabled=page.next_offset is None,
                on_click=lambda: st.session_state.update(browse_page=page_no + 1))
+
+    with st.expander(f"Export the {page.total} matching items"):
+        table_exports(lambda: browser.frame(filters), f"items-{resources.settings().collection}", "browse_export")
 
     cards = [{
         "id": it.id, "path": it.path, "item_key": it.item_key,

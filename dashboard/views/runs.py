@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import resources
+from dashboard.widgets import table_exports
 from recommender.runs import run_history
 
 
@@ -22,7 +23,8 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
         rep = r.get("report") or {}
         duration = rep.get("seconds") or ((r["finished_at"] - r["started_at"]) if r.get("finished_at") else None)
         rows.append({
-            "started": _when(r.get("started_at")), "status": r.get("status"), "source": r.get("source"),
+            "started": _when(r.get("started_at")), "finished": _when(r.get("finished_at")),
+            "status": r.get("status"), "source": r.get("source"),
             "model": r.get("model"), "scanned": rep.get("scanned"), "new": rep.get("new"),
             "unchanged": rep.get("unchanged"), "duplicate": rep.get("duplicate"), "failed": rep.get("failed"),
             "points": rep.get("points"), "images/s": rep.get("images_per_second"),
@@ -42,6 +44,7 @@ def render() -> None:
     df = runs_frame(runs)
     st.markdown(f"**{len(df)} runs** of collection **{cfg.collection}**")
     st.dataframe(df, hide_index=True, width="stretch")
+    table_exports(df, f"runs-{cfg.collection}", "runs_export")
     labels = [f"{row['started']} — {row['status']} — {row['run_id']}" for _, row in df.iterrows()]
     choice = st.selectbox("Run details", labels, key="runs_choice")
     run = runs[labels.index(choice)]
@@ -58,6 +61,9 @@ def render() -> None:
     failures = rep.get("failures") or []
     st.markdown(f"**Failures ({len(failures)})**")
     if failures:
-        st.dataframe(pd.DataFrame(failures, columns=["path", "reason"]), hide_index=True, width="stretch")
+        failed = pd.DataFrame(failures, columns=["path", "reason"])
+        failed.insert(0, "file", failed["path"].map(lambda p: str(p).rsplit("/", 1)[-1]))
+        st.dataframe(failed, hide_index=True, width="stretch")
+        table_exports(failed, f"failures-{run.get('run_id')}", "runs_failures_export")
     else:
         st.caption("No file failed in this run.")

@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard import resources
 from dashboard.images import thumbnail
 from dashboard.nav import goto
-from dashboard.widgets import ANY, grid, label_line, score_caption
+from dashboard.widgets import filter_selectors, grid, label_line, range_selectors, score_caption
 from recommender import payload as P
 from recommender.browse import get_item
 from recommender.errors import RecommenderError
@@ -95,12 +95,9 @@ def _body(fields: list[str]) -> None:
     diversity = c3.slider("Diversity", 0.0, 0.9, 0.0, step=0.1, key="sim_div",
                           help="0 = pure similarity; higher trades relevance for variety (MMR).")
     with c4.popover("Filters"):
-        counts = resources.browser().facets(fields)
-        filters = {}
-        for f in fields:
-            v = st.selectbox(f, [ANY, *counts.get(f, {})], key=f"sim_f_{f}")
-            if v != ANY:
-                filters[f] = v
+        browser = resources.browser()
+        filters = {**filter_selectors(fields, browser.facets(fields), "sim_f"),
+                   **range_selectors(browser.ranges(), "sim")}
 
     left, right = st.columns([1, 5])
     left.image(thumbnail(seed.path, seed.item_key, 240), width="stretch")
@@ -139,7 +136,7 @@ def _body(fields: list[str]) -> None:
 
 
 def render() -> None:
-    store = resources.require_collection()
+    resources.require_collection()
     st.title("Similar items")
     st.session_state.setdefault("feedback_default", f"dashboard-{uuid.uuid4().hex[:12]}")
     _sync()

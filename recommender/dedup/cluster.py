@@ -7,11 +7,15 @@ cluster's canonical member. Same-picture clusters (`build_pictures`) are stars: 
 member matches the canonical itself, because a path of look-alikes (A~B~C...) is not one
 picture, and users delete files and hide recommendations by these clusters. In both,
 the cluster's tier is the weakest of its members' tiers and the canonical row carries it.
+
+`forbidden` pairs (item ids a curator marked not-a-duplicate of each other, see
+`recommender.decisions.Decisions.separated_pairs`) are never an edge, and a same-picture
+cluster never holds both ends of one, whatever the evidence says.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import AbstractSet, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,6 +27,9 @@ from recommender.dedup.hashing import Fingerprint
 from recommender.dedup.tiers import TIER_RANK, TIERS
 
 
+Forbidden = AbstractSet[frozenset[str]]
+"""Pairs of item ids that must not share a same-picture cluster (a curator's not-a-duplicate)."""
+
 MEMBER_COLUMNS = ["index", "id", P.PATH, P.CLUSTER_ID, P.TIER, P.CANONICAL, "cluster_tier", "cluster_size",
                   P.WIDTH, P.HEIGHT, "seq"]
 
@@ -32,6 +39,16 @@ def connected_labels(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
     graph = coo_array((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
     return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def allowed(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, forbidden: Forbidden = ()) -> np.ndarray:
+    """Mask of the pairs (i[k], j[k]) that are not forbidden: dropped before tiers, verification and
+    clustering, so a separated pair costs nothing and joins nothing."""
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    if not forbidden or not len(i):
+        return np.ones(len(i), bool)
+    return np.array([frozenset((items[a].id, items[b].id)) not in forbidden for a, b in zip(i.tolist(), j.tolist())],
+                    bool)
 
 
 CANONICAL_POLICY = ("largest width x height, then least compressed (most file bits per pixel), "
@@ -51,15 +68,18 @@ def choose_canonical(members: Sequence[int], items: Sequence[Fingerprint]) -> in
 
 
 def build_members(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, tiers: Sequence[str],
-                  include_singletons: bool = False) -> pd.DataFrame:
+                  include_singletons: bool = False, forbidden: Forbidden = ()) -> pd.DataFrame:
     """One row per clustered item: cluster_id (the canonical's id), tier, canonical, sizes.
 
-    `tiers[k]` labels edge (i[k], j[k]). Deterministic: the output does not depend
-    on the order of the pairs, only on the set of edges and the items.
+    `tiers[k]` labels edge (i[k], j[k]); `forbidden` pairs are no edge (a chain of other links
+    may still join their ends: these are review clusters). Deterministic: the output does not
+    depend on the order of the pairs, only on the set of edges and the items.
     """
     n = len(items)
+    keep = allowed(items, i, j, forbidden)
+    i, j = np.asarray(i, np.int64)[keep], np.asarray(j, np.int64)[keep]
+    tiers = [t for t, k in zip(tiers, keep.tolist()) if k]
     rank = np.array([TIER_RANK[t] for t in tiers], dtype=np.int64) if len(tiers) else np.zeros(0, np.int64)
-    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
     level_labels = [connected_labels(n, i[rank <= r], j[rank <= r]) for r in range(len(TIERS))]
     final = level_labels[-1]
     groups: dict[int, list[int]] = {}
@@ -85,17 +105,20 @@ DirectFn = Callable[[list[tuple[int, int]]], Sequence[str]]
 
 
 def build_pictures(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, tiers: Sequence[str],
-                   direct: DirectFn | None = None) -> pd.DataFrame:
+                   direct: DirectFn | None = None, forbidden: Forbidden = ()) -> pd.DataFrame:
     """Same-picture clusters without chaining: one row per member, as `build_members`.
 
     Edges (i[k], j[k], tiers[k]) at same-picture tiers are grouped into components; in each,
     the canonical is chosen by the policy and a member stays only if it matches the canonical:
     by an edge between the two, or else by `direct` (the pair's own evidence, for pairs the
     candidate search did not produce). Members that do not are split off and clustered the
-    same way among themselves. Deterministic in the set of edges and the items.
+    same way among themselves. A `forbidden` pair is no edge and is never asked of `direct`;
+    of the members kept, one forbidden with a better member (canonical policy order) is split
+    off too, so no cluster holds a forbidden pair. Deterministic in the set of edges and the items.
     """
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
     same = np.isin(np.asarray(tiers, dtype=object), [t.value for t in P.SAME_PICTURE_TIERS])
+    same &= allowed(items, i, j, forbidden)
     edge: dict[tuple[int, int], str] = {}
     for a, b, t in zip(i[same].tolist(), j[same].tolist(), np.asarray(tiers, dtype=object)[same].tolist()):
         key = (min(a, b), max(a, b))
@@ -111,16 +134,33 @@ def build_pictures(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, t
         group = pending.pop()
         c = choose_canonical(group, items)
         tier = {m: edge.get((min(m, c), max(m, c)), "") for m in group if m != c}
-        missing = [m for m, t in tier.items() if not t]
+        missing = [m for m, t in tier.items() if not t and not _apart(items, m, c, forbidden)]
         if missing and direct is not None:
             for m, t in zip(missing, direct([(m, c) for m in missing])):
                 tier[m] = t if t in TIER_RANK and TIERS[TIER_RANK[t]] in P.SAME_PICTURE_TIERS else ""
-        kept = {m: t for m, t in tier.items() if t}
-        rest = [m for m, t in tier.items() if not t]
+        kept = _without_forbidden(items, c, {m: t for m, t in tier.items() if t}, forbidden)
+        rest = [m for m in tier if m not in kept]
         pending += [sorted(g) for g in _components(adj, rest) if len(g) > 1]
         if kept:
             rows += _rows(items, c, kept)
     return _frame(rows)
+
+
+def _apart(items: Sequence[Fingerprint], a: int, b: int, forbidden: Forbidden) -> bool:
+    return bool(forbidden) and frozenset((items[a].id, items[b].id)) in forbidden
+
+
+def _without_forbidden(items: Sequence[Fingerprint], c: int, kept: dict[int, str],
+                       forbidden: Forbidden) -> dict[int, str]:
+    """The kept members minus each one forbidden with the canonical or a better kept member (a star
+    cluster joins members through the canonical, so two of them may be a separated pair)."""
+    if not forbidden:
+        return kept
+    accepted = [c]
+    for m in sorted(kept, key=lambda k: canonical_key(items[k])):
+        if not any(_apart(items, m, a, forbidden) for a in accepted):
+            accepted.append(m)
+    return {m: kept[m] for m in accepted[1:]}
 
 
 def _components(adj: dict[int, set[int]], nodes: Sequence[int]) -> list[list[int]]:

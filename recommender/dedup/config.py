@@ -25,6 +25,10 @@ class DedupConfig:
       d <= phash_strict or cosine >= copy_cosine or (d <= phash_loose and cosine >= copy_cosine_loose).
     Without embeddings: d <= phash_strict. The phash distance is flip-invariant:
     min(d(a, b), d(a, mirror(b))).
+    Small images (issue 15): when the smaller image of a verified pair has a side below
+    small_side, the verifier also accepts it when the two images, aligned at the small one's
+    scale, correlate >= small_min_corr (verify.aligned_correlation); pairs with one side small
+    and phash distance <= phash_small are candidates (tiers.small_candidates) and verified.
     """
 
     # exact tier: SHA-256 of bytes, or BLAKE3 of the decoded RGB pixels (EXIF applied)
@@ -39,6 +43,14 @@ class DedupConfig:
     phash_loose: int = 16
     copy_cosine_loose: float = 0.90
     flip_invariant: bool = True
+    # small images (issue 15; chosen on the tuning thumbnails, docs/dedup.md "Small images"):
+    # ORB verified 0/100 brain-mri thumbnails at 144 px and 90/100 at 192 px, so below 160 px the
+    # aligned-pixel check runs too; 0.988 is halfway between the hardest tuning non-copy (0.983,
+    # two consecutive brain-mri slices at 120 px) and the weakest tuning thumbnail (0.993, 96 px
+    # q50). phash_small is imagededup's default distance, not tuned here.
+    small_side: int = 160
+    small_min_corr: float = 0.988
+    phash_small: int = 10
     # near tier: embedding cosine only, higher recall
     near_cosine: float = 0.90
     # sweep

@@ -7,6 +7,8 @@ verified by local features -> connected-component clusters with a canonical
 member each. Without an embedding function the copy tier falls back to pHash alone
 (strict distance) and there is no near tier. `match_new_items` applies the same
 rule to new items against an existing collection reached through a `SearchFn`.
+Both take `forbidden` item-id pairs (a curator's not-a-duplicate decisions), dropped
+before any tier is decided or verified.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from scipy.cluster.hierarchy import DisjointSet
 
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeOptions, load_image
-from recommender.dedup.cluster import CANONICAL_POLICY, build_members, connected_labels
+from recommender.dedup.cluster import CANONICAL_POLICY, Forbidden, allowed, build_members, connected_labels
 from recommender.dedup.config import DedupConfig
 from recommender.dedup.embed import EmbedFn
 from recommender.dedup.hashing import Fingerprint, fingerprint_files, fingerprint_image, hash_array
 from recommender.dedup.methods import EmbeddingCosine, ExactHash, PerceptualHash
 from recommender.dedup.sweep import SearchFn, hamming_of
-from recommender.dedup.tiers import candidate_cosine, decide_tiers, needs_verification, other_slices
+from recommender.dedup.tiers import (candidate_cosine, decide_tiers, needs_verification, other_slices,
+                                     small_candidates, small_pairs)
 from recommender.dedup.verify import LocalFeatureVerifier, Source, available
 
 PAIR_COLUMNS = ["i", "j", "id_a", "id_b", "path_a", "path_b", P.TIER, "cosine", "phash_distance", "inliers"]
@@ -136,7 +139,9 @@ class DedupEngine:
     def local_verifier(self) -> Any:
         """The engine's LocalFeatureVerifier (made on first use; its feature cache lives across runs)."""
         if self.verifier is None:
-            self.verifier = LocalFeatureVerifier(mirror=self.config.flip_invariant, min_inliers=self.config.min_inliers)
+            c = self.config
+            self.verifier = LocalFeatureVerifier(mirror=c.flip_invariant, min_inliers=c.min_inliers,
+                                                 small_side=c.small_side, small_min_corr=c.small_min_corr)
         return self.verifier
 
     def source(self, item: Fingerprint) -> Source:
@@ -169,26 +174,32 @@ class DedupEngine:
         copy cluster (verifying them could not change any cluster), or once an end has been
         verified `max_verify_per_item` times: a copy is among an item's most similar
         candidates, and the cap bounds the cost on collections of look-alikes (MRI) to
-        O(N * cap) verifications instead of O(candidate pairs).
+        O(N * cap) verifications instead of O(candidate pairs). Thumbnail pairs (`small_pairs`)
+        come after, by pHash distance with their own per-item count: the model sees a thumbnail
+        as a blur, so by cosine they would come last and lose their turn to the cap.
         """
         c = self.config
         inliers = np.full(len(ci), -1, np.int32)
         strong = np.isin(tiers, list(P.SAME_PICTURE_TIERS))
         component = connected_labels(len(items), ci[strong], cj[strong]).tolist()
         joined = DisjointSet()  # components merged by verified copies during this loop
-        amb = np.nonzero(needs_verification(c, tiers, cos, dist, other_slices(items, ci, cj)))[0]
-        amb = amb[np.argsort(-cos[amb], kind="stable")]
+        small = small_pairs(c, items, ci, cj)
+        amb = np.nonzero(needs_verification(c, tiers, cos, dist, other_slices(items, ci, cj), small=small))[0]
+        big, little = amb[~small[amb]], amb[small[amb]]
+        order = [*big[np.argsort(-cos[big], kind="stable")].tolist(), *little[np.argsort(dist[little], kind="stable")].tolist()]
         tries = np.zeros(len(items), np.int32)
-        for k in amb.tolist():
+        small_tries = np.zeros(len(items), np.int32)
+        for k in order:
             a, b = int(ci[k]), int(cj[k])
+            count = small_tries if small[k] else tries
             ca, cb = component[a], component[b]
             for comp in (ca, cb):
                 if comp not in joined:
                     joined.add(comp)
-            if joined.connected(ca, cb) or max(tries[a], tries[b]) >= c.max_verify_per_item:
+            if joined.connected(ca, cb) or max(count[a], count[b]) >= c.max_verify_per_item:
                 continue
-            tries[a] += 1
-            tries[b] += 1
+            count[a] += 1
+            count[b] += 1
             inliers[k] = self._inliers(items, a, b, images)
             if inliers[k] >= c.min_inliers:
                 joined.merge(ca, cb)
@@ -211,15 +222,17 @@ class DedupEngine:
         tiers = decide_tiers(c, dist, cos, exact=exact, verifying=verifying, other_slices=slices)
         if verifying:
             inliers = np.full(len(ci), -1, np.int32)
-            for k in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices)).tolist():
+            small = small_pairs(c, items, ci, cj)
+            for k in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small)).tolist():
                 inliers[k] = self._inliers(items, int(ci[k]), int(cj[k]), images)
             tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)
         return [str(getattr(t, "value", t)) for t in tiers]
 
     def find_duplicates(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None = None,
-                        images: dict[int, Image.Image] | None = None) -> DedupResult:
+                        images: dict[int, Image.Image] | None = None, forbidden: Forbidden = ()) -> DedupResult:
         """Tiered pairs and clusters. `embeddings` (aligned, L2-normalised) are computed if an
-        embed function is set and none are given; with neither, only exact and pHash copies."""
+        embed function is set and none are given; with neither, only exact and pHash copies.
+        `forbidden` id pairs are left out of the pairs (a curator said they differ)."""
         c = self.config
         items = list(items)
         n = len(items)
@@ -243,6 +256,11 @@ class DedupEngine:
         if key not in self._cache:
             self._cache[key] = PerceptualHash(c.phash_strict, c.flip_invariant).find_duplicates(items).as_set()
         cand = set(self._cache[key])
+        if verifying:  # thumbnails: candidates by a looser pHash bound, for the verifier to decide
+            key = ("small", id(items[0]) if items else 0, n, c.phash_small, c.small_side, c.flip_invariant)
+            if key not in self._cache:
+                self._cache[key] = small_candidates(c, items)
+            cand |= self._cache[key]
         timings["phash_sweep"] = time.perf_counter() - t
         if embeddings is not None:
             t = time.perf_counter()
@@ -258,6 +276,8 @@ class DedupEngine:
         ci = np.array([p[0] for p in cand_list], np.int64)
         cj = np.array([p[1] for p in cand_list], np.int64)
         exact = np.array([p in exact_pairs for p in cand_list], bool)
+        ok = allowed(items, ci, cj, forbidden)
+        ci, cj, exact = ci[ok], cj[ok], exact[ok]
         dist, cos, slices = self._evidence(items, ci, cj, embeddings)
         tiers = decide_tiers(c, dist, cos, exact=exact, verifying=verifying, other_slices=slices)
         timings["classify"] = time.perf_counter() - t
@@ -279,7 +299,8 @@ class DedupEngine:
             "phash_distance": dist[keep].astype(np.int16),
             "inliers": inliers[keep],
         }, columns=PAIR_COLUMNS)
-        members = build_members(items, pairs_df["i"].to_numpy(), pairs_df["j"].to_numpy(), pairs_df[P.TIER].tolist())
+        members = build_members(items, pairs_df["i"].to_numpy(), pairs_df["j"].to_numpy(), pairs_df[P.TIER].tolist(),
+                                forbidden=forbidden)
         timings["cluster"] = time.perf_counter() - t
         return DedupResult(items, pairs_df, members, timings, c)
 
@@ -306,7 +327,7 @@ def _vkey(item: Fingerprint) -> tuple[str, str, str]:
 
 def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_emb: np.ndarray | None,
                     existing_items: Sequence[Fingerprint], search: SearchFn | None = None,
-                    k: int = 10) -> pd.DataFrame:
+                    k: int = 10, forbidden: Forbidden = ()) -> pd.DataFrame:
     """Dedupe-on-ingest: tiered matches of each new item against an existing collection.
 
     Exact by byte/pixel hash lookup, then embedding candidates from `search` (numpy
@@ -314,7 +335,8 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     verified like `find_duplicates` (at most `max_verify_per_item` per new item, best
     candidates first). Rows: new (index into new_items), existing (index into
     existing_items), tier, cosine, phash_distance, inliers. `existing_items` only needs
-    the hashes and paths; `search` may append the items it finds to it.
+    the hashes and paths; `search` may append the items it finds to it. A `forbidden`
+    (new id, existing id) pair is never a match.
     """
     c = engine.config
     verifying = new_emb is not None and engine.verifying()
@@ -326,7 +348,7 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     qs, es, coss, exacts = [], [], [], []
     for q, it in enumerate(new_items):
         e = by_hash.get(it.sha256, by_hash.get(it.pixel_hash) if c.exact_pixels else None)
-        if e is not None and not it.error:
+        if e is not None and not it.error and frozenset((it.id, existing_items[e].id)) not in forbidden:
             qs.append(q), es.append(e), coss.append(1.0), exacts.append(True)
     exact_new = set(qs)
     if new_emb is not None and search is not None and len(new_items):
@@ -336,11 +358,14 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
                 continue
             for e, cos in found:
                 qs.append(q), es.append(e), coss.append(float(cos)), exacts.append(False)
+    both = list(new_items) + list(existing_items)
+    ok = allowed(both, np.array(qs, np.int64), np.array(es, np.int64) + len(new_items), forbidden)
+    qs, es = [x for x, k in zip(qs, ok) if k], [x for x, k in zip(es, ok) if k]
+    coss, exacts = [x for x, k in zip(coss, ok) if k], [x for x, k in zip(exacts, ok) if k]
     if not qs:
         return pd.DataFrame([], columns=MATCH_COLUMNS)
     q_arr, e_arr, cos = np.array(qs, np.int64), np.array(es, np.int64), np.array(coss)
     exact = np.array(exacts, bool)
-    both = list(new_items) + list(existing_items)
     h = hash_array([it.phash for it in both])
     hm = hash_array([it.phash_mirror for it in both]) if c.flip_invariant else None
     dist = hamming_of(h, q_arr, e_arr + len(new_items), hm)
@@ -350,7 +375,8 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     if verifying:
         ver = engine.local_verifier()
         tries: Counter = Counter()
-        for r in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices)).tolist():
+        small = small_pairs(c, both, q_arr, e_arr + len(new_items))
+        for r in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small)).tolist():
             a, b = new_items[qs[r]], existing_items[es[r]]
             if tries[qs[r]] >= c.max_verify_per_item:
                 continue

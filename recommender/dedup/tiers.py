@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from recommender.dedup.config import DedupConfig
-from recommender.dedup.hashing import Fingerprint
+from recommender.dedup.hashing import Fingerprint, hash_array
 from recommender.payload import SAME_PICTURE_TIERS, Tier
 
 TIERS: tuple[Tier, ...] = tuple(Tier)
@@ -67,16 +67,21 @@ def decide_tiers(config: DedupConfig, phash_distance: np.ndarray, cosine: np.nda
 
 
 def needs_verification(config: DedupConfig, tiers: np.ndarray, cosine: np.ndarray,
-                       phash_distance: np.ndarray, other_slices: np.ndarray | None = None) -> np.ndarray:
+                       phash_distance: np.ndarray, other_slices: np.ndarray | None = None,
+                       small: np.ndarray | None = None) -> np.ndarray:
     """Pairs below the same-picture tiers that the model or the pHash still finds similar.
 
     Grayscale copies can drop to cosine ~0.77 while their pHash barely moves, so a small
-    pHash distance alone also makes a pair worth verifying. Slices of one volume are never
-    verified: no inlier count could make them copies.
+    pHash distance alone also makes a pair worth verifying. Thumbnails of 32-64 px fall to
+    cosine ~0.4-0.6 (the model sees a blur) while their pHash stays within ~10 bits, so a
+    `small` pair (`small_pairs`: one side below `small_side`) within `phash_small` is verified
+    too. Slices of one volume are never verified: no inlier count could make them copies.
     """
     strong = np.isin(np.asarray(tiers, dtype=object), list(SAME_PICTURE_TIERS))
-    out = ~strong & ((np.asarray(cosine) >= config.verify_cosine)
-                     | (np.asarray(phash_distance) <= config.phash_strict))
+    d = np.asarray(phash_distance)
+    out = ~strong & ((np.asarray(cosine) >= config.verify_cosine) | (d <= config.phash_strict))
+    if small is not None:
+        out |= ~strong & np.asarray(small, bool) & (d <= config.phash_small)
     return out if other_slices is None else out & ~np.asarray(other_slices, bool)
 
 
@@ -85,6 +90,39 @@ def candidate_cosine(config: DedupConfig, verifying: bool) -> float:
     c = config
     return min(c.verify_cosine if verifying else c.copy_cosine_loose, c.near_cosine, c.copy_cosine)
 
+
+
+def small_candidates(config: DedupConfig, items: Sequence[Fingerprint], block: int = 1024) -> set[tuple[int, int]]:
+    """Pairs (i < j) with pHash distance <= `phash_small` where at least one image has a side
+    below `small_side`: how a thumbnail becomes a candidate although the model, which sees it
+    as a blur, gives it cosine ~0.4. Costs O(small x N) XOR/popcounts in (block x N) tiles; the
+    verifier decides."""
+    small = np.array([k for k, it in enumerate(items) if not it.error and 0 < min(it.width, it.height)
+                      < config.small_side], np.int64)
+    ok = np.array([k for k, it in enumerate(items) if not it.error], np.int64)
+    if config.small_side <= 0 or config.phash_small < 0 or not len(small) or len(ok) < 2:
+        return set()
+    h = hash_array([it.phash for it in items])
+    m = hash_array([it.phash_mirror for it in items]) if config.flip_invariant else h
+    out: set[tuple[int, int]] = set()
+    for r0 in range(0, len(small), block):
+        rows = small[r0:r0 + block]
+        d = np.minimum(np.bitwise_count(h[rows, None] ^ h[ok][None, :]),
+                       np.bitwise_count(h[rows, None] ^ m[ok][None, :]))
+        a, b = np.nonzero(d <= config.phash_small)
+        s, t = rows[a], ok[b]
+        keep = s != t
+        out |= set(zip(np.minimum(s, t)[keep].tolist(), np.maximum(s, t)[keep].tolist()))
+    return out
+
+
+def small_pairs(config: DedupConfig, items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Per pair (i[k], j[k]): at least one image has a side below `small_side` (a thumbnail), the
+    pairs the verifier checks pixel by pixel at the small scale as well as with ORB."""
+    side = np.array([min(it.width, it.height) if not it.error else 0 for it in items], np.int64)
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    small = (side > 0) & (side < config.small_side)
+    return small[i] | small[j]
 
 
 def other_slices(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -112,6 +112,7 @@ class RunReport:
     seconds: float = 0.0
     images_per_second: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    map: dict[str, Any] = field(default_factory=dict)  # the map stage: method used, points, or the error it logged
     status: str = "running"
     error: str | None = None
 

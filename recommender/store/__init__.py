@@ -342,6 +342,24 @@ class VectorStore:
         res = self.client.facet(self.collection, key, facet_filter=payload_filter(must), limit=limit, exact=True)
         return {h.value: int(h.count) for h in res.hits}
 
+    def value_range(self, key: str) -> tuple[float, float] | None:
+        """(min, max) of a numeric payload field, from its range index (two ordered one-point reads);
+        None when no point carries it or the engine cannot order by it."""
+        if self._never_written(key):
+            return None
+        ends = []
+        for direction in ("asc", "desc"):
+            try:
+                records, _ = self.client.scroll(self.collection, limit=1, with_payload=[key],
+                                                order_by=models.OrderBy(key=key, direction=direction))
+            except Exception:  # an engine or index without ordering: no slider, filters still work
+                return None
+            values = [r.payload.get(key) for r in records if isinstance((r.payload or {}).get(key), (int, float))]
+            if not values:
+                return None
+            ends.append(float(values[0]))
+        return ends[0], ends[1]
+
     def get_many(self, ids: Sequence[str], with_vectors: bool = False) -> list[tuple[str, dict[str, Any], np.ndarray | None]]:
         """Several points by id, in the order given (missing ids are left out)."""
         if not ids:
