@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from recommender import payload as P
 from recommender.decode import load_image
 from recommender.dedup import DedupConfig, DedupEngine, fingerprint_files
 from recommender.dedup.evaluate import level_labels
@@ -168,6 +169,25 @@ def test_evaluation_harness_scores_engine_and_baseline(embedder, tmp_path):
     assert base["per_transform_recall"]["hflip"] == 0.0  # plain pHash is not flip-invariant
     assert copy["recall"] > base["recall"]
     assert "baseline phash<=10" in lines[0] and "crop20" in lines[0]
+
+
+def test_verification_on_many_threads_reaches_the_one_by_one_verdicts(planted, embedder):
+    """Pairs are verified side by side and replayed in order: the same inlier counts, tiers and
+    clusters as a one-thread visit, whatever the number of threads (here more than this machine's cores)."""
+    result, _, _, paths = planted
+    emb = np.asarray(embedder([load_image(p) for p in paths]))
+    runs = {}
+    for workers in (1, 5):
+        engine = DedupEngine(DedupConfig(workers=0))
+        engine.local_verifier().workers = workers
+        runs[workers] = engine.find_duplicates(result.items, emb)
+    one, many = runs[1], runs[5]
+    assert one.timings["verified_pairs"] == many.timings["verified_pairs"] > 0
+    cols = ["i", "j", P.TIER, "inliers"]
+    assert one.pairs[cols].reset_index(drop=True).equals(many.pairs[cols].reset_index(drop=True))
+    assert (one.pairs[P.TIER] == "copy").sum() > 0
+    member_cols = ["id", P.CLUSTER_ID, P.TIER, P.CANONICAL]
+    assert one.members[member_cols].reset_index(drop=True).equals(many.members[member_cols].reset_index(drop=True))
 
 
 def test_match_new_items_against_an_existing_collection(planted, embedder):

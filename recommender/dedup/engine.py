@@ -158,13 +158,12 @@ class DedupEngine:
         cos = np.einsum("ij,ij->i", embeddings[ci], embeddings[cj]) if embeddings is not None and len(ci) else None
         return dist, cos, other_slices(items, ci, cj)
 
-    def _inliers(self, items: Sequence[Fingerprint], a: int, b: int,
-                 images: dict[int, Image.Image] | None) -> int:
-        """Local-feature inliers of items a and b, from the given images or decoded from their files
+    def _job(self, items: Sequence[Fingerprint], a: int, b: int, images: dict[int, Image.Image] | None) -> tuple:
+        """The verifier's arguments for items a and b: their images, or loaders of their files
         (content-addressed keys: a verifier shared across runs never confuses two images)."""
         src_a = images[a] if images is not None else self.source(items[a])
         src_b = images[b] if images is not None else self.source(items[b])
-        return self.local_verifier().inliers(_vkey(items[a]), src_a, _vkey(items[b]), src_b)
+        return (_vkey(items[a]), src_a, _vkey(items[b]), src_b)
 
     def _verify(self, items: Sequence[Fingerprint], ci: np.ndarray, cj: np.ndarray, cos: np.ndarray,
                 dist: np.ndarray, tiers: np.ndarray, images: dict[int, Image.Image] | None) -> np.ndarray:
@@ -177,32 +176,54 @@ class DedupEngine:
         O(N * cap) verifications instead of O(candidate pairs). Thumbnail pairs (`small_pairs`)
         come after, by pHash distance with their own per-item count: the model sees a thumbnail
         as a blur, so by cosine they would come last and lose their turn to the cap.
+
+        The visit is sequential (each verdict can skip later pairs) but the work is not: the next
+        pairs the rule would verify if every pending one failed are verified side by side
+        (`inliers_many`), then the visit replays them in order and keeps the verdicts it reaches,
+        computing any pair a merge or cap left out of the guess; so the counts are those of a
+        one-by-one visit.
         """
         c = self.config
         inliers = np.full(len(ci), -1, np.int32)
         strong = np.isin(tiers, list(P.SAME_PICTURE_TIERS))
         component = connected_labels(len(items), ci[strong], cj[strong]).tolist()
-        joined = DisjointSet()  # components merged by verified copies during this loop
+        joined = DisjointSet(sorted(set(component)))  # components merged by verified copies during this loop
         small = small_pairs(c, items, ci, cj)
         amb = np.nonzero(needs_verification(c, tiers, cos, dist, other_slices(items, ci, cj), small=small))[0]
         big, little = amb[~small[amb]], amb[small[amb]]
         order = [*big[np.argsort(-cos[big], kind="stable")].tolist(), *little[np.argsort(dist[little], kind="stable")].tolist()]
-        tries = np.zeros(len(items), np.int32)
-        small_tries = np.zeros(len(items), np.int32)
-        for k in order:
-            a, b = int(ci[k]), int(cj[k])
-            count = small_tries if small[k] else tries
-            ca, cb = component[a], component[b]
-            for comp in (ca, cb):
-                if comp not in joined:
-                    joined.add(comp)
-            if joined.connected(ca, cb) or max(count[a], count[b]) >= c.max_verify_per_item:
-                continue
-            count[a] += 1
-            count[b] += 1
-            inliers[k] = self._inliers(items, a, b, images)
-            if inliers[k] >= c.min_inliers:
-                joined.merge(ca, cb)
+        counts = {False: np.zeros(len(items), np.int32), True: np.zeros(len(items), np.int32)}
+        verifier = self.local_verifier()
+        width = 2 * verifier.workers
+
+        def due(k: int, extra: dict[tuple[bool, int], int]) -> bool:
+            a, b, count = int(ci[k]), int(cj[k]), counts[bool(small[k])]
+            seen = max(count[a] + extra.get((bool(small[k]), a), 0), count[b] + extra.get((bool(small[k]), b), 0))
+            return not joined.connected(component[a], component[b]) and seen < c.max_verify_per_item
+
+        pos = 0
+        while pos < len(order):
+            guess: list[int] = []
+            extra: dict[tuple[bool, int], int] = {}
+            end = pos
+            while end < len(order) and len(guess) < width:
+                k = order[end]
+                if due(k, extra):
+                    guess.append(k)
+                    for e in (int(ci[k]), int(cj[k])):
+                        extra[(bool(small[k]), e)] = extra.get((bool(small[k]), e), 0) + 1
+                end += 1
+            done = dict(zip(guess, verifier.inliers_many([self._job(items, int(ci[k]), int(cj[k]), images)
+                                                          for k in guess])))
+            for k in order[pos:end]:
+                if not due(k, {}):
+                    continue
+                a, b = int(ci[k]), int(cj[k])
+                counts[bool(small[k])][[a, b]] += 1
+                inliers[k] = done[k] if k in done else verifier.inliers(*self._job(items, a, b, images))
+                if inliers[k] >= c.min_inliers:
+                    joined.merge(component[a], component[b])
+            pos = end
         return inliers
 
     def pair_tiers(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None,
@@ -223,8 +244,9 @@ class DedupEngine:
         if verifying:
             inliers = np.full(len(ci), -1, np.int32)
             small = small_pairs(c, items, ci, cj)
-            for k in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small)).tolist():
-                inliers[k] = self._inliers(items, int(ci[k]), int(cj[k]), images)
+            todo = np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small))
+            inliers[todo] = self.local_verifier().inliers_many([self._job(items, int(ci[k]), int(cj[k]), images)
+                                                                for k in todo.tolist()])
             tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)
         return [str(getattr(t, "value", t)) for t in tiers]
 
@@ -373,15 +395,15 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     tiers = decide_tiers(c, dist, cos, exact=exact, verifying=verifying, other_slices=slices)
     inliers = np.full(len(qs), -1, np.int32)
     if verifying:
-        ver = engine.local_verifier()
         tries: Counter = Counter()
         small = small_pairs(c, both, q_arr, e_arr + len(new_items))
+        rows = []  # in order, at most max_verify_per_item per new item: no verdict changes which pairs run
         for r in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small)).tolist():
-            a, b = new_items[qs[r]], existing_items[es[r]]
-            if tries[qs[r]] >= c.max_verify_per_item:
-                continue
-            tries[qs[r]] += 1
-            inliers[r] = ver.inliers(_vkey(a), engine.source(a), _vkey(b), engine.source(b))
+            if tries[qs[r]] < c.max_verify_per_item:
+                tries[qs[r]] += 1
+                rows.append(r)
+        jobs = [engine._job(both, qs[r], len(new_items) + es[r], None) for r in rows]
+        inliers[rows] = engine.local_verifier().inliers_many(jobs)
         tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)
     keep = tiers != ""
     return pd.DataFrame({"new": q_arr[keep], "existing": e_arr[keep], P.TIER: tiers[keep].astype(str),

@@ -22,7 +22,10 @@ passes when that correlation reaches `small_min_corr`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -40,6 +43,9 @@ except ImportError:  # optional dependency
 
 Source = Union[Image.Image, Callable[[], Image.Image]]
 """An image, or a loader called only when its features are not cached yet (may raise DecodeError)."""
+
+Job = tuple[Any, Source, Any, Source]
+"""One pair to verify: (key a, source a, key b, source b), the arguments of `inliers`."""
 
 
 def available() -> bool:
@@ -75,8 +81,11 @@ class LocalFeatureVerifier:
         self.min_spread = min_spread
         self.mirror = mirror
         self.min_inliers = min_inliers
-        self.orb = cv2.ORB_create(nfeatures=n_features, fastThreshold=10, edgeThreshold=15, patchSize=15)
-        self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        self.n_features = n_features
+        self._local = threading.local()  # an ORB detector and a matcher per thread (`inliers_many`)
+        # verification is most of dedupe-on-ingest's time on look-alike collections (brain-mri); OpenCV
+        # releases the GIL, so pairs are verified on every core the process may use
+        self.workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self._pairs: dict[tuple[Any, Any], int] = {}
         self._cache: dict[Any, tuple] = {}
 
@@ -94,6 +103,20 @@ class LocalFeatureVerifier:
         if s < 1:
             g = cv2.resize(g, (round(g.shape[1] * s), round(g.shape[0] * s)), interpolation=cv2.INTER_AREA)
         return cv2.equalizeHist(g)  # colour and contrast edits move intensities, not corners
+
+    @property
+    def orb(self) -> Any:
+        """This thread's ORB detector (OpenCV objects are not shared between threads)."""
+        if not hasattr(self._local, "orb"):
+            self._local.orb = cv2.ORB_create(nfeatures=self.n_features, fastThreshold=10, edgeThreshold=15, patchSize=15)
+        return self._local.orb
+
+    @property
+    def matcher(self) -> Any:
+        """This thread's brute-force Hamming matcher."""
+        if not hasattr(self._local, "matcher"):
+            self._local.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        return self._local.matcher
 
     def _detect(self, g: np.ndarray) -> tuple[np.ndarray, Any]:
         kp, des = self.orb.detectAndCompute(g, None)
@@ -187,6 +210,14 @@ class LocalFeatureVerifier:
             best = max(best, self.min_inliers if self.small_score(key_a, key_b) >= self.small_min_corr else 0)
         self._pairs[(key_a, key_b)] = best
         return best
+
+    def inliers_many(self, jobs: Sequence[Job]) -> list[int]:
+        """`inliers` of each pair, in order, computed on `workers` threads (the same counts as one by one:
+        features and pair results are cached per key, and computing one twice gives the same value)."""
+        if self.workers <= 1 or len(jobs) <= 1:
+            return [self.inliers(*job) for job in jobs]
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(jobs)), thread_name_prefix="verify") as pool:
+            return list(pool.map(lambda job: self.inliers(*job), jobs))
 
     def _smaller_first(self, key_a: Any, key_b: Any) -> tuple[tuple, tuple] | None:
         """The (size, grey) entries of two cached images, the one with fewer pixels first."""

@@ -79,15 +79,19 @@ def embedder_for(spec: EmbedSpec) -> Embedder:
 
 @contextmanager
 def _torch_threads(emb: Embedder) -> Iterator[None]:
-    """Single-threaded forwards side by side on CPU while any embed call runs; the process's setting after."""
+    """Single-threaded torch work per worker thread while any embed call runs; the process's setting after.
+
+    On CPU the forwards run side by side (cores // streams threads each). On a GPU the worker threads
+    still run torch on the CPU (the uint8 resize in `prepare`); with torch's default of one intra-op
+    thread per core, N workers on an N-core host would each start an N-thread team, so there too each
+    worker runs torch single-threaded (on a 16-core H200 host the stage ran under 75 img/s without this;
+    the run with it had too little time left to confirm the cure: docs/benchmarks_embed.md, "CUDA").
+    """
     global _threads_users, _threads_before
-    if emb.device.type != "cpu":
-        yield
-        return
     with _THREADS_LOCK:
         if _threads_users == 0:
             _threads_before = torch.get_num_threads()
-            torch.set_num_threads(max(1, usable_cores() // emb.streams))
+            torch.set_num_threads(max(1, usable_cores() // emb.streams) if emb.device.type == "cpu" else 1)
         _threads_users += 1
     try:
         yield
