@@ -190,6 +190,21 @@ def test_verification_on_many_threads_reaches_the_one_by_one_verdicts(planted, e
     assert one.members[member_cols].reset_index(drop=True).equals(many.members[member_cols].reset_index(drop=True))
 
 
+def test_mirror_gate_skips_mirrored_attempts_and_keeps_the_copies(planted, embedder):
+    """With the gate the mirrored match runs only where the mirrored pHash is the closer: fewer ORB
+    attempts, and the same copy clusters (the flipped copies included)."""
+    result, _, _, paths = planted
+    emb = np.asarray(embedder([load_image(p) for p in paths]))
+    runs, attempts = {}, {}
+    for gate in (False, True):
+        engine = DedupEngine(DedupConfig(workers=0, mirror_gate=gate))
+        runs[gate] = engine.find_duplicates(result.items, emb)
+        attempts[gate] = engine.local_verifier().attempts
+    assert 0 < attempts[True] < attempts[False]
+    n = len(result.items)
+    assert (level_labels(n, runs[True].pairs, "copy") == level_labels(n, runs[False].pairs, "copy")).all()
+
+
 def test_match_new_items_against_an_existing_collection(planted, embedder):
     """Dedupe-on-ingest: the numpy SearchFn stands in for the Qdrant query (same contract)."""
     from recommender.dedup import match_new_items, numpy_search

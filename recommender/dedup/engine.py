@@ -160,10 +160,16 @@ class DedupEngine:
 
     def _job(self, items: Sequence[Fingerprint], a: int, b: int, images: dict[int, Image.Image] | None) -> tuple:
         """The verifier's arguments for items a and b: their images, or loaders of their files
-        (content-addressed keys: a verifier shared across runs never confuses two images)."""
+        (content-addressed keys: a verifier shared across runs never confuses two images), and
+        whether to try b mirrored (with `mirror_gate`, only when b's mirrored pHash is at least as
+        close to a's as b's own: a flipped copy is closer mirrored)."""
         src_a = images[a] if images is not None else self.source(items[a])
         src_b = images[b] if images is not None else self.source(items[b])
-        return (_vkey(items[a]), src_a, _vkey(items[b]), src_b)
+        mirror = True
+        if self.config.mirror_gate:
+            ha, hb, hm = int(items[a].phash), int(items[b].phash), int(items[b].phash_mirror)
+            mirror = (ha ^ hm).bit_count() <= (ha ^ hb).bit_count()
+        return (_vkey(items[a]), src_a, _vkey(items[b]), src_b, mirror)
 
     def _verify(self, items: Sequence[Fingerprint], ci: np.ndarray, cj: np.ndarray, cos: np.ndarray,
                 dist: np.ndarray, tiers: np.ndarray, images: dict[int, Image.Image] | None) -> np.ndarray:

@@ -253,45 +253,55 @@ def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors
         work = Path(tmp)
     try:
         engine = DedupEngine(config or DedupConfig(), embed, options=options)
-        t0 = time.perf_counter()
-        need = n_originals + n_distractors
-        pool = sample_files(Path(source), min(len(list_images(Path(source))), int(need * pool_factor)), seed) \
-            if screen else sample_files(Path(source), need, seed)
-        if screen:
-            kept, pool_items, pool_emb, stats = screen_pool(engine, pool, need)
-        else:
-            kept, pool_items, pool_emb, stats = list(range(need)), None, None, {"pool": need}
-        t_screen = time.perf_counter() - t0
-        chosen = [pool[k] for k in kept]
-        t = time.perf_counter()
-        planted = plant(chosen[:n_originals], chosen[n_originals:], Path(work), seed, FAMILIES[family])
-        t_build = time.perf_counter() - t
-        t = time.perf_counter()
-        known = {str(pool[k]): k for k in kept} if pool_items is not None else {}
-        todo = [p.path for p in planted if p.path not in known]
-        new_items = engine.fingerprint(todo)
-        t_fp = time.perf_counter() - t
-        t = time.perf_counter()
-        new_emb = engine.embed_items(new_items)
-        t_emb = time.perf_counter() - t
-        by_path = {it.path: (it, new_emb[k]) for k, it in enumerate(new_items)}
-        for path, k in known.items():
-            by_path[path] = (pool_items[k], pool_emb[k])
-        items = [by_path[p.path][0] for p in planted]
-        for s, it in enumerate(items):
-            it.seq = float(s)
-        emb = np.stack([by_path[p.path][1] for p in planted]).astype(np.float32)
-        engine._cache.clear()
+        planted, items, emb, stats, timings = planted_set(engine, Path(source), n_originals, n_distractors, seed,
+                                                          Path(work), screen, pool_factor, family)
         out = score_engine(engine, planted, items, emb, sweep=sweep and family == "tuning")
         out.update({"family": family, "source": str(source), "originals": n_originals, "distractors": n_distractors, "seed": seed,
                     "screen": stats})
-        out["timings_s"] = {"screen_pool": t_screen, "build": t_build, "fingerprint": t_fp, "embed": t_emb,
-                            **out["timings_s"]}
+        out["timings_s"] = {**timings, **out["timings_s"]}
         log(format_report(out))
         return out
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def planted_set(engine: DedupEngine, source: Path, n_originals: int, n_distractors: int, seed: int, work: Path,
+                screen: bool = True, pool_factor: float = 1.25, family: str = "tuning"
+                ) -> tuple[list[Planted], list[Fingerprint], np.ndarray, dict[str, Any], dict[str, float]]:
+    """The planted benchmark, fingerprinted and embedded by `engine`: (planted, items, embeddings,
+    screening stats, stage seconds). Built once, it can score several engine configurations."""
+    t0 = time.perf_counter()
+    need = n_originals + n_distractors
+    pool = sample_files(source, min(len(list_images(source)), int(need * pool_factor)), seed) \
+        if screen else sample_files(source, need, seed)
+    if screen:
+        kept, pool_items, pool_emb, stats = screen_pool(engine, pool, need)
+    else:
+        kept, pool_items, pool_emb, stats = list(range(need)), None, None, {"pool": need}
+    t_screen = time.perf_counter() - t0
+    chosen = [pool[k] for k in kept]
+    t = time.perf_counter()
+    planted = plant(chosen[:n_originals], chosen[n_originals:], work, seed, FAMILIES[family])
+    t_build = time.perf_counter() - t
+    t = time.perf_counter()
+    known = {str(pool[k]): k for k in kept} if pool_items is not None else {}
+    todo = [p.path for p in planted if p.path not in known]
+    new_items = engine.fingerprint(todo)
+    t_fp = time.perf_counter() - t
+    t = time.perf_counter()
+    new_emb = engine.embed_items(new_items)
+    t_emb = time.perf_counter() - t
+    by_path = {it.path: (it, new_emb[k]) for k, it in enumerate(new_items)}
+    for path, k in known.items():
+        by_path[path] = (pool_items[k], pool_emb[k])
+    items = [by_path[p.path][0] for p in planted]
+    for s, it in enumerate(items):
+        it.seq = float(s)
+    emb = np.stack([by_path[p.path][1] for p in planted]).astype(np.float32)
+    engine._cache.clear()
+    return planted, items, emb, stats, {"screen_pool": t_screen, "build": t_build, "fingerprint": t_fp,
+                                        "embed": t_emb}
 
 
 def score_engine(engine: DedupEngine, planted: Sequence[Planted], items: list[Fingerprint], emb: np.ndarray,

@@ -44,8 +44,8 @@ except ImportError:  # optional dependency
 Source = Union[Image.Image, Callable[[], Image.Image]]
 """An image, or a loader called only when its features are not cached yet (may raise DecodeError)."""
 
-Job = tuple[Any, Source, Any, Source]
-"""One pair to verify: (key a, source a, key b, source b), the arguments of `inliers`."""
+Job = tuple[Any, Source, Any, Source, bool]
+"""One pair to verify: (key a, source a, key b, source b, try the mirror), the arguments of `inliers`."""
 
 
 def available() -> bool:
@@ -86,7 +86,9 @@ class LocalFeatureVerifier:
         # verification is most of dedupe-on-ingest's time on look-alike collections (brain-mri); OpenCV
         # releases the GIL, so pairs are verified on every core the process may use
         self.workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self._pairs: dict[tuple[Any, Any], int] = {}
+        self._pairs: dict[tuple[Any, Any, bool], int] = {}
+        self.attempts = 0  # ORB match + RANSAC attempts made (a pair tried mirrored too counts two)
+        self._count = threading.Lock()
         self._cache: dict[Any, tuple] = {}
 
     def _gray(self, key: Any, source: Source) -> np.ndarray | None:
@@ -159,6 +161,8 @@ class LocalFeatureVerifier:
         area_b, pb, db = (fb[0], fb[3], fb[4]) if mirrored else (fb[0], fb[1], fb[2])
         if da is None or db is None or len(da) < 3 or len(db) < 3:
             return 0
+        with self._count:
+            self.attempts += 1
         knn = self.matcher.knnMatch(da, db, k=2)
         good = [m[0] for m in knn if len(m) == 2 and m[0].distance < self.ratio * m[1].distance]
         if len(good) < 4:
@@ -193,22 +197,25 @@ class LocalFeatureVerifier:
         full = counts >= per_cell
         return int(full.any(axis=1).sum()) >= need and int(full.any(axis=0).sum()) >= need
 
-    def inliers(self, key_a: Any, source_a: Source, key_b: Any, source_b: Source) -> int:
-        """Spatially spread inlier count of a vs b (and a vs mirrored b if `mirror`); cached per pair.
+    def inliers(self, key_a: Any, source_a: Source, key_b: Any, source_b: Source, mirror: bool = True) -> int:
+        """Spatially spread inlier count of a vs b (and a vs mirrored b if `self.mirror` and `mirror`);
+        cached per pair. A caller that knows which orientation fits (the pHashes) passes `mirror=False`
+        when the mirrored one does not, to skip that attempt.
 
         When ORB falls short and the smaller image has a side below `small_side`, the aligned
         pixel check decides instead: passing it reports `min_inliers` (the least count the tier
         rule calls a copy), failing it the ORB count, so `decide_tiers` needs no new evidence."""
-        if (key_a, key_b) in self._pairs:
-            return self._pairs[(key_a, key_b)]
+        key = (key_a, key_b, mirror)
+        if key in self._pairs:
+            return self._pairs[key]
         fa = self.features(key_a, source_a)
         fb = self.features(key_b, source_b)
         best = self._inliers(fa, fb)
-        if self.mirror and best < self.min_inliers:
+        if self.mirror and mirror and best < self.min_inliers:
             best = max(best, self._inliers(fa, fb, mirrored=True))
         if best < self.min_inliers and self.is_small(key_a, key_b):
             best = max(best, self.min_inliers if self.small_score(key_a, key_b) >= self.small_min_corr else 0)
-        self._pairs[(key_a, key_b)] = best
+        self._pairs[key] = best
         return best
 
     def inliers_many(self, jobs: Sequence[Job]) -> list[int]:

@@ -1,0 +1,72 @@
+"""How much geometric verification the copy tier needs: the per-item cap and the mirror gate, scored.
+
+Verification (ORB + RANSAC, tried mirrored when the direct match fails) is most of dedupe-on-ingest's
+time on look-alike collections (docs/benchmarks_dedup.md, "Ingest (dedupe on) against the plain
+script"). Two knobs cut it: `max_verify_per_item` (the per-item cap on verified candidates) and
+`mirror_gate` (try the mirrored match only when the mirrored pHash is the closer). This builds the
+planted benchmark once per corpus (`recommender.dedup.evaluate.planted_set`) and scores each variant
+on it with a fresh engine (features recomputed, so the seconds compare): copy precision and recall,
+the lowest per-family recall, verified pairs, ORB attempts and verify seconds.
+
+Choose on the tuning families; read the choice on the held-out families (never the other way):
+
+    python benchmarks/verify_budget.py ../shared/corpora/art-louvre --families tuning
+    python benchmarks/verify_budget.py ../shared/corpora/brain-mri --families tuning
+    python benchmarks/verify_budget.py ../shared/corpora/art-louvre --families heldout --variants 12:off,4:on
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recommender.dedup import DedupConfig, DedupEngine  # noqa: E402
+from recommender.dedup.embed import model_embedder  # noqa: E402
+from recommender.dedup.evaluate import planted_set, score_engine  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("source", type=Path)
+    ap.add_argument("--originals", type=int, default=100)
+    ap.add_argument("--distractors", type=int, default=150)
+    ap.add_argument("--families", choices=["tuning", "heldout"], default="tuning")
+    ap.add_argument("--variants", default="12:off,12:on,6:off,6:on,4:off,4:on,3:on",
+                    help="cap:gate pairs (gate on = mirror_gate)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    embed, options = model_embedder("mobilenet_v2")
+    base = DedupConfig()
+    with tempfile.TemporaryDirectory(prefix="verify-budget-") as work:
+        engine = DedupEngine(base, embed, options=options)
+        planted, items, emb, _, _ = planted_set(engine, args.source, args.originals, args.distractors, args.seed,
+                                                Path(work), family=args.families)
+        print(f"{args.source.name}, {args.families} families: {len(items)} items "
+              f"({args.originals} originals, {args.distractors} distractors)", flush=True)
+        print(f"{'cap':>4}{'gate':>6}{'precision':>10}{'recall':>8}{'lowest family':>22}{'verified':>10}"
+              f"{'attempts':>10}{'verify s':>10}", flush=True)
+        for variant in args.variants.split(","):
+            cap, gate = variant.split(":")
+            cfg = dataclasses.replace(base, max_verify_per_item=int(cap), mirror_gate=gate == "on")
+            eng = DedupEngine(cfg, embed, options=options)
+            t = time.perf_counter()
+            out = score_engine(eng, planted, items, emb, sweep=False)
+            seconds = time.perf_counter() - t
+            copy = out["tiers"]["copy"]
+            fam = copy["per_transform_recall"]
+            low = min(fam, key=fam.get)
+            print(f"{cap:>4}{gate:>6}{copy['precision']:>10.4f}{copy['recall']:>8.4f}"
+                  f"{low + ' ' + format(fam[low], '.2f'):>22}{int(out['timings_s'].get('engine.verified_pairs', 0)):>10}"
+                  f"{eng.local_verifier().attempts:>10}{out['timings_s'].get('engine.verify', seconds):>10.1f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
