@@ -156,7 +156,7 @@ def _spawn(cmd: list[str], env: dict[str, str], out: Path) -> subprocess.Popen:
                             stdout=open(out / "stdout", "wb"), stderr=open(out / "stderr", "wb"))
 
 
-def _reap(p: subprocess.Popen) -> tuple[int, float]:
+def reap(p: subprocess.Popen) -> tuple[int, float]:
     """Wait for the child with wait4, so its own peak RSS (largest process of its tree) comes back."""
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -172,7 +172,7 @@ def run_once(cmd: list[str], env: dict[str, str], scratch: Path,
     poller = TreePoller(p.pid)
     poller.start()
     marks = during(p, t0) if during else {}
-    rc, maxrss = _reap(p)
+    rc, maxrss = reap(p)
     wall = time.perf_counter() - t0
     peak = poller.stop()
     return Sample(wall, peak / 2**20, maxrss, rc, (out / "stdout").read_text(errors="replace"),

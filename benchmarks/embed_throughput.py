@@ -110,12 +110,15 @@ def run_naive(model: str, files: list[Path]) -> dict:
 
 
 def run_pipeline(model: str, files: list[Path], batch_size: int | None, workers: int | None,
-                 streams: int | None = None, keep_vectors: bool = True) -> dict:
+                 streams: int | None = None, keep_vectors: bool = True, device: str = "cpu",
+                 chunk_items: int | None = None, warm_up: bool = False) -> dict:
     """The ingest embed stage (`recommender.ingest.embed_files`: worker threads decode a batch, fingerprint it
     and embed it) over `files`, chunk by chunk as the flow submits them, no dedupe or upsert.
 
     `keep_vectors` keeps every chunk for the agreement check (the memory runs drop them, as the flow
-    does after each chunk's upsert). The model loads before the clock starts, as a warm worker's has.
+    does after each chunk's upsert). The model loads before the clock starts, as a warm worker's has;
+    `warm_up` also embeds one batch first (CUDA: cudnn autotuning and the allocator's first blocks,
+    which `benchmarks/gpu_check.py` keeps off the clock).
     """
     from recommender.ingest import EmbedSpec, embed_files, embedder_for, scan_source, stages
     from recommender.settings import get_settings
@@ -124,15 +127,19 @@ def run_pipeline(model: str, files: list[Path], batch_size: int | None, workers:
         src = Path(tmp) / "src"
         src.mkdir()
         for i, p in enumerate(files):
-            os.symlink(p, src / f"{i:06d}{p.suffix}")
-        cfg = get_settings(home=Path(tmp) / "home", model=model, device="cpu", batch_size=batch_size,
-                           decode_workers=workers, qdrant_url=None, model_streams=streams)
+            os.symlink(p.resolve(), src / f"{i:06d}{p.suffix}")
+        cfg = get_settings(home=Path(tmp) / "home", model=model, device=device, batch_size=batch_size,
+                           decode_workers=workers, qdrant_url=None, model_streams=streams,
+                           **({"chunk_items": chunk_items} if chunk_items else {}))
         spec = EmbedSpec.from_settings(cfg)
         emb = embedder_for(spec)
+        scanned = scan_source(src).files
+        if warm_up:
+            embed_files(scanned[: emb.max_batch], spec)
         n, done, seconds = 0, [], {}
         with PeakRSS() as mem:
             start = time.perf_counter()
-            for chunk_files in stages.chunks(scan_source(src).files, cfg.chunk_items):
+            for chunk_files in stages.chunks(scanned, cfg.chunk_items):
                 chunk = embed_files(chunk_files, spec)
                 n += sum(len(ef.keys) for ef in chunk.files)
                 seconds = {k: seconds.get(k, 0.0) + v for k, v in chunk.seconds.items()}

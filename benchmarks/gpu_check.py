@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from recommender.decode import DecodeOptions, decode_file  # noqa: E402
 from recommender.models import create_embedder  # noqa: E402
+from embed_throughput import run_pipeline  # noqa: E402  (benchmarks/, on the path as the script's folder)
 
 FIGURES: dict = {}
 DEVICE = "cuda"  # --device cpu runs the same script as a smoke test on a machine without one
@@ -154,36 +155,15 @@ def forward(name: str, label: str, files: list[Path], batch_sizes: list[int], re
 
 
 def pipeline(name: str, label: str, files: list[Path], batch_size: int, chunk: int, repeats: int) -> None:
-    """The ingest embed stage over the files on CUDA: images/s, decode vs embed seconds."""
-    from recommender.ingest import EmbedSpec, embed_files, embedder_for, scan_source, stages
-    from recommender.settings import get_settings
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        for i, p in enumerate(files):
-            os.symlink(p.resolve(), src / f"{i:06d}{p.suffix}")
-        cfg = get_settings(home=Path(tmp) / "home", model=name, device=DEVICE, batch_size=batch_size,
-                           chunk_items=chunk, qdrant_url=None)
-        spec = EmbedSpec.from_settings(cfg)
-        embedder_for(spec)
-        scanned = scan_source(src).files
-        embed_files(scanned[: min(len(scanned), batch_size)], spec)  # warm-up: cudnn autotune, allocator
-        rates, secs = [], {}
-        for _ in range(repeats):
-            sync()
-            start, n, secs = time.perf_counter(), 0, {}
-            for chunk_files in stages.chunks(scanned, cfg.chunk_items):
-                out = embed_files(chunk_files, spec)
-                n += sum(len(ef.keys) for ef in out.files)
-                print(f"  pipeline {label} batch {batch_size} chunk {chunk}: {n} files at "
-                      f"{time.perf_counter() - start:.1f} s", flush=True)
-                secs = {k: secs.get(k, 0.0) + v for k, v in out.seconds.items()}
-            rates.append(n / (time.perf_counter() - start))
-    rate = statistics.median(rates)
+    """The ingest embed stage over the files on the device (`embed_throughput.run_pipeline`, warmed up
+    first): images/s, decode vs embed seconds."""
+    runs = [run_pipeline(name, files, batch_size, None, keep_vectors=False, device=DEVICE,
+                         chunk_items=chunk, warm_up=True) for _ in range(repeats)]
+    rate = statistics.median(r["images_per_s"] for r in runs)
+    secs = runs[-1]["stage_seconds"]
     say(f"pipeline.{label}.bs{batch_size}.chunk{chunk}", {"images_per_s": rate, "stage_seconds": secs},
-        f"pipeline {label} batch {batch_size} chunk {chunk}: {rate:,.0f} img/s over {n} files (median of {repeats}); "
-        f"decode {secs.get('decode', 0):.1f} s, embed {secs.get('embed', 0):.1f} s summed over workers")
+        f"pipeline {label} batch {batch_size} chunk {chunk}: {rate:,.0f} img/s over {runs[-1]['items']} files "
+        f"(median of {repeats}); decode {secs.get('decode', 0):.1f} s, embed {secs.get('embed', 0):.1f} s summed over workers")
 
 
 def main() -> None:

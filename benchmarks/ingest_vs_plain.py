@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cli_latency import reap  # benchmarks/, on the path as the script's folder: wait4, the child's peak RSS
+
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("recommender")
 # The installed console script; where the project is not installed (a bare GPU machine), the same CLI as a module.
@@ -79,11 +81,11 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, floa
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO, text=True)
     out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    rc, rss = reap(proc)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[:3]} failed with exit code {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_maxrss / 1024, out
+    if rc != 0:
+        raise SystemExit(f"{cmd[:3]} failed with exit code {rc}")
+    return wall, rss, out
 
 
 def ours(corpus: Path, work: Path) -> dict:

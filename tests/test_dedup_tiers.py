@@ -65,6 +65,12 @@ def planted(tmp_path_factory, embedder):
     return result, origin, transform, [str(p) for p in paths]
 
 
+@pytest.fixture(scope="module")
+def planted_vectors(planted, embedder):
+    """The planted set's embeddings, once for the tests that re-run `find_duplicates` on it."""
+    return np.asarray(embedder([load_image(p) for p in planted[3]]))
+
+
 def test_flip_invariant_phash_matches_imagehash():
     img = load_image(ART / ORIGINALS[0])
     h, m = phash_pair(img)
@@ -171,11 +177,10 @@ def test_evaluation_harness_scores_engine_and_baseline(embedder, tmp_path):
     assert "baseline phash<=10" in lines[0] and "crop20" in lines[0]
 
 
-def test_verification_on_many_threads_reaches_the_one_by_one_verdicts(planted, embedder):
+def test_verification_on_many_threads_reaches_the_one_by_one_verdicts(planted, planted_vectors):
     """Pairs are verified side by side and replayed in order: the same inlier counts, tiers and
     clusters as a one-thread visit, whatever the number of threads (here more than this machine's cores)."""
-    result, _, _, paths = planted
-    emb = np.asarray(embedder([load_image(p) for p in paths]))
+    result, emb = planted[0], planted_vectors
     runs = {}
     for workers in (1, 5):
         engine = DedupEngine(DedupConfig(workers=0))
@@ -190,11 +195,10 @@ def test_verification_on_many_threads_reaches_the_one_by_one_verdicts(planted, e
     assert one.members[member_cols].reset_index(drop=True).equals(many.members[member_cols].reset_index(drop=True))
 
 
-def test_mirror_gate_skips_mirrored_attempts_and_keeps_the_copies(planted, embedder):
+def test_mirror_gate_skips_mirrored_attempts_and_keeps_the_copies(planted, planted_vectors):
     """With the gate the mirrored match runs only where the mirrored pHash is the closer: fewer ORB
     attempts, and the same copy clusters (the flipped copies included)."""
-    result, _, _, paths = planted
-    emb = np.asarray(embedder([load_image(p) for p in paths]))
+    result, emb = planted[0], planted_vectors
     runs, attempts = {}, {}
     for gate in (False, True):
         engine = DedupEngine(DedupConfig(workers=0, mirror_gate=gate))
@@ -205,14 +209,14 @@ def test_mirror_gate_skips_mirrored_attempts_and_keeps_the_copies(planted, embed
     assert (level_labels(n, runs[True].pairs, "copy") == level_labels(n, runs[False].pairs, "copy")).all()
 
 
-def test_match_new_items_against_an_existing_collection(planted, embedder):
+def test_match_new_items_against_an_existing_collection(planted, planted_vectors):
     """Dedupe-on-ingest: the numpy SearchFn stands in for the Qdrant query (same contract)."""
     from recommender.dedup import match_new_items, numpy_search
 
     result, origin, transform, paths = planted
     old = [k for k in range(len(paths)) if transform[k] == "original" or origin[k] == 100]
     new = [k for k in range(len(paths)) if transform[k] in ("png_resave", "crop10", "text") or origin[k] == 101]
-    emb = np.asarray(embedder([load_image(paths[k]) for k in old + new]))
+    emb = planted_vectors[old + new]
     engine = DedupEngine(DedupConfig(workers=0))
     m = match_new_items(engine, [result.items[k] for k in new], emb[len(old):], [result.items[k] for k in old],
                         search=numpy_search(emb[: len(old)]))
@@ -230,7 +234,7 @@ def test_match_new_items_against_an_existing_collection(planted, embedder):
 def test_heldout_families_are_planted_apart_and_never_swept(embedder, tmp_path):
     """`--families heldout` plants only edits no threshold was chosen on, labels the run, and
     offers no threshold sweep (nothing may be tuned on it)."""
-    from recommender.dedup.evaluate import evaluate, main
+    from recommender.dedup.evaluate import evaluate
     from recommender.dedup.transforms import HELDOUT
 
     assert not set(HELDOUT) & set(TRANSFORMS)

@@ -35,7 +35,7 @@ from recommender.dedup.methods import EmbeddingCosine, ExactHash, PerceptualHash
 from recommender.dedup.sweep import SearchFn, hamming_of
 from recommender.dedup.tiers import (candidate_cosine, decide_tiers, needs_verification, other_slices,
                                      small_candidates, small_pairs)
-from recommender.dedup.verify import LocalFeatureVerifier, Source, available
+from recommender.dedup.verify import Job, LocalFeatureVerifier, Source, available
 
 PAIR_COLUMNS = ["i", "j", "id_a", "id_b", "path_a", "path_b", P.TIER, "cosine", "phash_distance", "inliers"]
 MATCH_COLUMNS = ["new", "existing", P.TIER, "cosine", "phash_distance", "inliers"]
@@ -158,7 +158,7 @@ class DedupEngine:
         cos = np.einsum("ij,ij->i", embeddings[ci], embeddings[cj]) if embeddings is not None and len(ci) else None
         return dist, cos, other_slices(items, ci, cj)
 
-    def _job(self, items: Sequence[Fingerprint], a: int, b: int, images: dict[int, Image.Image] | None) -> tuple:
+    def _job(self, items: Sequence[Fingerprint], a: int, b: int, images: dict[int, Image.Image] | None) -> Job:
         """The verifier's arguments for items a and b: their images, or loaders of their files
         (content-addressed keys: a verifier shared across runs never confuses two images), and
         whether to try b mirrored (with `mirror_gate`, only when b's mirrored pHash is at least as

@@ -22,7 +22,6 @@ passes when that correlation reaches `small_min_corr`.
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, Union
@@ -32,6 +31,7 @@ from PIL import Image
 
 from recommender.decode import DecodeError
 from recommender.dedup.config import DedupConfig
+from recommender.models.device import usable_cores
 
 try:
     import cv2
@@ -85,7 +85,7 @@ class LocalFeatureVerifier:
         self._local = threading.local()  # an ORB detector and a matcher per thread (`inliers_many`)
         # verification is most of dedupe-on-ingest's time on look-alike collections (brain-mri); OpenCV
         # releases the GIL, so pairs are verified on every core the process may use
-        self.workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.workers = usable_cores()
         self._pairs: dict[tuple[Any, Any, bool], int] = {}
         self.attempts = 0  # ORB match + RANSAC attempts made (a pair tried mirrored too counts two)
         self._count = threading.Lock()

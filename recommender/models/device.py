@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from recommender.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def usable_cores() -> int:
@@ -15,7 +17,12 @@ def usable_cores() -> int:
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
-    """Resolve 'auto' to the best available device; validate explicit requests."""
+    """Resolve 'auto' to the best available device; validate explicit requests.
+
+    torch is imported here, not at the top, so that `usable_cores` costs callers without a model
+    (dedupe verification) no torch import."""
+    import torch
+
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
