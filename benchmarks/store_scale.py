@@ -170,7 +170,7 @@ def fill(store, collection: str, x: np.ndarray, batch: int = 256) -> tuple[float
 
 
 def bench_ours(x: np.ndarray, folder: Path, queries: np.ndarray, batch: int, reuse: bool = False,
-               filtered_ef: list[int] | None = None) -> dict:
+               filtered_ef: list[int] | None = None, variants: list[str] | None = None) -> dict:
     from recommender.settings import get_settings
     from recommender.store import open_store
 
@@ -183,13 +183,33 @@ def bench_ours(x: np.ndarray, folder: Path, queries: np.ndarray, batch: int, reu
     fresh = fresh_process("ours", folder, int(queries[0]))
     np.save(folder / "queries.npy", queries)
     out = subprocess.run([sys.executable, __file__, "--served", str(folder), str(len(x)),
-                          *(["--filtered-ef", *map(str, filtered_ef)] if filtered_ef else [])],
+                          *(["--filtered-ef", *map(str, filtered_ef)] if filtered_ef else []),
+                          *(["--filtered-variants", *variants] if variants else [])],
                          capture_output=True, text=True, check=True)
     served = json.loads(out.stdout.strip().splitlines()[-1])
     return {"upsert_pts_s": len(x) / upsert_s, "build_s": build_s, **fresh, **served}
 
 
-def served(folder: str, n: int, filtered_ef: list[int] | None = None) -> None:
+VARIANT_KEYS = {"ef": "FILTERED_EF_FACTOR", "os": "FILTERED_OVERSAMPLING", "acorn": "FILTERED_ACORN"}
+
+
+def variant_settings(text: str) -> dict[str, float | None]:
+    """`ef=256,os=4,acorn=0.4` -> the edge module's filtered-query constants (ef in points, turned
+    into the factor over HNSW_EF; acorn=0 is off)."""
+    from recommender.store import edge as edge_engine
+
+    out: dict[str, float | None] = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key not in VARIANT_KEYS:
+            raise SystemExit(f"--filtered-variants: unknown key '{key}' in '{text}'; use {', '.join(VARIANT_KEYS)}")
+        v = float(value)
+        out[VARIANT_KEYS[key]] = (max(1, int(v) // edge_engine.HNSW_EF) if key == "ef"
+                                  else (v or None) if key == "acorn" else v)
+    return out
+
+
+def served(folder: str, n: int, filtered_ef: list[int] | None = None, variants: list[str] | None = None) -> None:
     """A served collection, in its own process as the API's would be (not beside the benchmark's arrays):
     open, read the files into the page cache as `VectorStore.prefetch` does in the background, 20
     warm-up queries that are never measured, then the measured ones without and with the filter
@@ -207,10 +227,12 @@ def served(folder: str, n: int, filtered_ef: list[int] | None = None) -> None:
     res: dict = {"warmup_s": time.perf_counter() - t, "warm_mb": warm_bytes / 1e6}
     others = np.setdiff1d(np.arange(n), queries)[:20]
     runs = [("nofilter", None, None), ("filter", {"bucket": "b0"}, None)]
-    runs += [(f"filter_ef{ef}", {"bucket": "b0"}, ef) for ef in filtered_ef or []]
-    default_factor = edge_engine.FILTERED_EF_FACTOR
-    for name, must, ef in runs:
-        edge_engine.FILTERED_EF_FACTOR = default_factor if ef is None else max(1, ef // edge_engine.HNSW_EF)
+    runs += [(f"filter_ef{ef}", {"bucket": "b0"}, variant_settings(f"ef={ef}")) for ef in filtered_ef or []]
+    runs += [(f"filter_{v}", {"bucket": "b0"}, variant_settings(v)) for v in variants or []]
+    defaults = {k: getattr(edge_engine, k) for k in VARIANT_KEYS.values()}
+    for name, must, settings in runs:
+        for k, v in {**defaults, **(settings or {})}.items():
+            setattr(edge_engine, k, v)
         for q in others:
             store.query(ids[q], K, must=must)
         times, got = [], []
@@ -318,6 +340,9 @@ def main() -> None:
     ap.add_argument("--served", nargs=2, metavar=("FOLDER", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--filtered-ef", type=int, nargs="*", default=[],
                     help="also measure ours with the filter at these HNSW beams (the product's is 64 x FILTERED_EF_FACTOR)")
+    ap.add_argument("--filtered-variants", nargs="*", default=[], metavar="ef=N,os=X,acorn=S",
+                    help="also measure ours with the filter under these settings (beam, int8 oversampling, ACORN "
+                         "up to selectivity S; unset keys keep the product's)")
     ap.add_argument("--systems", nargs="+", default=["ours", "faiss", "exact"], choices=["ours", "faiss", "exact"],
                     help="which systems to print (exact always runs: it is the recall ground truth)")
     args = ap.parse_args()
@@ -325,7 +350,7 @@ def main() -> None:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
     if args.served:
-        served(args.served[0], int(args.served[1]), args.filtered_ef)
+        served(args.served[0], int(args.served[1]), args.filtered_ef, args.filtered_variants)
         return
     sizes = args.sizes + ([1_000_000] if args.with_1m else [])
     root = args.home or Path(tempfile.mkdtemp(prefix="store_scale_"))
@@ -343,7 +368,7 @@ def main() -> None:
             np.save(folder / "vectors.npy", x)
         queries = np.random.default_rng(1).choice(n, args.queries, replace=False)
         exact, truth = bench_exact(x, folder, queries)
-        ours = bench_ours(x, folder, queries, args.batch, args.reuse, args.filtered_ef)
+        ours = bench_ours(x, folder, queries, args.batch, args.reuse, args.filtered_ef, args.filtered_variants)
         target = {k: recall(ours[k]["got"], truth[k]) for k in ("nofilter", "filter")}
         faiss_r = bench_faiss(x, folder, queries, truth, target) if "faiss" in args.systems else None
         for system, r in (("ours", ours), ("faiss", faiss_r), ("exact", exact)):
@@ -352,10 +377,10 @@ def main() -> None:
             text, summary = line(n, system, r, truth)
             print(text, flush=True)
             results.append(summary)
-        for ef in args.filtered_ef:
-            r = ours[f"filter_ef{ef}"]
+        for name in [f"ef {ef}" for ef in args.filtered_ef] + args.filtered_variants:
+            r = ours[f"filter_{name.replace(' ', '')}"]
             p50, p95 = pcts(r["times"])
-            print(f"{n:>9,} ours   filter10% at ef {ef}: p50 {p50:.2f} ms p95 {p95:.2f} ms "
+            print(f"{n:>9,} ours   filter10% at {name}: p50 {p50:.2f} ms p95 {p95:.2f} ms "
                   f"recall@10 {recall(r['got'], truth['filter']):.3f}", flush=True)
         if args.home is None:
             shutil.rmtree(folder, ignore_errors=True)

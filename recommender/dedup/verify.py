@@ -48,6 +48,11 @@ Job = tuple[Any, Source, Any, Source, bool]
 """One pair to verify: (key a, source a, key b, source b, try the mirror), the arguments of `inliers`."""
 
 
+Features = tuple[float, np.ndarray, Any]
+"""(area of the grey image ORB saw, keypoint coordinates (n, 2), ORB descriptors or None)."""
+_NO_FEATURES: Features = (1.0, np.zeros((0, 2), np.float32), None)
+
+
 def available() -> bool:
     """True when OpenCV is importable."""
     return cv2 is not None
@@ -89,7 +94,8 @@ class LocalFeatureVerifier:
         self._pairs: dict[tuple[Any, Any, bool], int] = {}
         self.attempts = 0  # ORB match + RANSAC attempts made (a pair tried mirrored too counts two)
         self._count = threading.Lock()
-        self._cache: dict[Any, tuple] = {}
+        self._cache: dict[Any, Features] = {}
+        self._mirrored: dict[Any, Features] = {}
 
     def _gray(self, key: Any, source: Source) -> np.ndarray | None:
         """Equalised grey copy for ORB; on the way, the image's size and its grey copy for the
@@ -99,6 +105,10 @@ class LocalFeatureVerifier:
             return None
         g = np.asarray(img.convert("L"))
         self._small[key] = (img.size, _shrink(g, self.small_keep_side()) if min(g.shape) >= 8 else None)
+        return self._prepare(g)
+
+    def _prepare(self, g: np.ndarray) -> np.ndarray | None:
+        """The grey image ORB sees: longer side at most `max_side`, histogram equalised (None when too small)."""
         if min(g.shape) < 8:
             return None
         s = self.max_side / max(g.shape)
@@ -139,26 +149,31 @@ class LocalFeatureVerifier:
         for the crop search and costs ~20 kB per verified image."""
         return 3 * self.small_work_side
 
-    def features(self, key: Any, source: Source) -> tuple:
-        """(area, points, descriptors, mirrored points, mirrored descriptors, shape) of one image, cached."""
+    def features(self, key: Any, source: Source) -> Features:
+        """(area, points, descriptors) of one image, cached."""
         if key not in self._cache:
             g = self._gray(key, source)
-            if g is None:
-                self._cache[key] = (1.0, np.zeros((0, 2), np.float32), None, np.zeros((0, 2), np.float32), None, (1, 1))
-            else:
-                pts, des = self._detect(g)
-                ptsm, desm = self._detect(np.ascontiguousarray(g[:, ::-1])) if self.mirror else (pts[:0], None)
-                self._cache[key] = (float(g.shape[0] * g.shape[1]), pts, des, ptsm, desm, g.shape[:2])
+            self._cache[key] = _NO_FEATURES if g is None else (float(g.size), *self._detect(g))
         return self._cache[key]
+
+    def mirrored_features(self, key: Any, source: Source) -> Features:
+        """(area, points, descriptors) of the mirrored image, computed on first use (the image is
+        loaded again). Why lazily: detection is about half of verification's time and, with the
+        mirror gate, most pairs never try the mirror (docs/benchmarks_dedup.md, "Verification cost")."""
+        if key not in self._mirrored:
+            img = self._load(source)
+            g = self._prepare(np.asarray(img.convert("L"))) if img is not None else None
+            flipped = None if g is None else np.ascontiguousarray(g[:, ::-1])
+            self._mirrored[key] = _NO_FEATURES if flipped is None else (float(flipped.size), *self._detect(flipped))
+        return self._mirrored[key]
 
     @staticmethod
     def _spread(pts: np.ndarray, area: float) -> float:
         span = pts.max(axis=0) - pts.min(axis=0)
         return float(span[0] * span[1]) / area
 
-    def _inliers(self, fa: tuple, fb: tuple, mirrored: bool = False) -> int:
-        area_a, pa, da = fa[0], fa[1], fa[2]
-        area_b, pb, db = (fb[0], fb[3], fb[4]) if mirrored else (fb[0], fb[1], fb[2])
+    def _inliers(self, fa: Features, fb: Features) -> int:
+        (area_a, pa, da), (area_b, pb, db) = fa, fb
         if da is None or db is None or len(da) < 3 or len(db) < 3:
             return 0
         with self._count:
@@ -212,7 +227,7 @@ class LocalFeatureVerifier:
         fb = self.features(key_b, source_b)
         best = self._inliers(fa, fb)
         if self.mirror and mirror and best < self.min_inliers:
-            best = max(best, self._inliers(fa, fb, mirrored=True))
+            best = max(best, self._inliers(fa, self.mirrored_features(key_b, source_b)))
         if best < self.min_inliers and self.is_small(key_a, key_b):
             best = max(best, self.min_inliers if self.small_score(key_a, key_b) >= self.small_min_corr else 0)
         self._pairs[key] = best

@@ -37,6 +37,8 @@ from recommender.errors import NotFoundError, StoreLockedError
 HNSW_M, HNSW_EF_CONSTRUCT, FULL_SCAN_KB = 16, 100, 10_000
 HNSW_EF, OVERSAMPLING = 64, 2.0  # ef 64 + int8 rescored from 2x candidates (store_scale.py)
 FILTERED_EF_FACTOR = 8  # filtered walks need a wider beam: ef 512 (1M, 10 % filter: recall@10 0.913; store_scale.py)
+FILTERED_OVERSAMPLING = OVERSAMPLING  # int8 candidates rescored per hit on a filtered walk
+FILTERED_ACORN: float | None = None  # ACORN (neighbours of filtered-out neighbours) up to this filter selectivity; None = off
 MAX_DROP_IN_PYTHON = 256
 _SCHEMA = {
     "keyword": E.PayloadSchemaType.Keyword, "integer": E.PayloadSchemaType.Integer,
@@ -387,9 +389,7 @@ class EdgeClient:
             flt = to_edge_filter(query_filter)
         start, fetch = offset or 0, (offset or 0) + limit + len(drop)
         exact = bool(search_params and search_params.exact)
-        ef = max(HNSW_EF * (FILTERED_EF_FACTOR if flt is not None else 1), fetch)  # filtered walks need a wider beam (store_scale.py)
-        params = E.SearchParams(exact=True) if exact else E.SearchParams(
-            hnsw_ef=ef, quantization=E.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
+        params = E.SearchParams(exact=True) if exact else _search_params(flt is not None, fetch)
         pts = shard.query(E.QueryRequest(
             limit=fetch, query=edge_query, filter=flt, score_threshold=score_threshold,
             with_payload=with_payload, with_vector=with_vectors, params=params))
@@ -444,6 +444,15 @@ class EdgeClient:
             rq = E.RecommendQuery(positives=[vec(q) for q in pos], negatives=[vec(q) for q in neg])
             return E.Query.RecommendBestScore(rq, using=using), mentioned
         return E.Query.Nearest(vec(query), using=using), mentioned
+
+
+def _search_params(filtered: bool, fetch: int) -> E.SearchParams:
+    """HNSW beam, int8 rescoring and ACORN for one query: a filtered walk gets its own (wider) beam,
+    oversampling and, when set, ACORN, chosen with `benchmarks/store_scale.py --filtered-variants`."""
+    ef = max(HNSW_EF * (FILTERED_EF_FACTOR if filtered else 1), fetch)
+    quant = E.QuantizationSearchParams(rescore=True, oversampling=FILTERED_OVERSAMPLING if filtered else OVERSAMPLING)
+    acorn = E.AcornSearchParams(enable=True, max_selectivity=FILTERED_ACORN) if filtered and FILTERED_ACORN else None
+    return E.SearchParams(hnsw_ef=ef, quantization=quant, acorn=acorn)
 
 
 def _split_excluded(flt: models.Filter | None) -> tuple[models.Filter | None, list[Any]]:
