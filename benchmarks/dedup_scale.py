@@ -8,6 +8,7 @@ peak RSS is its own. Repeats report the median.
 
     python benchmarks/dedup_scale.py                  # 100k, subset 16k, 3 repeats
     python benchmarks/dedup_scale.py --n 20000 --subset 8000 --repeats 1   # quick
+    python benchmarks/dedup_scale.py --n 200000 --dense-size 500     # look-alikes: every pair vs 32 best per item
 """
 
 from __future__ import annotations
@@ -39,6 +40,37 @@ def make_data(n: int, d: int = 512, clusters: int = 2000, planted: int = 1000, s
     x[dst] /= np.linalg.norm(x[dst], axis=1, keepdims=True)
     pairs = {(int(min(a, b)), int(max(a, b))) for a, b in zip(src, dst)}
     return x, pairs
+
+
+def make_dense(n: int, d: int = 512, size: int = 500, seed: int = 0) -> np.ndarray:
+    """Look-alikes: groups of `size` vectors around one centre at cosine ~0.95 to each other, so every
+    item has `size - 1` partners above a 0.9 threshold (N * size / 2 pairs: MRI slices of one kind)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n // size + 1, d), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[np.arange(n) // size]
+    for s in range(0, n, 65_536):  # in place, a slice at a time: the data's peak stays N x d floats
+        part = x[s:s + 65_536]
+        part += 0.23 / np.sqrt(d) * rng.standard_normal(part.shape, dtype=np.float32)
+        part /= np.linalg.norm(part, axis=1, keepdims=True)
+    return x
+
+
+def dense_child(args) -> dict:
+    """The sweep over look-alikes, every pair or the k best per item (`--max-per-item`)."""
+    import torch
+
+    from recommender.dedup.sweep import cosine_pairs
+
+    torch.set_num_threads(args.threads)
+    x = make_dense(args.n, d=args.dim, size=args.dense_size, seed=args.seed)
+    rss_before = peak_rss_mb()
+    t = time.perf_counter()
+    i, j, s = cosine_pairs(x, args.threshold, block_size=args.block, precision=args.precision,
+                           max_per_item=args.max_per_item or None)
+    return {"mode": "dense", "max_per_item": args.max_per_item, "n": args.n, "seconds": time.perf_counter() - t,
+            "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss_before, "pairs": len(i),
+            "mean_score": float(s.mean()) if len(s) else 0.0}
 
 
 def peak_rss_mb() -> float:
@@ -92,10 +124,18 @@ def main() -> None:
     ap.add_argument("--mode", default="blocked")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--child", action="store_true")
+    ap.add_argument("--dense-size", type=int, default=0,
+                    help="instead: look-alike groups of this size (every item has size-1 partners above the "
+                         "threshold), swept with every pair and with --max-per-item")
+    ap.add_argument("--max-per-item", type=int, default=16, help="with --dense-size: the bounded run's k")
+    ap.add_argument("--dim", type=int, default=512, help="with --dense-size: vector dimension")
+    ap.add_argument("--bounded-only", action="store_true", help="with --dense-size: skip the every-pair run")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args)))
+        print(json.dumps(dense_child(args) if args.mode == "dense" else child(args)))
         return
+    if args.dense_size:
+        return dense(args)
     common = ["--n", str(args.n), "--subset", str(args.subset), "--threshold", str(args.threshold),
               "--block", str(args.block), "--threads", str(args.threads), "--seed", str(args.seed)]
 
@@ -127,6 +167,23 @@ def main() -> None:
           f"over blocked fp32: {sub32['seconds'] / sub16['seconds']:.2f}x")
     print(f"naive extrapolated to {args.n}: {naive['seconds'] * scale:7.1f} s and a {matrix_gb:.1f} GB matrix "
           f"(blocked: {full['seconds']:.1f} s, {full['peak_rss_mb']:.0f} MB peak RSS in total)")
+
+
+def dense(args) -> None:
+    """Every pair against the k best per item on look-alikes, each in a fresh process (its own peak RSS)."""
+    common = ["--n", str(args.n), "--threshold", str(args.threshold), "--block", str(args.block), "--threads",
+              str(args.threads), "--seed", str(args.seed), "--precision", args.precision, "--mode", "dense",
+              "--dense-size", str(args.dense_size), "--dim", str(args.dim)]
+    print(f"data: {args.n:,} x {args.dim} look-alikes in groups of {args.dense_size} (cosine ~0.95 within a group), "
+          f"threshold {args.threshold}, block {args.block}, torch threads {args.threads}", flush=True)
+    for k in (args.max_per_item,) if args.bounded_only else (args.max_per_item, 0):
+        try:
+            r = run_child(common + ["--max-per-item", str(k)])
+        except subprocess.CalledProcessError as exc:
+            print(f"  {'every pair' if not k else f'{k} best per item':<18} failed: exit {exc.returncode}")
+            continue
+        print(f"  {'every pair' if not k else f'{k} best per item':<18} {r['seconds']:8.2f} s  peak RSS "
+              f"{r['peak_rss_mb']:7.0f} MB (data {r['rss_before_mb']:.0f} MB)  pairs {r['pairs']:,}", flush=True)
 
 
 if __name__ == "__main__":

@@ -343,6 +343,8 @@ def main() -> None:
     ap.add_argument("--filtered-variants", nargs="*", default=[], metavar="ef=N,os=X,acorn=S",
                     help="also measure ours with the filter under these settings (beam, int8 oversampling, ACORN "
                          "up to selectivity S; unset keys keep the product's)")
+    ap.add_argument("--payload-m", type=int, default=None,
+                    help="build ours with this many links per point within each value of a filtered field")
     ap.add_argument("--systems", nargs="+", default=["ours", "faiss", "exact"], choices=["ours", "faiss", "exact"],
                     help="which systems to print (exact always runs: it is the recall ground truth)")
     args = ap.parse_args()
@@ -352,6 +354,10 @@ def main() -> None:
     if args.served:
         served(args.served[0], int(args.served[1]), args.filtered_ef, args.filtered_variants)
         return
+    if args.payload_m is not None:
+        from recommender.store import edge as edge_engine
+
+        edge_engine.PAYLOAD_M = args.payload_m
     sizes = args.sizes + ([1_000_000] if args.with_1m else [])
     root = args.home or Path(tempfile.mkdtemp(prefix="store_scale_"))
     print(f"# {platform.platform()} {os.cpu_count()} cpus, python {platform.python_version()}, "

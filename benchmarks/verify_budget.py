@@ -13,6 +13,7 @@ Choose on the tuning families; read the choice on the held-out families (never t
     python benchmarks/verify_budget.py ../shared/corpora/art-louvre --families tuning
     python benchmarks/verify_budget.py ../shared/corpora/brain-mri --families tuning
     python benchmarks/verify_budget.py ../shared/corpora/art-louvre --families heldout --variants 12:off,4:on
+    python benchmarks/verify_budget.py ../shared/corpora/brain-mri --variants 12:on:all,12:on:32,12:on:16,12:on:12,12:on:8
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from recommender import payload as P  # noqa: E402
 from recommender.dedup import DedupConfig, DedupEngine  # noqa: E402
 from recommender.dedup.embed import model_embedder  # noqa: E402
 from recommender.dedup.evaluate import planted_set, score_engine  # noqa: E402
@@ -39,7 +41,8 @@ def main() -> None:
     ap.add_argument("--distractors", type=int, default=150)
     ap.add_argument("--families", choices=["tuning", "heldout"], default="tuning")
     ap.add_argument("--variants", default="12:off,12:on,6:off,6:on,4:off,4:on,3:on",
-                    help="cap:gate pairs (gate on = mirror_gate)")
+                    help="cap:gate[:k] (gate on = mirror_gate; k = embedding candidates kept per item, "
+                         "`max_candidates_per_item`, 'all' for every pair; default the config's)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     embed, options = model_embedder("mobilenet_v2")
@@ -50,11 +53,13 @@ def main() -> None:
                                                 Path(work), family=args.families)
         print(f"{args.source.name}, {args.families} families: {len(items)} items "
               f"({args.originals} originals, {args.distractors} distractors)", flush=True)
-        print(f"{'cap':>4}{'gate':>6}{'precision':>10}{'recall':>8}{'lowest family':>22}{'verified':>10}"
-              f"{'attempts':>10}{'verify s':>10}", flush=True)
+        print(f"{'cap':>4}{'gate':>6}{'k':>5}{'precision':>10}{'recall':>8}{'lowest family':>22}{'verified':>10}"
+              f"{'attempts':>10}{'verify s':>10}{'copy pairs':>11}{'near pairs':>11}", flush=True)
         for variant in args.variants.split(","):
-            cap, gate = variant.split(":")
-            cfg = dataclasses.replace(base, max_verify_per_item=int(cap), mirror_gate=gate == "on")
+            cap, gate, *rest = variant.split(":")
+            k = (None if rest[0] == "all" else int(rest[0])) if rest else base.max_candidates_per_item
+            cfg = dataclasses.replace(base, max_verify_per_item=int(cap), mirror_gate=gate == "on",
+                                      max_candidates_per_item=k)
             eng = DedupEngine(cfg, embed, options=options)
             t = time.perf_counter()
             out = score_engine(eng, planted, items, emb, sweep=False)
@@ -62,10 +67,11 @@ def main() -> None:
             copy = out["tiers"]["copy"]
             fam = copy["per_transform_recall"]
             low = min(fam, key=fam.get)
-            print(f"{cap:>4}{gate:>6}{copy['precision']:>10.4f}{copy['recall']:>8.4f}"
+            tiers = eng.find_duplicates(items, emb).pairs[P.TIER].value_counts()
+            print(f"{cap:>4}{gate:>6}{k or 'all':>5}{copy['precision']:>10.4f}{copy['recall']:>8.4f}"
                   f"{low + ' ' + format(fam[low], '.2f'):>22}{int(out['timings_s'].get('engine.verified_pairs', 0)):>10}"
-                  f"{eng.local_verifier().attempts:>10}{out['timings_s'].get('engine.verify', seconds):>10.1f}",
-                  flush=True)
+                  f"{eng.local_verifier().attempts:>10}{out['timings_s'].get('engine.verify', seconds):>10.1f}"
+                  f"{tiers.get('copy', 0):>11}{tiers.get('near', 0):>11}", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from recommender.decode import DecodeOptions
 from recommender.dedup import (DedupConfig, DedupEngine, Fingerprint, SearchFn, build_pictures, fingerprint_of,
                                match_new_items, write_reports)
 from recommender.models.registry import resolve_dedup_thresholds
+from recommender.progress import progress_bar
 from recommender.settings import Settings
 from recommender.store import VectorStore
 
@@ -223,7 +224,10 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
     emb = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
     engine = _engine(settings)
     apart = _with_aliases(separated(store, settings), items)
-    result = engine.find_duplicates(items, emb, forbidden=apart)
+    with progress_bar(len(items), enabled=settings.progress, label="dedupe sweep") as advance:
+        engine.progress = advance
+        result = engine.find_duplicates(items, emb, forbidden=apart)
+    engine.progress = None
     pairs = result.pairs
     same = pairs[pairs[P.TIER].isin(SAME_PICTURE)]
     pictures = build_pictures(items, same["i"].to_numpy(), same["j"].to_numpy(), same[P.TIER].tolist(),

@@ -82,3 +82,51 @@ def test_hamming_pairs_with_mirror_equal_brute_force():
             if dd <= 4:
                 want[(a, b)] = dd
     assert got == want and len(want) >= 150
+
+
+def knn_union(x: np.ndarray, t: float, k: int) -> set[tuple[int, int]]:
+    """Brute force: pairs above t that are among either end's k most similar partners."""
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    out = set()
+    for a in range(len(x)):
+        best = [b for b in np.argsort(-s[a], kind="stable")[:k] if s[a, b] >= t]
+        out |= {(min(a, int(b)), max(a, int(b))) for b in best}
+    return out
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cosine_pairs_top_k_per_item_is_the_knn_graph_above_threshold(precision):
+    x = clustered(900, 24, seed=3)
+    for t, k in ((0.3, 5), (0.8, 3)):
+        i, j, s = cosine_pairs(x, t, block_size=256, precision=precision, max_per_item=k)
+        got = set(zip(i.tolist(), j.tolist()))
+        assert got == knn_union(x, t, k)
+        assert len(got) <= len(x) * k and np.all(i < j) and np.all(s >= t)
+        np.testing.assert_allclose(s, np.einsum("ij,ij->i", x[i], x[j]), rtol=1e-5)
+
+
+def test_top_k_bounds_memory_where_every_pair_is_a_candidate():
+    """A collection of look-alikes: every pair is above the threshold. All pairs grow as N^2;
+    the k best per item stay O(N * k), and each item keeps its k nearest."""
+    rng = np.random.default_rng(4)
+    n, d, k = 3000, 32, 8
+    x = rng.standard_normal(d).astype(np.float32) + 0.1 * rng.standard_normal((n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    peaks, found = {}, {}
+    for bound in (None, k):
+        tracemalloc.start()
+        i, j, _ = cosine_pairs(x, 0.5, block_size=512, precision="fp32", max_per_item=bound)
+        peaks[bound] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        found[bound] = len(i)
+    assert found[None] == n * (n - 1) // 2
+    assert found[k] <= n * k
+    assert peaks[k] < peaks[None] / 4, peaks
+
+
+def test_sweep_reports_progress_by_row_block():
+    x = clustered(1000, 16, seed=5)
+    done: list[int] = []
+    cosine_pairs(x, 0.9, block_size=300, precision="fp32", max_per_item=4, progress=done.append)
+    assert done == [300, 300, 300, 100]

@@ -58,6 +58,12 @@ class DedupConfig:
     near_cosine: float = 0.90
     # sweep
     block_size: int = 4096
+    # embedding candidates kept per item (its most similar partners above the lowest cosine any rule
+    # needs): bounds the sweep's memory to O(N * k) on look-alike collections (None = every pair).
+    # Chosen on the tuning families (docs/benchmarks_dedup.md, "Candidates per item"): 16 is the least
+    # of 8/12/16/32 with every pair's copy clusters on both corpora, and 37 % fewer ORB verifications
+    # on brain-mri; 12 lost one art-louvre copy
+    max_candidates_per_item: int | None = 16
     precision: str = "auto"  # "fp32", "bf16" (exact after fp32 re-scoring) or "auto"
     # fingerprint stage
     workers: int = 2  # fingerprint processes (0 = in the calling process)

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,6 +96,7 @@ class DedupEngine:
         self.options = options or DecodeOptions()
         self.verifier = verifier  # a LocalFeatureVerifier to share (its caches) across runs; made lazily
         self._cache: dict[tuple, set] = {}  # candidate sets, reused by threshold sweeps over the same arrays
+        self.progress: Callable[[int], None] | None = None  # told the items the embedding sweep finished (a bar)
 
     # -- stages --------------------------------------------------------------
     def fingerprint(self, paths: Sequence[str | Path], ids: Sequence[str] | None = None,
@@ -293,10 +294,10 @@ class DedupEngine:
         if embeddings is not None:
             t = time.perf_counter()
             low = candidate_cosine(c, verifying)
-            key = ("cos", id(embeddings), n, low)
+            key = ("cos", id(embeddings), n, low, c.max_candidates_per_item)
             if key not in self._cache:
-                self._cache[key] = EmbeddingCosine(low, c.block_size, c.precision).find_duplicates(
-                    items, embeddings).as_set()
+                self._cache[key] = EmbeddingCosine(low, c.block_size, c.precision, c.max_candidates_per_item,
+                                                   self.progress).find_duplicates(items, embeddings).as_set()
             cand |= self._cache[key]
             timings["embedding_sweep"] = time.perf_counter() - t
         t = time.perf_counter()

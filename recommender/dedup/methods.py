@@ -10,7 +10,7 @@ testable on its own, and the evaluation's baseline is one of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -86,10 +86,13 @@ class PerceptualHash:
 class EmbeddingCosine:
     """Pairs whose embedding cosine is >= threshold, by the blocked sweep (never an N x N matrix)."""
 
-    def __init__(self, threshold: float = 0.9, block_size: int = 4096, precision: str = "auto"):
+    def __init__(self, threshold: float = 0.9, block_size: int = 4096, precision: str = "auto",
+                 max_per_item: int | None = None, progress: Callable[[int], None] | None = None):
         self.threshold = threshold
         self.block_size = block_size
         self.precision = precision
+        self.max_per_item = max_per_item  # keep only each item's k most similar partners (`cosine_pairs`)
+        self.progress = progress
 
     def find_duplicates(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None = None) -> PairSet:
         if embeddings is None:
@@ -98,5 +101,6 @@ class EmbeddingCosine:
         if len(ok) < 2:
             return PairSet.empty()
         x = embeddings if len(ok) == len(items) else embeddings[ok]
-        i, j, s = cosine_pairs(x, self.threshold, block_size=self.block_size, precision=self.precision)
+        i, j, s = cosine_pairs(x, self.threshold, block_size=self.block_size, precision=self.precision,
+                               max_per_item=self.max_per_item, progress=self.progress)
         return PairSet(ok[i], ok[j], s)

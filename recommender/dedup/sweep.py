@@ -63,71 +63,137 @@ def _as_unit_matrix(x: np.ndarray) -> np.ndarray:
 
 
 def cosine_pairs(x: np.ndarray, threshold: float, block_size: int = 4096,
-                 precision: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 precision: str = "auto", max_per_item: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs i < j with x[i].x[j] >= threshold, as (i, j, score) arrays sorted by (i, j).
 
     `x` is (N, d) float32 with L2-normalised rows. Peak extra memory is about
-    block_size^2 * 6 bytes (a tile plus its mask; bf16: half that) plus a bf16 copy of x.
+    block_size^2 * 6 bytes (a tile plus its mask; bf16: half that) plus a bf16 copy of x,
+    plus the pairs found. With `max_per_item` = k only the pairs among an item's k most
+    similar partners are kept (a pair stays when it is in either end's k): the k-nearest-
+    neighbour graph above the threshold, so memory is O(N * k) whatever the pair density
+    (a collection of look-alikes, where every item has thousands of partners above the
+    threshold, otherwise holds N * thousands of pairs). `progress` is called with the
+    number of rows of each row block as it finishes (a progress bar's advance).
     """
     x = _as_unit_matrix(x)
     n = x.shape[0]
-    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     if n < 2:
-        return empty
-    dtype = _resolve_precision(precision)
-    bs = max(1, int(block_size))
-    out_i: list[np.ndarray] = []
-    out_j: list[np.ndarray] = []
+        return _EMPTY
+    keep = _TopK(n, max_per_item) if max_per_item else _AllPairs()
+    for r0, c0, ii, jj in _tile_hits(x, threshold, max(1, int(block_size)), _resolve_precision(precision)):
+        score = _rowdot_chunked(x, ii, jj)  # exact fp32 re-score of the tile's candidates
+        ok = score >= threshold
+        if ok.any():
+            keep.add(ii[ok], jj[ok], score[ok].astype(np.float32))
+        if progress is not None and c0 + block_size >= n:  # the row block's last tile
+            progress(min(n, r0 + block_size) - r0)
+    return keep.pairs()
+
+
+_EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+def _tile_hits(x: np.ndarray, threshold: float, bs: int, dtype: str):
+    """(row block start, column block start, i, j) of each upper-triangle tile's entries at or above
+    the threshold (bf16: the threshold lowered by the proven error bound, to be re-scored)."""
+    n = x.shape[0]
     if dtype == "fp32":  # numpy: its allocations are visible to tracemalloc (see tests)
-        cut = threshold
         for r0 in range(0, n, bs):
             rows = x[r0:min(n, r0 + bs)]
             for c0 in range(r0, n, bs):
                 tile = rows @ x[c0:min(n, c0 + bs)].T
                 if c0 == r0:  # diagonal tile: strict upper triangle only
-                    ii, jj = np.nonzero(np.triu(tile >= cut, k=1))
+                    ii, jj = np.nonzero(np.triu(tile >= threshold, k=1))
                 else:  # most rows of a tile have no hit: one max pass, then look only at hit rows
-                    hit = np.flatnonzero(tile.max(axis=1) >= cut)
-                    sub, jj = np.nonzero(tile[hit] >= cut)
+                    hit = np.flatnonzero(tile.max(axis=1) >= threshold)
+                    sub, jj = np.nonzero(tile[hit] >= threshold)
                     ii = hit[sub]
                 del tile  # free before the next product: one tile alive at a time
-                if len(ii):
-                    out_i.append(ii.astype(np.int64) + r0)
-                    out_j.append(jj.astype(np.int64) + c0)
-    else:  # torch: bf16 matrix units (AVX512-BF16 / AMX) run ~4x the fp32 rate
-        import torch
+                yield r0, c0, ii.astype(np.int64) + r0, jj.astype(np.int64) + c0
+        return
+    import torch  # bf16 matrix units (AVX512-BF16 / AMX) run ~4x the fp32 rate
 
-        xc = torch.from_numpy(x).to(torch.bfloat16)
-        cut = threshold - BF16_MARGIN
-        with torch.inference_mode():
-            for r0 in range(0, n, bs):
-                rows = xc[r0:min(n, r0 + bs)]
-                for c0 in range(r0, n, bs):
-                    tile = rows @ xc[c0:min(n, c0 + bs)].T
-                    if c0 == r0:
-                        ii, jj = torch.nonzero(torch.triu(tile >= cut, diagonal=1), as_tuple=True)
-                    else:
-                        hit = torch.nonzero(tile.amax(dim=1) >= cut, as_tuple=True)[0]
-                        if not hit.numel():
-                            continue
-                        sub, jj = torch.nonzero(tile[hit] >= cut, as_tuple=True)
-                        ii = hit[sub]
-                    if ii.numel():
-                        out_i.append(ii.numpy().astype(np.int64) + r0)
-                        out_j.append(jj.numpy().astype(np.int64) + c0)
-    if not out_i:
-        return empty
-    i = np.concatenate(out_i)
-    j = np.concatenate(out_j)
-    # exact fp32 re-score of the candidates (cheap: one dot product each)
-    score = np.einsum("ij,ij->i", x[i], x[j]) if len(i) < 2_000_000 else _rowdot_chunked(x, i, j)
-    keep = score >= threshold
-    i, j, score = i[keep], j[keep], score[keep].astype(np.float32)
-    order = np.lexsort((j, i))
-    return i[order], j[order], score[order]
+    xc = torch.from_numpy(x).to(torch.bfloat16)
+    cut = threshold - BF16_MARGIN
+    with torch.inference_mode():
+        for r0 in range(0, n, bs):
+            rows = xc[r0:min(n, r0 + bs)]
+            for c0 in range(r0, n, bs):
+                tile = rows @ xc[c0:min(n, c0 + bs)].T
+                if c0 == r0:
+                    ii, jj = torch.nonzero(torch.triu(tile >= cut, diagonal=1), as_tuple=True)
+                else:
+                    hit = torch.nonzero(tile.amax(dim=1) >= cut, as_tuple=True)[0]
+                    sub, jj = torch.nonzero(tile[hit] >= cut, as_tuple=True) if hit.numel() else (hit, hit)
+                    ii = hit[sub]
+                yield r0, c0, ii.numpy().astype(np.int64) + r0, jj.numpy().astype(np.int64) + c0
 
 
-def _rowdot_chunked(x: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1_000_000) -> np.ndarray:
+class _AllPairs:
+    """Every pair found, in the order found."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, i: np.ndarray, j: np.ndarray, s: np.ndarray) -> None:
+        self.parts.append((i, j, s))
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.parts:
+            return _EMPTY
+        i, j, s = (np.concatenate(a) for a in zip(*self.parts))
+        order = np.lexsort((j, i))
+        return i[order], j[order], s[order]
+
+
+class _TopK:
+    """Each item's k best partners so far: (N, k) scores and partner positions, -inf / -1 when empty."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self.k = int(k)
+        self.score = np.full((n, self.k), -np.inf, np.float32)
+        self.other = np.full((n, self.k), -1, np.int32)
+
+    def add(self, i: np.ndarray, j: np.ndarray, s: np.ndarray) -> None:
+        self._merge(np.concatenate([i, j]), np.concatenate([j, i]), np.concatenate([s, s]))
+
+    def _merge(self, rows: np.ndarray, others: np.ndarray, scores: np.ndarray) -> None:
+        """Merge candidates into their rows' lists: per row, the k best of its list and its candidates."""
+        better = scores > self.score[rows, -1]  # lists are kept best first: beat the k-th or stay out
+        rows, others, scores = rows[better], others[better], scores[better]
+        if not len(rows):
+            return
+        u = np.unique(rows)
+        r = np.concatenate([np.repeat(u, self.k), rows])
+        o = np.concatenate([self.other[u].ravel(), others.astype(np.int32)])
+        s = np.concatenate([self.score[u].ravel(), scores])
+        order = np.lexsort((-s, r))
+        r, o, s = r[order], o[order], s[order]
+        first = np.searchsorted(r, u)
+        rank = np.arange(len(r)) - np.repeat(first, np.diff(np.append(first, len(r))))
+        top = rank < self.k  # every row has at least its k current entries, so exactly k stay
+        self.other[u] = o[top].reshape(len(u), self.k)
+        self.score[u] = s[top].reshape(len(u), self.k)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, slot = np.nonzero(self.other >= 0)
+        if not len(a):
+            return _EMPTY
+        b = self.other[a, slot].astype(np.int64)
+        i, j, s = np.minimum(a, b), np.maximum(a, b), self.score[a, slot]
+        order = np.lexsort((j, i))
+        i, j, s = i[order], j[order], s[order]
+        first = np.ones(len(i), bool)
+        first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])  # a pair in both ends' lists once
+        return i[first], j[first], s[first]
+
+
+def _rowdot_chunked(x: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 16_384) -> np.ndarray:
+    """x[i] . x[j] row by row, gathering at most `chunk` rows of each side at a time (a dense tile
+    has millions of hits: gathered at once they would take gigabytes)."""
+    if not len(i):
+        return np.zeros(0, np.float32)
     return np.concatenate([np.einsum("ij,ij->i", x[i[s:s + chunk]], x[j[s:s + chunk]])
                            for s in range(0, len(i), chunk)])
 

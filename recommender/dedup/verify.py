@@ -158,8 +158,9 @@ class LocalFeatureVerifier:
 
     def mirrored_features(self, key: Any, source: Source) -> Features:
         """(area, points, descriptors) of the mirrored image, computed on first use (the image is
-        loaded again). Why lazily: detection is about half of verification's time and, with the
-        mirror gate, most pairs never try the mirror (docs/benchmarks_dedup.md, "Verification cost")."""
+        loaded again). Why lazily: detection is about half of verification's time (a cProfile of 2,775
+        brain-mri slices: 10.8 s detecting, 10.8 s matching) and, with the mirror gate, some images
+        never try the mirror (there: 11 % fewer detections, the same verdicts)."""
         if key not in self._mirrored:
             img = self._load(source)
             g = self._prepare(np.asarray(img.convert("L"))) if img is not None else None

@@ -35,6 +35,7 @@ from recommender import payload as P
 from recommender.errors import NotFoundError, StoreLockedError
 
 HNSW_M, HNSW_EF_CONSTRUCT, FULL_SCAN_KB = 16, 100, 10_000
+PAYLOAD_M: int | None = None  # links per point within each value of a filtered field (None: HNSW_M)
 HNSW_EF, OVERSAMPLING = 64, 2.0  # ef 64 + int8 rescored from 2x candidates (store_scale.py)
 FILTERED_EF_FACTOR = 8  # filtered walks need a wider beam: ef 512 (1M, 10 % filter: recall@10 0.913; store_scale.py)
 FILTERED_OVERSAMPLING = OVERSAMPLING  # int8 candidates rescored per hit on a filtered walk
@@ -86,7 +87,8 @@ def edge_config(dim: int, vector: str) -> E.EdgeConfig:
     return E.EdgeConfig(
         vectors={vector: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine, memory=E.Memory.Cold,
                                             quantization_config=quant)},
-        hnsw_config=E.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB),
+        hnsw_config=E.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB,
+                                      payload_m=PAYLOAD_M),
     )
 
 
