@@ -8,7 +8,7 @@ peak RSS is its own. Repeats report the median.
 
     python benchmarks/dedup_scale.py                  # 100k, subset 16k, 3 repeats
     python benchmarks/dedup_scale.py --n 20000 --subset 8000 --repeats 1   # quick
-    python benchmarks/dedup_scale.py --n 200000 --dense-size 500     # look-alikes: every pair vs 32 best per item
+    python benchmarks/dedup_scale.py --n 200000 --dense-size 500     # look-alikes: every pair vs 16 best per item
 """
 
 from __future__ import annotations
@@ -177,12 +177,13 @@ def dense(args) -> None:
     print(f"data: {args.n:,} x {args.dim} look-alikes in groups of {args.dense_size} (cosine ~0.95 within a group), "
           f"threshold {args.threshold}, block {args.block}, torch threads {args.threads}", flush=True)
     for k in (args.max_per_item,) if args.bounded_only else (args.max_per_item, 0):
+        label = f"{k} best per item" if k else "every pair"
         try:
             r = run_child(common + ["--max-per-item", str(k)])
         except subprocess.CalledProcessError as exc:
-            print(f"  {'every pair' if not k else f'{k} best per item':<18} failed: exit {exc.returncode}")
+            print(f"  {label:<18} failed: exit {exc.returncode}")
             continue
-        print(f"  {'every pair' if not k else f'{k} best per item':<18} {r['seconds']:8.2f} s  peak RSS "
+        print(f"  {label:<18} {r['seconds']:8.2f} s  peak RSS "
               f"{r['peak_rss_mb']:7.0f} MB (data {r['rss_before_mb']:.0f} MB)  pairs {r['pairs']:,}", flush=True)
 
 

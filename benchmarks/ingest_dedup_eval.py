@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from recommender import payload as P  # noqa: E402
-from recommender.dedup import DedupConfig, DedupEngine, build_pictures  # noqa: E402
+from recommender.dedup import DedupConfig, DedupEngine  # noqa: E402
 from recommender.dedup.embed import model_embedder  # noqa: E402
 from recommender.dedup.evaluate import (ground_truth, level_labels, merge_links, natural_links,  # noqa: E402
                                         planted_set, score_partition)
@@ -38,6 +38,7 @@ from recommender.ingest import run_ingest  # noqa: E402
 from recommender.payload import Tier  # noqa: E402
 from recommender.settings import get_settings  # noqa: E402
 from recommender.store import open_store  # noqa: E402
+from verify_budget import planted_arguments  # noqa: E402  (benchmarks/, on the path as the script's folder)
 
 
 def scatter(paths: list[str], dest: Path) -> list[Path]:
@@ -77,27 +78,20 @@ def ingest_labels(home: Path, files: list[Path], chunk: int) -> tuple[np.ndarray
     return np.array(labels), report.stage_seconds.get("cluster", 0.0)
 
 
-def star_labels(engine: DedupEngine, items: list, emb: np.ndarray, pairs) -> np.ndarray:
-    """Copy-level labels of the clusters `recommender dedupe` writes: `build_pictures` over the batch
-    pairs (every member matches its canonical; no chains), not the connected components that
-    `recommender evaluate-dedup` scores."""
-    same = pairs[pairs[P.TIER].isin([t.value for t in P.SAME_PICTURE_TIERS])]
-    members = build_pictures(items, same["i"].to_numpy(), same["j"].to_numpy(), same[P.TIER].tolist(),
-                             lambda todo: engine.pair_tiers(items, emb, todo))
-    labels = np.arange(len(items)) + len(items)
-    for row in members.itertuples():
+def star_labels(engine: DedupEngine, res, emb: np.ndarray) -> np.ndarray:
+    """Copy-level labels of the clusters `recommender dedupe` writes (`DedupEngine.pictures`: every
+    member matches its canonical; no chains), not the connected components that `recommender
+    evaluate-dedup` scores."""
+    labels = np.arange(len(res.items)) + len(res.items)
+    for row in engine.pictures(res, emb).itertuples():
         labels[row.index] = hash(row.cluster_id) % (1 << 40)
     return labels
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("source", type=Path)
-    ap.add_argument("--originals", type=int, default=100)
-    ap.add_argument("--distractors", type=int, default=150)
-    ap.add_argument("--families", choices=["tuning", "heldout"], default="tuning")
+    planted_arguments(ap)
     ap.add_argument("--chunks", type=int, nargs="+", default=[256], help="ingest chunk sizes (files per chunk)")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     embed, options = model_embedder("mobilenet_v2")
     with tempfile.TemporaryDirectory(prefix="ingest-dedup-") as tmp:
@@ -110,7 +104,7 @@ def main() -> None:
         truth = merge_links(strict, natural_links(planted, res.pairs, strict))
         rows = [("batch, components", score_partition(planted, level_labels(len(items), res.pairs, Tier.COPY), truth),
                  res.timings.get("verify", 0.0)),
-                ("batch, star clusters", score_partition(planted, star_labels(engine, items, emb, res.pairs), truth),
+                ("batch, star clusters", score_partition(planted, star_labels(engine, res, emb), truth),
                  res.timings.get("verify", 0.0))]
         files = scatter([p.path for p in planted], work / "corpus")
         for chunk in args.chunks:

@@ -28,22 +28,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recommender import payload as P  # noqa: E402
 from recommender.dedup import DedupConfig, DedupEngine  # noqa: E402
 from recommender.dedup.embed import model_embedder  # noqa: E402
 from recommender.dedup.evaluate import planted_set, score_engine  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def planted_arguments(ap: argparse.ArgumentParser) -> None:
+    """The planted set's options, shared by the benchmarks that score variants on one
+    (`recommender.dedup.evaluate.planted_set`)."""
     ap.add_argument("source", type=Path)
     ap.add_argument("--originals", type=int, default=100)
     ap.add_argument("--distractors", type=int, default=150)
     ap.add_argument("--families", choices=["tuning", "heldout"], default="tuning")
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    planted_arguments(ap)
     ap.add_argument("--variants", default="12:off,12:on,6:off,6:on,4:off,4:on,3:on",
                     help="cap:gate[:k] (gate on = mirror_gate; k = embedding candidates kept per item, "
                          "`max_candidates_per_item`, 'all' for every pair; default the config's)")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     embed, options = model_embedder("mobilenet_v2")
     base = DedupConfig()
@@ -67,7 +72,7 @@ def main() -> None:
             copy = out["tiers"]["copy"]
             fam = copy["per_transform_recall"]
             low = min(fam, key=fam.get)
-            tiers = eng.find_duplicates(items, emb).pairs[P.TIER].value_counts()
+            tiers = out["pairs_by_tier"]
             print(f"{cap:>4}{gate:>6}{k or 'all':>5}{copy['precision']:>10.4f}{copy['recall']:>8.4f}"
                   f"{low + ' ' + format(fam[low], '.2f'):>22}{int(out['timings_s'].get('engine.verified_pairs', 0)):>10}"
                   f"{eng.local_verifier().attempts:>10}{out['timings_s'].get('engine.verify', seconds):>10.1f}"

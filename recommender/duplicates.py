@@ -228,10 +228,7 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
         engine.progress = advance
         result = engine.find_duplicates(items, emb, forbidden=apart)
     engine.progress = None
-    pairs = result.pairs
-    same = pairs[pairs[P.TIER].isin(SAME_PICTURE)]
-    pictures = build_pictures(items, same["i"].to_numpy(), same["j"].to_numpy(), same[P.TIER].tolist(),
-                              lambda todo: engine.pair_tiers(items, emb, todo), apart)
+    pictures = engine.pictures(result, emb, apart)
     wanted: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
     for row in pictures.itertuples():
         if row.id in wanted:  # copies ride along in reports, not as points

@@ -27,7 +27,8 @@ from scipy.cluster.hierarchy import DisjointSet
 
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeOptions, load_image
-from recommender.dedup.cluster import CANONICAL_POLICY, Forbidden, allowed, build_members, connected_labels
+from recommender.dedup.cluster import (CANONICAL_POLICY, Forbidden, allowed, build_members, build_pictures,
+                                       connected_labels)
 from recommender.dedup.config import DedupConfig
 from recommender.dedup.embed import EmbedFn
 from recommender.dedup.hashing import Fingerprint, fingerprint_files, fingerprint_image, hash_array
@@ -256,6 +257,16 @@ class DedupEngine:
                                                                 for k in todo.tolist()])
             tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)
         return [str(getattr(t, "value", t)) for t in tiers]
+
+    def pictures(self, result: DedupResult, embeddings: np.ndarray | None,
+                 forbidden: Forbidden = ()) -> pd.DataFrame:
+        """The same-picture (star) clusters of a batch: `cluster.build_pictures` over its exact and copy
+        pairs, asking `pair_tiers` for a member and a canonical no pair joins. What `recommender dedupe`
+        writes, unlike `result.members` (connected components, chains included)."""
+        items = result.items
+        same = result.pairs[result.pairs[P.TIER].isin([t.value for t in P.SAME_PICTURE_TIERS])]
+        return build_pictures(items, same["i"].to_numpy(), same["j"].to_numpy(), same[P.TIER].tolist(),
+                              lambda todo: self.pair_tiers(items, embeddings, todo), forbidden)
 
     def find_duplicates(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None = None,
                         images: dict[int, Image.Image] | None = None, forbidden: Forbidden = ()) -> DedupResult:

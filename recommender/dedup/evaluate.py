@@ -328,6 +328,7 @@ def score_engine(engine: DedupEngine, planted: Sequence[Planted], items: list[Fi
         "tiers": tiers, "baseline_phash10": score_partition(planted, base_lab, truth[Tier.COPY]),
         "tiers_strict": tiers_strict, "baseline_phash10_strict": score_partition(planted, base_lab, strict[Tier.COPY]),
         "natural_links": links.to_dict("records"),
+        "pairs_by_tier": {str(t): int(c) for t, c in res.pairs[P.TIER].value_counts().items()},
     }
     if sweep:
         t = time.perf_counter()

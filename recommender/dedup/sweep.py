@@ -80,14 +80,15 @@ def cosine_pairs(x: np.ndarray, threshold: float, block_size: int = 4096,
     n = x.shape[0]
     if n < 2:
         return _EMPTY
+    bs = max(1, int(block_size))
     keep = _TopK(n, max_per_item) if max_per_item else _AllPairs()
-    for r0, c0, ii, jj in _tile_hits(x, threshold, max(1, int(block_size)), _resolve_precision(precision)):
+    for r0, c0, ii, jj in _tile_hits(x, threshold, bs, _resolve_precision(precision)):
         score = _rowdot_chunked(x, ii, jj)  # exact fp32 re-score of the tile's candidates
         ok = score >= threshold
         if ok.any():
             keep.add(ii[ok], jj[ok], score[ok].astype(np.float32))
-        if progress is not None and c0 + block_size >= n:  # the row block's last tile
-            progress(min(n, r0 + block_size) - r0)
+        if progress is not None and c0 + bs >= n:  # the row block's last tile
+            progress(min(n, r0 + bs) - r0)
     return keep.pairs()
 
 
