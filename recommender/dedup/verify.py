@@ -91,6 +91,7 @@ class LocalFeatureVerifier:
         # verification is most of dedupe-on-ingest's time on look-alike collections (brain-mri); OpenCV
         # releases the GIL, so pairs are verified on every core the process may use
         self.workers = usable_cores()
+        self._pool: ThreadPoolExecutor | None = None
         self._pairs: dict[tuple[Any, Any, bool], int] = {}
         self.attempts = 0  # ORB match + RANSAC attempts made (a pair tried mirrored too counts two)
         self._count = threading.Lock()
@@ -122,13 +123,6 @@ class LocalFeatureVerifier:
         if not hasattr(self._local, "orb"):
             self._local.orb = cv2.ORB_create(nfeatures=self.n_features, fastThreshold=10, edgeThreshold=15, patchSize=15)
         return self._local.orb
-
-    @property
-    def matcher(self) -> Any:
-        """This thread's brute-force Hamming matcher."""
-        if not hasattr(self._local, "matcher"):
-            self._local.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-        return self._local.matcher
 
     def _detect(self, g: np.ndarray) -> tuple[np.ndarray, Any]:
         kp, des = self.orb.detectAndCompute(g, None)
@@ -179,12 +173,12 @@ class LocalFeatureVerifier:
             return 0
         with self._count:
             self.attempts += 1
-        knn = self.matcher.knnMatch(da, db, k=2)
-        good = [m[0] for m in knn if len(m) == 2 and m[0].distance < self.ratio * m[1].distance]
-        if len(good) < 4:
+        dist, nearest = _two_nearest(da, db)
+        good = dist[:, 0] < self.ratio * dist[:, 1]  # Lowe's ratio test
+        if good.sum() < 4:
             return 0
-        src = pa[[m.queryIdx for m in good]]
-        dst = pb[[m.trainIdx for m in good]]
+        src = pa[good]
+        dst = pb[nearest[good, 0]]
         _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=self.ransac_px,
                                               maxIters=500)
         if mask is None:
@@ -236,11 +230,14 @@ class LocalFeatureVerifier:
 
     def inliers_many(self, jobs: Sequence[Job]) -> list[int]:
         """`inliers` of each pair, in order, computed on `workers` threads (the same counts as one by one:
-        features and pair results are cached per key, and computing one twice gives the same value)."""
+        features and pair results are cached per key, and computing one twice gives the same value).
+        The threads live as long as the verifier: the engine asks for a few pairs at a time, thousands
+        of times per ingest, and each new thread would also build its own ORB detector."""
         if self.workers <= 1 or len(jobs) <= 1:
             return [self.inliers(*job) for job in jobs]
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(jobs)), thread_name_prefix="verify") as pool:
-            return list(pool.map(lambda job: self.inliers(*job), jobs))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="verify")
+        return list(self._pool.map(lambda job: self.inliers(*job), jobs))
 
     def _smaller_first(self, key_a: Any, key_b: Any) -> tuple[tuple, tuple] | None:
         """The (size, grey) entries of two cached images, the one with fewer pixels first."""
@@ -262,6 +259,18 @@ class LocalFeatureVerifier:
             return -1.0
         return aligned_correlation(pair[0][1], pair[1][1], self.small_work_side, mirror=self.mirror,
                                    need=self.small_min_corr)
+
+
+def _two_nearest(da: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each ORB descriptor of a, the Hamming distances (n, 2) and indices (n, 2) of its two nearest
+    descriptors of b. faiss's popcount kernel: the distances OpenCV's brute-force matcher gives, 3.4x
+    faster (0.15 vs 0.53 ms for 300 x 300 descriptors), and it returns arrays, not DMatch objects;
+    matching is most of a verification once each image's features are cached."""
+    import faiss  # imported on first verification: most commands never verify
+
+    faiss.omp_set_num_threads(1)  # the verifier's own threads are the parallelism; nested teams oversubscribe
+    dist, nearest = faiss.knn_hamming(np.ascontiguousarray(da), np.ascontiguousarray(db), 2)
+    return dist, nearest
 
 
 def _shrink(g: np.ndarray, side: int) -> np.ndarray:
