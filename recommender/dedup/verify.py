@@ -64,12 +64,12 @@ def available() -> bool:
 class LocalFeatureVerifier:
     """Counts ORB matches consistent with one similarity transform (RANSAC inliers).
 
-    Features are computed once per image (lazily, cached by key, within `cache_mb`
-    least recently used first out) on a grey copy resized so its longer side is `max_side`. Inliers only count when they spread
-    over at least `min_spread` of both images (bounding-box area fraction) and
-    occupy at least 3 rows and 3 columns of a 4x4 grid in both: the same caption
-    or watermark stamped on two different pictures matches perfectly, but only
-    over a strip. Pairs whose smaller image is below `small_side` px may pass by
+    Features are computed once per image (lazily, cached by key within `cache_mb`, the
+    least recently used out first) on a grey copy resized so its longer side is `max_side`.
+    Inliers only count when they spread over at least `min_spread` of both images
+    (bounding-box area fraction) and occupy at least 3 rows and 3 columns of a 4x4
+    grid in both: the same caption or watermark stamped on two different pictures
+    matches perfectly, but only over a strip. Pairs whose smaller image is below `small_side` px may pass by
     `aligned_correlation` >= `small_min_corr` instead (defaults: `DedupConfig`).
     """
 
