@@ -141,23 +141,23 @@ def _choose(pg, key: str, label: str) -> None:
     _settle(pg)
 
 
-def _download(pg, key: str, tries: int = 2) -> bytes:
+def _download(pg, key: str) -> bytes:
     """The file behind a download button. Each script run registers the button's file anew and
     releases the last run's, so a click that lands while a run finishes can fetch a released file
     and start no download (seen once in CI on 2 busy cores); a user would click again, and so does
-    this, after the page settles."""
+    this, once, after the page settles."""
     from playwright.sync_api import TimeoutError as TimeoutError_
 
-    for attempt in range(tries):
+    def click(timeout_ms: int) -> bytes:
         _settle(pg)
-        try:
-            with pg.expect_download(timeout=30_000 if attempt < tries - 1 else 90_000) as info:
-                pg.locator(f".st-key-{key} button").click()
-            return Path(info.value.path()).read_bytes()
-        except TimeoutError_:
-            if attempt == tries - 1:
-                raise
-    raise AssertionError("unreachable")
+        with pg.expect_download(timeout=timeout_ms) as info:
+            pg.locator(f".st-key-{key} button").click()
+        return Path(info.value.path()).read_bytes()
+
+    try:
+        return click(30_000)
+    except TimeoutError_:
+        return click(90_000)
 
 
 def test_analyst_filters_brain_mri_by_diagnosis_and_split(server, pg, shots):
