@@ -6,7 +6,7 @@ ingest, after `recommender dedupe`, or `recommender map`) and is stored as Parqu
 in the file's own metadata and in a `.json` sidecar beside it. Readers never compute.
 
 The layout is for display only: it never changes the vectors or any query. UMAP
-(umap-learn, cosine, 15 neighbours, min_dist 0.1, fixed seed) is the default; under
+(umap-learn, cosine, 15 neighbours, min_dist 0.1, 200 epochs, fixed seed) is the default; under
 `MIN_UMAP_POINTS` points, or when UMAP cannot run, a PCA layout is stored instead and
 `method` says so (the page shows it). Neighbours are computed exactly here with numpy
 and handed to UMAP: that skips pynndescent, whose JIT compile costs ~40 s in every new process.
@@ -49,6 +49,10 @@ SEED = 42
 EXACT_KNN = 10_000  # exact cosine neighbours in the full space up to here (7k x 1280: ~2 s on 2 cores)
 FIT_SAMPLE = 20_000  # UMAP is fitted on at most this many points; the rest are placed by their neighbours
 REDUCED_DIMS = 128  # dimensions kept for neighbour search above EXACT_KNN
+EPOCHS = 200
+"""UMAP's optimisation epochs. Its own default is 500 under 10,000 points and 200 above; the layout is
+for display, and on brain-mri (6,593 points, a fresh process) 200 epochs took the fit from 9.7 to 6.6 s,
+the rest being numba's compile (docs/benchmarks_dedup.md, ingest against the plain script)."""
 BASE_COLUMNS = ("id", "x", "y", P.PATH, P.RELPATH, P.ITEM_KEY)
 _META_KEY = b"recommender.map"
 
@@ -194,7 +198,7 @@ def _umap_fit(unit: np.ndarray) -> np.ndarray:
     k = min(N_NEIGHBORS, len(unit) - 1)
     idx, dist = cosine_knn(unit, unit, k)
     model = umap.UMAP(n_neighbors=k, min_dist=MIN_DIST, metric="cosine", random_state=SEED, low_memory=True,
-                      n_jobs=1, precomputed_knn=(idx, dist, None))
+                      n_jobs=1, precomputed_knn=(idx, dist, None), n_epochs=EPOCHS)
     with warnings.catch_warnings():  # seed forces one thread; tiny graphs warn about spectral init
         warnings.simplefilter("ignore")
         return np.asarray(model.fit_transform(unit), np.float32)
