@@ -179,7 +179,7 @@ def supervised(data: dict[str, np.ndarray], scorer: Scorer, seed: int = 0) -> li
     halves = (np.sort(train[: len(train) // 2]), np.sort(train[len(train) // 2:]))
     labels = data["labels"]
     rows = []
-    for name, x in (("avg", pp.unit(data["avg_1.0"])),
+    for name, x in (("avg", scorer.plain),
                     ("gem-ms2", pp.multiscale([data["gem_1.0"], data["gem_1.4142"]]))):
         folds = [(discriminant(x, labels, fit)(x), q, scorer.copies_of(q)) for fit, q in (halves, halves[::-1])]
         full = discriminant(x, labels, scorer.split["train"])(x)
