@@ -8,7 +8,7 @@ which also checks the results against the full cosine-similarity matrix.
     python benchmarks/retrieval_quality.py --home-root /tmp/r5 --out /tmp/r5/eval
 
 `--ablation` runs issue 16's post-processing variants instead (GeM, scales, PCA and whitening,
-query expansion, database-side augmentation; `benchmarks/retrieval_ablation.py`), tuned on the
+query expansion, database-side augmentation, diffusion; `benchmarks/retrieval_ablation.py`), tuned on the
 train split and reported on the test split:
 
     python benchmarks/retrieval_quality.py --ablation --cache /tmp/r16 --out /tmp/r16
