@@ -13,7 +13,9 @@ every variant of `recommender/postprocess.py` is scored by label precision@10:
     relative gain), and then read on the test queries, with a 95 % bootstrap interval (1,000
     resamples of the queries).
 
-Diffusion (Iscen et al. 2017, `diffused`) is measured too: ranking by a random walk on the collection's
+Regional pooling (R-MAC and regional GeM over 14 regions of the scale-1 maps, each region whitened
+by a PCA of the collection's regions before summing, `regional`) and diffusion (Iscen et al. 2017,
+`diffused`) are measured too. Diffusion: ranking by a random walk on the collection's
 mutual k-nearest-neighbour graph started from the query's own neighbours; it needs a linear solve per
 query over the whole graph, so it is an upper bound of what a query-time graph method adds here.
 
@@ -38,23 +40,54 @@ COPY_COSINE = 0.985
 K = 10
 
 
+REGIONAL = ("rmac", "rgem")
+"""Regional pooling at scale 1 (R-MAC: max; R-GeM: GeM p 3) over the regions of `regions`, kept per region."""
+
+
 def extract(corpus_dir: Path, cache: Path) -> dict[str, np.ndarray]:
-    """Pooled descriptors per (pooling, scale), labels and splits of a corpus (cached as .npz)."""
+    """Pooled descriptors per (pooling, scale), regional descriptors, labels and splits of a corpus
+    (cached as .npz; what a cache from an earlier version lacks is computed and added)."""
     out = cache / f"descriptors_{corpus_dir.name}.npz"
-    if out.is_file():
-        return dict(np.load(out))
+    data = dict(np.load(out)) if out.is_file() else {}
+    rows = list(csv.DictReader((corpus_dir / "labels.csv").open()))
+    wanted = [f"{p}_{s}" for p in ("avg", "gem") for s in SCALES] + [f"{kind}_regions" for kind in REGIONAL]
+    feats: dict[str, list[np.ndarray]] = {k: [] for k in wanted if k not in data}
+    if not feats:
+        return data
+    t0 = time.perf_counter()
+    for s in SCALES:
+        if not any(k.endswith(f"_{s}") or (s == 1.0 and k.endswith("_regions")) for k in feats):
+            continue
+        for fm in feature_maps(corpus_dir, [r["path"] for r in rows], s):
+            if f"avg_{s}" in feats:
+                feats[f"avg_{s}"].append(fm.mean((2, 3)))
+            if f"gem_{s}" in feats:
+                feats[f"gem_{s}"].append(pp.gem(fm).astype(np.float32))
+            for kind in REGIONAL:
+                if s == 1.0 and f"{kind}_regions" in feats:
+                    feats[f"{kind}_regions"].append(regional(fm, kind).astype(np.float16))
+        print(f"  {corpus_dir.name}: scale {s} embedded ({time.perf_counter() - t0:.0f} s)", flush=True)
+    data.update({k: np.concatenate(v) for k, v in feats.items()})
+    label = [c for c in rows[0] if c not in ("path", "split")][0]
+    data.update(labels=np.array([r[label] for r in rows]), splits=np.array([r["split"] for r in rows]))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **data)
+    return data
+
+
+def feature_maps(corpus_dir: Path, paths: list[str], s: float, batch: int = 32):
+    """MobileNetV2's last feature maps (n, 1280, h, w) of the images, batch by batch, at input scale `s`
+    with the product's geometry (short side 256 s, centre crop 224 s)."""
     import torch
     from PIL import Image
 
     from recommender.models import create_embedder
 
-    rows = list(csv.DictReader((corpus_dir / "labels.csv").open()))
-    label = [c for c in rows[0] if c not in ("path", "split")][0]
     net = create_embedder("mobilenet_v2").module.features.eval()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
-    def load(path: str, s: float) -> torch.Tensor:
+    def load(path: str) -> torch.Tensor:
         im = Image.open(corpus_dir / path).convert("RGB")
         short, crop = round(256 * s), round(224 * s)
         r = short / min(im.size)
@@ -63,20 +96,30 @@ def extract(corpus_dir: Path, cache: Path) -> dict[str, np.ndarray]:
         arr = np.array(im.crop((left, top, left + crop, top + crop)))
         return torch.from_numpy(arr).permute(2, 0, 1).float() / 255
 
-    feats: dict[str, list[np.ndarray]] = {f"{p}_{s}": [] for p in ("avg", "gem") for s in SCALES}
-    t0 = time.perf_counter()
     with torch.inference_mode():
-        for s in SCALES:
-            for i in range(0, len(rows), 32):
-                fm = net((torch.stack([load(r["path"], s) for r in rows[i:i + 32]]) - mean) / std)
-                feats[f"avg_{s}"].append(fm.mean((2, 3)).numpy())
-                feats[f"gem_{s}"].append(pp.gem(fm.numpy()).astype(np.float32))
-            print(f"  {corpus_dir.name}: scale {s} embedded ({time.perf_counter() - t0:.0f} s)", flush=True)
-    data = {k: np.concatenate(v) for k, v in feats.items()}
-    data.update(labels=np.array([r[label] for r in rows]), splits=np.array([r["split"] for r in rows]))
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **data)
-    return data
+        for i in range(0, len(paths), batch):
+            yield net((torch.stack([load(p) for p in paths[i:i + batch]]) - mean) / std).numpy()
+
+
+def regions(h: int, w: int, levels: int = 3) -> list[tuple[int, int, int, int]]:
+    """R-MAC's square regions (y0, y1, x0, x1): at level l, l x l windows of side 2 min(h, w) / (l + 1),
+    evenly spaced (Tolias et al. 2016; on a 7 x 7 map: 1 + 4 + 9 regions)."""
+    out = []
+    for level in range(1, levels + 1):
+        side = 2 * min(h, w) / (level + 1)
+        starts = [(0.0, 0.0)] if level == 1 else [(i * (h - side) / (level - 1), j * (w - side) / (level - 1))
+                                                   for i in range(level) for j in range(level)]
+        out += [(round(y), min(h, round(y + side)), round(x), min(w, round(x + side))) for y, x in starts]
+    return out
+
+
+def regional(fm: np.ndarray, kind: str) -> np.ndarray:
+    """(n, regions, channels) unit descriptors of each region of the maps: max (rmac) or GeM p 3 (rgem)."""
+    out = []
+    for y0, y1, x0, x1 in regions(*fm.shape[2:]):
+        part = fm[:, :, y0:y1, x0:x1]
+        out.append(pp.unit(part.max(axis=(2, 3)) if kind == "rmac" else pp.gem(part)))
+    return np.stack(out, axis=1)
 
 
 class Scorer:
@@ -189,6 +232,15 @@ def variants(data: dict[str, np.ndarray]):
         yield f"{name} + pca256 + dba k8 + aqe n3", pp.dba(centred, 8), (3, 3.0)
         for k, kq in ((10, 10), (50, 5)):
             yield f"{name} + diffusion k{k} kq{kq}", x, ("diffusion", k, kq)
+    for kind in REGIONAL:
+        parts = data[f"{kind}_regions"].astype(np.float32)
+        yield f"{kind} L3", pp.unit(parts.sum(axis=1)), None
+        flat = parts.reshape(-1, parts.shape[2])
+        sample = flat[np.random.default_rng(0).choice(len(flat), min(len(flat), 40_000), replace=False)]
+        for power in (0.0, -0.25):  # regions whitened before summing, as R-MAC does, with shrinkage
+            pca = pp.fit_pca(sample, 512, power)
+            yield (f"{kind} L3 + regional pca512 power {power}",
+                   pp.unit(pca.apply(flat).reshape(len(parts), -1, 512).sum(axis=1)), None)
 
 
 BLEND = (0.25, 0.5, 0.75, 1.0)
