@@ -17,12 +17,19 @@ member precision (members passing / members checked), cluster precision (cluster
 all pass), the worst clusters, and with --sheet a PNG contact sheet of sampled failing and passing
 clusters (canonical first in each row).
 
+With --manifest (a CSV with a path column, `volume` and `slice_index`, paths relative to
+--manifest-root, by default the manifest's folder; mri-slices' manifest is one) precision is also
+read against ground truth, with no pixel score: a member is wrong when it is another slice (another
+volume or another index) than its canonical and their decoded pixels differ.
+
     python benchmarks/cluster_precision.py --home /tmp/brain/after --sheet /tmp/brain/sheet.png
+    python benchmarks/cluster_precision.py --home /tmp/mri --manifest ../shared/corpora/mri-slices/manifest.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import random
 import sys
@@ -133,6 +140,38 @@ def check(clusters: dict[str, list[dict]], min_corr: float) -> dict[str, dict]:
     return out
 
 
+def slices_of(manifest: Path, root: Path | None) -> dict[str, tuple[str, int]]:
+    """(volume, slice index) of every file the manifest lists, by resolved path."""
+    from recommender.metadata import PATH_COLUMNS
+
+    base = (root or manifest.parent).resolve()
+    with manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    column = next((c for c in PATH_COLUMNS if rows and c in rows[0]), None)
+    if column is None or not {"volume", "slice_index"} <= set(rows[0] if rows else ()):
+        raise SystemExit(f"{manifest}: needs a path column ({', '.join(PATH_COLUMNS)}), 'volume' and 'slice_index'")
+    return {str((base / r[column]).resolve()): (r["volume"], int(r["slice_index"])) for r in rows}
+
+
+def check_truth(clusters: dict[str, list[dict]], slices: dict[str, tuple[str, int]]) -> dict:
+    """Members against ground truth: wrong when another slice than the canonical's with other pixels."""
+    checked, wrong, unknown, examples = 0, 0, 0, []
+    for cid, members in clusters.items():
+        canon = slices.get(str(Path(members[0][P.PATH]).resolve()))
+        for m in members[1:]:
+            here = slices.get(str(Path(m[P.PATH]).resolve()))
+            if canon is None or here is None:
+                unknown += 1
+                continue
+            checked += 1
+            if here != canon and m.get(P.PIXEL_HASH) != members[0].get(P.PIXEL_HASH):
+                wrong += 1
+                examples.append({"cluster": cid, "canonical": canon, "member": here})
+    return {"truth_members_checked": checked, "truth_wrong": wrong, "truth_not_in_manifest": unknown,
+            "truth_member_precision": round(1 - wrong / checked, 4) if checked else None,
+            "truth_examples": examples[:5]}
+
+
 def sheet(clusters: dict[str, list[dict]], result: dict[str, dict], path: Path, rows: int = 12,
           per_row: int = 8, seed: int = 0) -> None:
     """A contact sheet: up to `rows` failing clusters, then passing ones, canonical first."""
@@ -167,6 +206,8 @@ def main() -> None:
     ap.add_argument("--collection", default="images")
     ap.add_argument("--min-corr", type=float, default=0.9)
     ap.add_argument("--sheet", type=Path, help="write a PNG contact sheet of sampled clusters here")
+    ap.add_argument("--manifest", type=Path, help="ground truth: CSV with a path column, volume, slice_index")
+    ap.add_argument("--manifest-root", type=Path, help="folder the manifest's paths are relative to")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     clusters = clusters_of(args.home, args.collection)
@@ -187,6 +228,8 @@ def main() -> None:
         "worst": sorted(({"cluster": c, "size": r["size"], "failing": r["checked"] - r["passed"]}
                          for c, r in result.items() if not r["all_pass"]), key=lambda x: -x["failing"])[:5],
     }
+    if args.manifest:
+        summary.update(check_truth(clusters, slices_of(args.manifest, args.manifest_root)))
     if args.sheet:
         sheet(clusters, result, args.sheet)
         summary["sheet"] = str(args.sheet)

@@ -186,3 +186,38 @@ def test_dicom_patient_and_series_are_filterable_after_ingest(tmp_path):
         assert hits and all(h.payload["patient_id"] == ct for h in hits)
     finally:
         rec.close()
+
+
+MRI_SLICES = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "mri-slices" / "axial"
+
+
+@pytest.mark.skipif(not MRI_SLICES.is_dir(), reason="shared corpora not mounted")
+def test_loose_png_slices_are_copies_to_pixels_and_apart_with_their_volume_metadata(tmp_path):
+    """Neighbouring 0.5 mm slices exported as PNGs look like one picture to every pixel signal; the
+    metadata table's volume and slice_index columns are what keeps them out of one `copy` cluster
+    (docs/dedup.md, "Limits"). Real slices, the real pipeline."""
+    from recommender import payload as P
+    from recommender.ingest import run_ingest
+    from recommender.settings import get_settings
+    from recommender.store import open_store
+
+    src = tmp_path / "slices"
+    src.mkdir()
+    picked = [MRI_SLICES / "colin27_ch2better" / f"colin27_ch2better_z{z:03d}.png" for z in (150, 151, 152)]
+    for f in picked:
+        shutil.copy(f, src / f.name)
+    (tmp_path / "slices.csv").write_text("path,volume,slice_index\n" + "".join(
+        f"{f.name},colin27_ch2better,{z}\n" for f, z in zip(picked, (150, 151, 152))))
+
+    def copy_members(home: Path, metadata: Path | None) -> int:
+        cfg = get_settings(home=home, map_layout="off")
+        report = run_ingest(cfg, src, metadata=metadata)
+        assert report.failed == 0
+        store = open_store(cfg)
+        try:
+            return sum(p.get(P.TIER) == "copy" for _, p, _ in store.scroll(batch=64))
+        finally:
+            store.close()
+
+    assert copy_members(tmp_path / "bare", None) >= 2
+    assert copy_members(tmp_path / "with-metadata", tmp_path / "slices.csv") == 0
