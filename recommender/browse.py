@@ -100,6 +100,14 @@ class Cluster:
     def canonical(self) -> Member | None:
         return next((m for m in self.members if m.canonical), None)
 
+    @property
+    def numbered_like_slices(self) -> bool:
+        """A `copy` cluster whose file names number a stack of slices (`dedup.stacks`): a curator
+        should check before deleting, since slices without volume metadata look like copies."""
+        from recommender.dedup.stacks import numbered_like_slices  # the dedup package is heavy to import
+
+        return self.tier == "copy" and numbered_like_slices(m.path for m in self.members)
+
 
 def _clean_filters(filters: dict[str, Any] | None) -> dict[str, Any]:
     """Drop empty selections so 'no choice' means 'no filter'."""

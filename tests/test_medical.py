@@ -189,35 +189,80 @@ def test_dicom_patient_and_series_are_filterable_after_ingest(tmp_path):
 
 
 MRI_SLICES = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "mri-slices" / "axial"
+NEIGHBOURS = (150, 151, 152)  # colin27 at 0.5 mm: one picture to every pixel signal
 
 
-@pytest.mark.skipif(not MRI_SLICES.is_dir(), reason="shared corpora not mounted")
-def test_loose_png_slices_are_copies_to_pixels_and_apart_with_their_volume_metadata(tmp_path):
-    """Neighbouring 0.5 mm slices exported as PNGs look like one picture to every pixel signal; the
-    metadata table's volume and slice_index columns are what keeps them out of one `copy` cluster
-    (docs/dedup.md, "Limits"). Real slices, the real pipeline."""
-    from recommender import payload as P
+@pytest.fixture(scope="module")
+def loose_slices(tmp_path_factory) -> dict:
+    """Three neighbouring real slices exported as PNGs, ingested by the real pipeline without and with
+    a metadata table giving their volume and slice index."""
     from recommender.ingest import run_ingest
     from recommender.settings import get_settings
+
+    if not MRI_SLICES.is_dir():
+        pytest.skip("shared corpora not mounted")
+    base = tmp_path_factory.mktemp("loose_slices")
+    src = base / "slices"
+    src.mkdir()
+    for z in NEIGHBOURS:
+        shutil.copy(MRI_SLICES / "colin27_ch2better" / f"colin27_ch2better_z{z:03d}.png", src)
+    table = base / "slices.csv"
+    table.write_text("path,volume,slice_index\n" + "".join(
+        f"colin27_ch2better_z{z:03d}.png,colin27_ch2better,{z}\n" for z in NEIGHBOURS))
+    out = {"src": src}
+    for name, metadata in (("bare", None), ("with_metadata", table)):
+        cfg = get_settings(home=base / name, map_layout="off")
+        assert run_ingest(cfg, src, metadata=metadata).failed == 0
+        out[name] = cfg
+    return out
+
+
+def _copy_members(cfg) -> int:
+    from recommender import payload as P
     from recommender.store import open_store
 
-    src = tmp_path / "slices"
-    src.mkdir()
-    picked = [MRI_SLICES / "colin27_ch2better" / f"colin27_ch2better_z{z:03d}.png" for z in (150, 151, 152)]
-    for f in picked:
-        shutil.copy(f, src / f.name)
-    (tmp_path / "slices.csv").write_text("path,volume,slice_index\n" + "".join(
-        f"{f.name},colin27_ch2better,{z}\n" for f, z in zip(picked, (150, 151, 152))))
+    store = open_store(cfg)
+    try:
+        return sum(p.get(P.TIER) == "copy" for _, p, _ in store.scroll(batch=64))
+    finally:
+        store.close()
 
-    def copy_members(home: Path, metadata: Path | None) -> int:
-        cfg = get_settings(home=home, map_layout="off")
-        report = run_ingest(cfg, src, metadata=metadata)
-        assert report.failed == 0
-        store = open_store(cfg)
-        try:
-            return sum(p.get(P.TIER) == "copy" for _, p, _ in store.scroll(batch=64))
-        finally:
-            store.close()
 
-    assert copy_members(tmp_path / "bare", None) >= 2
-    assert copy_members(tmp_path / "with-metadata", tmp_path / "slices.csv") == 0
+def test_loose_png_slices_are_copies_to_pixels_and_apart_with_their_volume_metadata(loose_slices):
+    """Neighbouring thin slices exported as PNGs look like one picture to every pixel signal; the
+    metadata table's volume and slice_index columns are what keeps them out of one `copy` cluster
+    (docs/dedup.md, "Limits")."""
+    assert _copy_members(loose_slices["bare"]) >= 2
+    assert _copy_members(loose_slices["with_metadata"]) == 0
+
+
+def test_a_copy_cluster_of_numbered_slices_is_flagged_for_the_curator(loose_slices, tmp_path, monkeypatch):
+    """The cluster the bare ingest made is flagged where curators act on it: the Duplicates page and
+    the HTML report of `recommender dedupe` (the tiers do not change)."""
+    from streamlit.testing.v1 import AppTest
+
+    from recommender.browse import duplicate_clusters
+    from recommender.dedup import DedupConfig, DedupEngine, write_reports
+    from recommender.dedup.embed import model_embedder
+    from recommender.store import open_store
+
+    cfg = loose_slices["bare"]
+    store = open_store(cfg)
+    try:
+        clusters = duplicate_clusters(store)
+    finally:
+        store.close()
+    assert [c.numbered_like_slices for c in clusters if c.tier == "copy"] == [True]
+
+    monkeypatch.setenv("RECOMMENDER_HOME", str(cfg.home))
+    monkeypatch.setenv("RECOMMENDER_COLLECTION", cfg.collection)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=120)
+    at.run()
+    at.radio(key="page").set_value("Duplicates").run()
+    assert not at.exception, at.exception
+    assert any("number a stack of slices" in w.value for w in at.warning)
+
+    engine = DedupEngine(DedupConfig(workers=0), model_embedder("mobilenet_v2")[0])
+    result = engine.run(sorted(str(p) for p in loose_slices["src"].iterdir()))
+    write_reports(result, tmp_path / "report")
+    assert "number a stack of slices" in (tmp_path / "report" / "report.html").read_text()

@@ -144,6 +144,10 @@ def _cluster_card(c: Cluster, decided: dict[tuple[str, str], str]) -> None:
     weakest = cluster_score(c)
     st.markdown(f"**Cluster** `{c.cluster_id}` — tier **{c.tier}** — {len(c.members)} items"
                 + (f" — lowest cos **{weakest:.3f}**" if weakest is not None else ""))
+    if c.numbered_like_slices:
+        st.warning("These file names number a stack of slices. Neighbouring slices look like copies to "
+                   "every pixel check: if they are slices, they are different pictures. Before deleting, "
+                   "ingest them with a metadata table that has `volume` and `slice_index` columns.")
     start, stop = _member_page(c, ck)
     width = min(MEMBERS_PER_ROW, max(len(c.members), 4))
     for row in range(start, stop, MEMBERS_PER_ROW):

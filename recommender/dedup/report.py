@@ -21,6 +21,7 @@ from recommender.decode import DecodeError, DecodeOptions, load_image
 from recommender.dedup.cluster import CANONICAL_POLICY
 from recommender.dedup.engine import DedupResult
 from recommender.dedup.leakage import leakage_report
+from recommender.dedup.stacks import numbered_like_slices
 
 
 def thumbnail_b64(path: str, size: int = 160) -> str | None:
@@ -54,7 +55,7 @@ def render_html(result: DedupResult, max_clusters: int = 500, thumb: int = 160,
         "body{font-family:sans-serif;margin:1em}.c{border:1px solid #ccc;margin:.6em 0;padding:.4em}",
         ".m{display:inline-block;vertical-align:top;margin:.3em;width:%dpx;font-size:11px;word-break:break-all}" % thumb,
         ".m img{max-width:%dpx;max-height:%dpx;border:3px solid transparent}" % (thumb, thumb),
-        ".canon img{border-color:#2a2}.t{font-weight:bold}.exact{color:#a00}.copy{color:#c60}.near{color:#06c}",
+        ".w{color:#a00;font-weight:bold}.canon img{border-color:#2a2}.t{font-weight:bold}.exact{color:#a00}.copy{color:#c60}.near{color:#06c}",
         "</style></head><body>",
         f"<h1>Duplicate report</h1><p>{s['items']} items, {s['clusters']} clusters, "
         f"{s['redundant_items']} redundant items; clusters by tier: {html.escape(json.dumps(s['clusters_by_tier']))}; "
@@ -71,6 +72,9 @@ def render_html(result: DedupResult, max_clusters: int = 500, thumb: int = 160,
             break
         parts.append(f"<div class='c'><div>cluster <code>{html.escape(c[P.CLUSTER_ID])}</code> "
                      f"tier <span class='t {c[P.TIER]}'>{c[P.TIER]}</span>, {c['size']} members</div>")
+        if c[P.TIER] == "copy" and numbered_like_slices(m[P.PATH] for m in c["members"]):
+            parts.append("<div class='w'>These file names number a stack of slices: if they are slices, they are "
+                         "different pictures (give volume and slice_index metadata before deleting).</div>")
         for m in c["members"]:
             b64 = thumbnail_b64(m[P.PATH], thumb)
             img = f"<img src='data:image/jpeg;base64,{b64}'>" if b64 else "<div>(unreadable)</div>"

@@ -1,0 +1,23 @@
+"""Which file names number a stack of slices (a curator's warning, `recommender.dedup.stacks`)."""
+
+from __future__ import annotations
+
+from recommender.dedup.stacks import numbered_like_slices
+
+
+def test_names_that_differ_in_exactly_one_number_are_a_stack():
+    assert numbered_like_slices(["/d/scan_z150.png", "/d/scan_z151.png", "/d/scan_z152.png"])
+    assert numbered_like_slices(["/d/case7_slice_001_t1.png", "/d/case7_slice_002_t1.png"])
+
+
+def test_other_folders_other_stems_or_one_number_are_not():
+    assert not numbered_like_slices(["/a/scan_z150.png", "/b/scan_z151.png"])
+    assert not numbered_like_slices(["/d/left_01.png", "/d/right_02.png"])
+    assert not numbered_like_slices(["/d/scan_z150.png", "/d/scan_z150.jpg"])
+    assert not numbered_like_slices(["/d/volume.nii.gz", "/d/volume.nii.gz"])  # slices of one file
+    assert not numbered_like_slices(["/d/mona_lisa.jpg", "/d/mona_lisa_small.jpg"])
+
+
+def test_two_numbers_changing_is_not_one_stack():
+    assert not numbered_like_slices(["/d/case7_slice_001.png", "/d/case8_slice_002.png"])
+    assert not numbered_like_slices(["/d/only_one_12.png"])
