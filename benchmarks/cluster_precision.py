@@ -12,7 +12,8 @@ is >= --min-corr is counted as the same picture. Adjacent slices of one scan can
 well too, and strong recolouring can fall below it, so the figure is an estimate to read with
 the contact sheet, which shows each member's score.
 
-Prints: clusters and clustered points per tier, cluster size distribution (median, p95, max),
+Prints: clusters and clustered points per tier, cluster size distribution (median, p95, max), the
+copy clusters flagged as a possible stack of slices (their file names, `recommender.dedup.stacks`),
 member precision (members passing / members checked), cluster precision (clusters whose members
 all pass), the worst clusters, and with --sheet a PNG contact sheet of sampled failing and passing
 clusters (canonical first in each row).
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender import payload as P  # noqa: E402
 from recommender.decode import DecodeError, DecodeOptions, load_image  # noqa: E402
+from recommender.dedup.stacks import numbered_like_slices  # noqa: E402
 from recommender.settings import get_settings  # noqa: E402
 from recommender.store import open_store  # noqa: E402
 
@@ -225,6 +227,9 @@ def main() -> None:
         "member_precision": round(passed / checked, 4) if checked else None, "members_checked": checked,
         "cluster_precision": round(sum(r["all_pass"] for r in result.values()) / len(result), 4) if result else None,
         "min_corr": args.min_corr,
+        # copy clusters the Duplicates page and report.html flag as a possible stack of slices (dedup.stacks)
+        "flagged_as_stack": sum(members[0].get(P.TIER) == "copy" and numbered_like_slices(m[P.PATH] for m in members)
+                                for members in clusters.values()),
         "worst": sorted(({"cluster": c, "size": r["size"], "failing": r["checked"] - r["passed"]}
                          for c, r in result.items() if not r["all_pass"]), key=lambda x: -x["failing"])[:5],
     }

@@ -4,7 +4,7 @@ Why: without volume and slice-index metadata, neighbouring thin slices exported 
 the same picture to every pixel signal (docs/dedup.md, "Limits": all 640 clustered slices of
 mri-slices ingested bare were neighbours of their canonical). Their file names often still say what
 they are (`scan_z150.png`, `scan_z151.png`): files of one folder whose names differ in exactly one
-number. A `copy` cluster made of such files is flagged so that nobody deletes slices as
+number, numbered in sequence. A `copy` cluster made of such files is flagged so that nobody deletes slices as
 duplicates; the tiers themselves do not change (burst photos are named the same way).
 """
 
@@ -15,11 +15,16 @@ from pathlib import PurePath
 from typing import Iterable
 
 _NUMBER = re.compile(r"(\d+)")
+MAX_GAP = 3
+"""Largest step between the sorted numbers of a flagged cluster: slices of a stack are numbered in
+sequence (every slice, or every second or third one exported), while a dataset's running numbers
+put look-alike files far apart (brain-mri: `Tr-no_0303.jpg`, `Tr-no_0499.jpg`)."""
 
 
 def numbered_like_slices(paths: Iterable[str]) -> bool:
-    """True when the files share a folder and a name that differs in exactly one of its numbers
-    (`scan_z150.png` / `scan_z151.png`, `case7_slice_001_t1.png` / `case7_slice_002_t1.png`)."""
+    """True when the files share a folder and a name that differs in exactly one of its numbers, and
+    that number runs in sequence, no step above `MAX_GAP` (`scan_z150.png` / `scan_z151.png`,
+    `case7_slice_001_t1.png` / `case7_slice_003_t1.png`)."""
     shapes: set[tuple[str, tuple[str, ...]]] = set()
     numbers: list[tuple[int, ...]] = []
     for path in paths:
@@ -30,4 +35,7 @@ def numbered_like_slices(paths: Iterable[str]) -> bool:
     if len(shapes) != 1 or not numbers or not numbers[0]:
         return False
     varying = [k for k in range(len(numbers[0])) if len({n[k] for n in numbers}) > 1]
-    return len(varying) == 1
+    if len(varying) != 1:
+        return False
+    values = sorted({n[varying[0]] for n in numbers})
+    return max(b - a for a, b in zip(values, values[1:])) <= MAX_GAP
