@@ -106,7 +106,7 @@ class Cluster:
         should check before deleting, since slices without volume metadata look like copies."""
         from recommender.dedup.stacks import numbered_like_slices  # the dedup package is heavy to import
 
-        return self.tier == "copy" and numbered_like_slices(m.path for m in self.members)
+        return self.tier == P.Tier.COPY.value and numbered_like_slices(m.path for m in self.members)
 
 
 def _clean_filters(filters: dict[str, Any] | None) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def render_html(result: DedupResult, max_clusters: int = 500, thumb: int = 160,
             break
         parts.append(f"<div class='c'><div>cluster <code>{html.escape(c[P.CLUSTER_ID])}</code> "
                      f"tier <span class='t {c[P.TIER]}'>{c[P.TIER]}</span>, {c['size']} members</div>")
-        if c[P.TIER] == "copy" and numbered_like_slices(m[P.PATH] for m in c["members"]):
+        if c[P.TIER] == P.Tier.COPY.value and numbered_like_slices(m[P.PATH] for m in c["members"]):
             parts.append("<div class='w'>These file names number a stack of slices: if they are slices, they are "
                          "different pictures (give volume and slice_index metadata before deleting).</div>")
         for m in c["members"]:
