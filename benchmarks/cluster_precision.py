@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender import payload as P  # noqa: E402
 from recommender.decode import DecodeError, DecodeOptions, load_image  # noqa: E402
-from recommender.dedup.stacks import numbered_like_slices  # noqa: E402
+from recommender.dedup.stacks import flagged_as_stack  # noqa: E402
 from recommender.settings import get_settings  # noqa: E402
 from recommender.store import open_store  # noqa: E402
 
@@ -228,7 +228,7 @@ def main() -> None:
         "cluster_precision": round(sum(r["all_pass"] for r in result.values()) / len(result), 4) if result else None,
         "min_corr": args.min_corr,
         # copy clusters the Duplicates page and report.html flag as a possible stack of slices (dedup.stacks)
-        "flagged_as_stack": sum(members[0].get(P.TIER) == "copy" and numbered_like_slices(m[P.PATH] for m in members)
+        "flagged_as_stack": sum(flagged_as_stack(members[0].get(P.TIER), (m[P.PATH] for m in members))
                                 for members in clusters.values()),
         "worst": sorted(({"cluster": c, "size": r["size"], "failing": r["checked"] - r["passed"]}
                          for c, r in result.items() if not r["all_pass"]), key=lambda x: -x["failing"])[:5],

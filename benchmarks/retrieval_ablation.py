@@ -19,7 +19,8 @@ by a PCA of the collection's regions before summing, `regional`) and diffusion (
 mutual k-nearest-neighbour graph started from the query's own neighbours; it needs a linear solve per
 query over the whole graph, so it is an upper bound of what a query-time graph method adds here.
 
-No label is used by any of these variants: PCA, DBA, query expansion and diffusion see only the vectors. Then
+No label is used by any of these variants: PCA, DBA, query expansion, regional pooling and diffusion see
+only the vectors. Then
 the optional supervised projection (`supervised`): a linear discriminant learned from the train
 split's labels, blended with the cosine, its weight chosen by cross-validation inside train and
 read on the test queries only.

@@ -104,9 +104,9 @@ class Cluster:
     def numbered_like_slices(self) -> bool:
         """A `copy` cluster whose file names number a stack of slices (`dedup.stacks`): a curator
         should check before deleting, since slices without volume metadata look like copies."""
-        from recommender.dedup.stacks import numbered_like_slices  # the dedup package is heavy to import
+        from recommender.dedup.stacks import flagged_as_stack  # the dedup package is heavy to import
 
-        return self.tier == P.Tier.COPY.value and numbered_like_slices(m.path for m in self.members)
+        return flagged_as_stack(self.tier, (m.path for m in self.members))
 
 
 def _clean_filters(filters: dict[str, Any] | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from recommender.browse import (CLUSTER_SORTS, Cluster, Member, cluster_score, c
                                 score_clusters, sort_clusters, split_leakage)
 from recommender.decode import DecodeError, DecodeOptions
 from recommender.dedup.compare import load_member, metadata_difference, pixel_difference, zoom_crop
+from recommender.dedup.stacks import STACK_WARNING
 
 PER_PAGE = 10
 MEMBERS_PER_ROW = 8
@@ -145,9 +146,7 @@ def _cluster_card(c: Cluster, decided: dict[tuple[str, str], str]) -> None:
     st.markdown(f"**Cluster** `{c.cluster_id}` — tier **{c.tier}** — {len(c.members)} items"
                 + (f" — lowest cos **{weakest:.3f}**" if weakest is not None else ""))
     if c.numbered_like_slices:
-        st.warning("These file names number a stack of slices. Neighbouring slices look like copies to "
-                   "every pixel check: if they are slices, they are different pictures. Before deleting, "
-                   "ingest them with a metadata table that has `volume` and `slice_index` columns.")
+        st.warning(STACK_WARNING)
     start, stop = _member_page(c, ck)
     width = min(MEMBERS_PER_ROW, max(len(c.members), 4))
     for row in range(start, stop, MEMBERS_PER_ROW):

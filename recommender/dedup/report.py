@@ -21,7 +21,7 @@ from recommender.decode import DecodeError, DecodeOptions, load_image
 from recommender.dedup.cluster import CANONICAL_POLICY
 from recommender.dedup.engine import DedupResult
 from recommender.dedup.leakage import leakage_report
-from recommender.dedup.stacks import numbered_like_slices
+from recommender.dedup.stacks import STACK_WARNING, flagged_as_stack
 
 
 def thumbnail_b64(path: str, size: int = 160) -> str | None:
@@ -72,9 +72,8 @@ def render_html(result: DedupResult, max_clusters: int = 500, thumb: int = 160,
             break
         parts.append(f"<div class='c'><div>cluster <code>{html.escape(c[P.CLUSTER_ID])}</code> "
                      f"tier <span class='t {c[P.TIER]}'>{c[P.TIER]}</span>, {c['size']} members</div>")
-        if c[P.TIER] == P.Tier.COPY.value and numbered_like_slices(m[P.PATH] for m in c["members"]):
-            parts.append("<div class='w'>These file names number a stack of slices: if they are slices, they are "
-                         "different pictures (give volume and slice_index metadata before deleting).</div>")
+        if flagged_as_stack(c[P.TIER], (m[P.PATH] for m in c["members"])):
+            parts.append(f"<div class='w'>{html.escape(STACK_WARNING)}</div>")
         for m in c["members"]:
             b64 = thumbnail_b64(m[P.PATH], thumb)
             img = f"<img src='data:image/jpeg;base64,{b64}'>" if b64 else "<div>(unreadable)</div>"

@@ -14,6 +14,13 @@ import re
 from pathlib import PurePath
 from typing import Iterable
 
+from recommender.payload import Tier
+
+STACK_WARNING = ("These file names number a stack of slices. Neighbouring slices look like copies to every "
+                 "pixel check: if they are slices, they are different pictures. Before deleting, ingest them "
+                 "with a metadata table that has `volume` and `slice_index` columns.")
+"""What the Duplicates page and report.html say of a flagged cluster."""
+
 _NUMBER = re.compile(r"(\d+)")
 MAX_GAP = 3
 """Largest step between the sorted numbers of a flagged cluster: slices of a stack are numbered in
@@ -39,3 +46,9 @@ def numbered_like_slices(paths: Iterable[str]) -> bool:
         return False
     values = sorted({n[varying[0]] for n in numbers})
     return max(b - a for a, b in zip(values, values[1:])) <= MAX_GAP
+
+
+def flagged_as_stack(tier: str | None, paths: Iterable[str]) -> bool:
+    """Whether a same-picture cluster gets `STACK_WARNING`: a `copy` cluster (an `exact` one has the
+    same pixels, so it is one picture whatever it is named) numbered like slices."""
+    return tier == Tier.COPY.value and numbered_like_slices(paths)
