@@ -147,3 +147,27 @@ def test_the_same_caption_on_different_paintings_is_not_a_copy():
     blind._covers = lambda *args: True  # the same verifier without the coverage rule
     assert all(v.inliers(str(a), captioned(a), str(b), captioned(b)) < v.min_inliers for a, b in pairs)
     assert sum(blind.inliers(str(a), captioned(a), str(b), captioned(b)) >= v.min_inliers for a, b in pairs) >= 5
+
+
+def test_a_picture_shown_in_a_frame_is_a_copy_of_it_and_of_no_other_picture():
+    """A screenshot, slide or poster shows the picture at a fraction of the frame: its inliers fill the
+    picture but not the frame, and at the verifier's working size the picture has a fraction of its
+    keypoints. The spread and coverage rules are read on the part each image shows of the other, and
+    that part is detected again at full resolution, so the framed picture verifies as a copy; a frame
+    around another picture still does not."""
+    from PIL import ImageDraw
+
+    def framed(path: Path, k: int) -> Image.Image:
+        img = Image.open(path).convert("RGB")
+        frame = Image.new("RGB", (1280, 720), [(20, 20, 24), (236, 236, 236), (90, 90, 96)][k % 3])
+        pic = img.resize((round(img.width * 560 / img.height), 560))
+        frame.paste(pic, (120 + 40 * k, 110))
+        ImageDraw.Draw(frame).rectangle((0, 0, 1280, 70), fill=(60, 60, 70))
+        return frame
+
+    v = LocalFeatureVerifier()
+    shown = {p: framed(p, k) for k, p in enumerate(PAINTINGS)}
+    own = [v.inliers(f"{p}", Image.open(p), f"{p}-framed", shown[p]) for p in PAINTINGS]
+    assert sum(c >= v.min_inliers for c in own) >= len(PAINTINGS) - 1, own
+    assert all(v.inliers(f"{p}", Image.open(p), f"{q}-framed", shown[q]) < v.min_inliers
+               for p in PAINTINGS for q in PAINTINGS if q != p)

@@ -51,9 +51,12 @@ Job = tuple[Any, Source, Any, Source, bool]
 """One pair to verify: (key a, source a, key b, source b, try the mirror), the arguments of `inliers`."""
 
 
-Features = tuple[float, np.ndarray, Any]
-"""(area of the grey image ORB saw, keypoint coordinates (n, 2), ORB descriptors or None)."""
-_NO_FEATURES: Features = (1.0, np.zeros((0, 2), np.float32), None)
+Features = tuple[tuple[int, int], np.ndarray, Any]
+"""((width, height) of the grey image ORB saw, keypoint coordinates (n, 2), ORB descriptors or None)."""
+_NO_FEATURES: Features = ((1, 1), np.zeros((0, 2), np.float32), None)
+
+Box = tuple[float, float, float, float]
+"""(x0, y0, x1, y1) in one image's pixels."""
 
 
 def available() -> bool:
@@ -66,15 +69,17 @@ class LocalFeatureVerifier:
 
     Features are computed once per image (lazily, cached by key within `cache_mb`, the
     least recently used out first) on a grey copy resized so its longer side is `max_side`.
-    Inliers only count when they spread over at least `min_spread` of both images
-    (bounding-box area fraction) and occupy at least 3 rows and 3 columns of a 4x4
-    grid in both: the same caption or watermark stamped on two different pictures
+    Inliers only count when one image lies mostly (`min_contained`) inside the other under the
+    transform, and they spread over at least `min_spread` of the part of each image the other
+    covers (bounding-box area fraction) and occupy at least 3 rows and 3 columns of a 4x4
+    grid of that part in both: the same caption or watermark stamped on two different pictures
     matches perfectly, but only over a strip. Pairs whose smaller image is below `small_side` px may pass by
     `aligned_correlation` >= `small_min_corr` instead (defaults: `DedupConfig`).
     """
 
     def __init__(self, max_side: int = 256, n_features: int = 300, ratio: float = 0.8,
-                 ransac_px: float = 4.0, min_spread: float = 0.15, mirror: bool = True, min_inliers: int = 40,
+                 ransac_px: float = 4.0, min_spread: float = 0.15, min_contained: float = 0.5, zoom_scale: float = 0.75,
+                 mirror: bool = True, min_inliers: int = 40,
                  small_side: int | None = None, small_min_corr: float | None = None, small_work_side: int = 48,
                  cache_mb: float = 256, cached_pairs: int = 200_000):
         if cv2 is None:
@@ -87,6 +92,8 @@ class LocalFeatureVerifier:
         self.ratio = ratio
         self.ransac_px = ransac_px
         self.min_spread = min_spread
+        self.min_contained = min_contained
+        self.zoom_scale = zoom_scale  # 0 = never cut out the part one image shows the other in (`_zoomed`)
         self.mirror = mirror
         self.min_inliers = min_inliers
         self.n_features = n_features
@@ -115,7 +122,7 @@ class LocalFeatureVerifier:
         g = np.asarray(img.convert("L"))
         small = _shrink(g, self.small_keep_side()) if min(g.shape) >= 8 else None
         prepared = self._prepare(g)
-        return _Seen(_NO_FEATURES if prepared is None else (float(prepared.size), *self._detect(prepared)),
+        return _Seen(_NO_FEATURES if prepared is None else (_wh(prepared), *self._detect(prepared)),
                      img.size, small)
 
     def _entry(self, key: Any, source: Source) -> "_Seen":
@@ -196,11 +203,11 @@ class LocalFeatureVerifier:
         return 3 * self.small_work_side
 
     def features(self, key: Any, source: Source) -> Features:
-        """(area, points, descriptors) of one image, cached."""
+        """(size, points, descriptors) of one image, cached."""
         return self._entry(key, source).features
 
     def mirrored_features(self, key: Any, source: Source) -> Features:
-        """(area, points, descriptors) of the mirrored image, computed on first use (the image is
+        """(size, points, descriptors) of the mirrored image, computed on first use (the image is
         loaded again). Why lazily: detection is about half of verification's time (a cProfile of 2,775
         brain-mri slices: 10.8 s detecting, 10.8 s matching) and, with the mirror gate, some images
         never try the mirror (there: 11 % fewer detections, the same verdicts)."""
@@ -215,55 +222,120 @@ class LocalFeatureVerifier:
         img = self._load(source)
         g = self._prepare(np.asarray(img.convert("L"))) if img is not None else None
         flipped = None if g is None else np.ascontiguousarray(g[:, ::-1])
-        return _NO_FEATURES if flipped is None else (float(flipped.size), *self._detect(flipped))
+        return _NO_FEATURES if flipped is None else (_wh(flipped), *self._detect(flipped))
 
     @staticmethod
-    def _spread(pts: np.ndarray, area: float) -> float:
+    def _spread(pts: np.ndarray, box: Box) -> float:
+        """Bounding-box area of `pts` as a fraction of `box`'s area."""
         span = pts.max(axis=0) - pts.min(axis=0)
-        return float(span[0] * span[1]) / area
+        return float(span[0] * span[1]) / max((box[2] - box[0]) * (box[3] - box[1]), 1e-6)
 
     def _inliers(self, fa: Features, fb: Features) -> int:
-        """Spread inliers of one orientation; 0 when fewer than `min_inliers` matches pass the ratio
-        test (RANSAC skipped: no subset of them could make a copy, and 98 % of look-alike brain-mri
-        pairs end here, with a median of 23 matches)."""
+        """Spread inliers of one orientation (`_match`)."""
+        return self._match(fa, fb)[0]
+
+    def _match(self, fa: Features, fb: Features) -> tuple[int, np.ndarray | None]:
+        """(spread inliers of one orientation, the RANSAC transform a -> b or None); (0, None) when
+        fewer than `min_inliers` matches pass the ratio test (RANSAC skipped: no subset of them could
+        make a copy, and 98 % of look-alike brain-mri pairs end here, with a median of 23 matches), or
+        (0, transform) when at least half that many pass and they show one image small in the other."""
         (_, pa, da), (_, pb, db) = fa, fb
         if da is None or db is None or len(da) < 3 or len(db) < 3:
-            return 0
+            return 0, None
         with self._count:
             self.attempts += 1
         first, second, nearest = _two_nearest(da, db)
         good = first < self.ratio * second  # Lowe's ratio test
-        if good.sum() < max(4, self.min_inliers):  # inliers are a subset of these: no transform could pass
-            return 0
-        return self.consistent(fa, fb, pa[good], pb[nearest[good]])
+        if good.sum() >= max(4, self.min_inliers):
+            return self._fit(fa, fb, pa[good], pb[nearest[good]])
+        if self.zoom_scale > 0 and good.sum() >= self.min_inliers // 2:
+            # too few for a copy at this scale, but maybe one image shows the other small (`_zoomed`)
+            return 0, self._small_transform(pa[good], pb[nearest[good]])
+        return 0, None  # inliers are a subset of these: no transform could pass
+
+    def _small_transform(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+        """The RANSAC transform of the matches when it shows one image at under `zoom_scale` of the
+        other's size with at least a quarter of `min_inliers` agreeing, else None."""
+        m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=self.ransac_px,
+                                              maxIters=500)
+        if m is None or mask is None or int(mask.sum()) < self.min_inliers // 4:
+            return None
+        scale = float(np.hypot(m[0, 0], m[1, 0]))
+        return m if scale < self.zoom_scale or scale > 1.0 / self.zoom_scale else None
 
     def consistent(self, fa: Features, fb: Features, src: np.ndarray, dst: np.ndarray) -> int:
         """Inliers of matched points `src` (of a) -> `dst` (of b) under one RANSAC similarity transform,
-        0 unless they spread over `min_spread` of both images and cover both (`_covers`)."""
-        (area_a, pa, _), (area_b, pb, _) = fa, fb
-        _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=self.ransac_px,
+        0 unless one image lies mostly inside the other (`min_contained`) and the inliers spread over
+        `min_spread` of the part of each image the other one covers and cover that part (`_covers`).
+
+        Why the covered part and not the whole image: a screenshot or a poster shows the picture in a
+        frame, so the picture's inliers fill the picture but only a fraction of the frame. A caption
+        stamped on two different pictures still fails: the transform between the two strips is the
+        identity, so each image covers all of the other and the strip is a small part of it."""
+        return self._fit(fa, fb, src, dst)[0]
+
+    def _fit(self, fa: Features, fb: Features, src: np.ndarray, dst: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """(`consistent`'s count, the RANSAC transform whatever the count, None when there is none)."""
+        (size_a, pa, _), (size_b, pb, _) = fa, fb
+        m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=self.ransac_px,
                                               maxIters=500)
-        if mask is None:
-            return 0
+        if mask is None or m is None:
+            return 0, None
         inl = mask.ravel().astype(bool)
-        if inl.sum() < 4 or min(self._spread(src[inl], area_a), self._spread(dst[inl], area_b)) < self.min_spread:
-            return 0
-        if not (self._covers(src[inl], pa) and self._covers(dst[inl], pb)):
-            return 0
-        return int(inl.sum())
+        if inl.sum() < 4:
+            return 0, m
+        box_b, box_a = _mapped_box(m, size_a, size_b), _mapped_box(cv2.invertAffineTransform(m), size_b, size_a)
+        if box_a is None or box_b is None or max(_fraction(box_a, size_a), _fraction(box_b, size_b)) < self.min_contained:
+            return 0, m
+        if min(self._spread(src[inl], box_a), self._spread(dst[inl], box_b)) < self.min_spread:
+            return 0, m
+        if not (self._covers(src[inl], _inside(pa, box_a)) and self._covers(dst[inl], _inside(pb, box_b))):
+            return 0, m
+        return int(inl.sum()), m
+
+    def _zoomed(self, a: "_Seen", source_a: Source, b: "_Seen", source_b: Source, m: np.ndarray) -> int:
+        """Inliers of a against the part of b it lands on, that part cut from b at full resolution
+        and detected again (or the other way round when b lands inside a); 0 when neither image shows
+        the other at under `zoom_scale` of its size.
+
+        Why: a screenshot, a slide or a poster shows the picture at a fraction of the frame, so at
+        `max_side` the picture has a fraction of the pixels and keypoints its copy has; cut out, it is
+        compared at the scale of an ordinary copy, under the same rules."""
+        scale = float(np.hypot(m[0, 0], m[1, 0]))
+        if scale < self.zoom_scale:
+            return self._inliers(a.features, self._cut(b, source_b, _mapped_box(m, a.features[0], b.features[0])))
+        if scale > 1.0 / self.zoom_scale:
+            inverse = cv2.invertAffineTransform(m)
+            return self._inliers(self._cut(a, source_a, _mapped_box(inverse, b.features[0], a.features[0])), b.features)
+        return 0
+
+    def _cut(self, seen: "_Seen", source: Source, box: Box | None) -> Features:
+        """Features of `box` (in the coordinates ORB saw) cut from the full-resolution image, with a margin."""
+        img = self._load(source) if box is not None and seen.size is not None else None
+        if img is None:
+            return _NO_FEATURES
+        r = seen.size[0] / seen.features[0][0]  # full-resolution pixels per pixel ORB saw
+        pad = 0.04 * max(box[2] - box[0], box[3] - box[1])
+        cut = img.crop((max(0, round((box[0] - pad) * r)), max(0, round((box[1] - pad) * r)),
+                        min(img.width, round((box[2] + pad) * r)), min(img.height, round((box[3] + pad) * r))))
+        g = self._prepare(np.asarray(cut.convert("L")))
+        return _NO_FEATURES if g is None else (_wh(g), *self._detect(g))
 
     @staticmethod
     def _covers(pts: np.ndarray, all_pts: np.ndarray, grid: int = 4, per_cell: int = 2, need: int = 3) -> bool:
         """Inliers occupy >= `need` rows and >= `need` columns of a grid x grid partition of the
-        image's content box (the bounding box of all its keypoints, so padding does not count).
+        content box (the bounding box of `all_pts`, the keypoints of the part the other image covers,
+        so padding and a screenshot's frame do not count).
 
         A caption is a horizontal strip (one or two rows of cells) however wide it is;
         a real copy's inliers cover the picture in both directions. A bounding box alone
         is fooled by one stray match far from the strip.
         """
+        if len(all_pts) == 0:
+            return False
         lo = all_pts.min(axis=0)
         span = np.maximum(all_pts.max(axis=0) - lo, 1e-6)
-        cell = np.minimum(((pts - lo) * grid / span).astype(int), grid - 1)
+        cell = np.clip(np.floor((pts - lo) * grid / span), 0, grid - 1).astype(int)  # inliers may sit just outside
         counts = np.zeros((grid, grid), np.int32)
         np.add.at(counts, (cell[:, 1], cell[:, 0]), 1)
         full = counts >= per_cell
@@ -285,7 +357,9 @@ class LocalFeatureVerifier:
         if cached is not None:
             return cached
         seen_a, seen_b = self._entry(key_a, source_a), self._entry(key_b, source_b)
-        best = self._inliers(seen_a.features, seen_b.features)
+        best, m = self._match(seen_a.features, seen_b.features)
+        if best < self.min_inliers and m is not None and self.zoom_scale > 0:
+            best = max(best, self._zoomed(seen_a, source_a, seen_b, source_b, m))
         if self.mirror and mirror and best < self.min_inliers:
             best = max(best, self._inliers(seen_a.features, self.mirrored_features(key_b, source_b)))
         if best < self.min_inliers and self._is_small(seen_a, seen_b):
@@ -342,6 +416,29 @@ class _Seen:
         parts = [self.features, self.mirrored or _NO_FEATURES]
         held = sum(f[1].nbytes + (f[2].nbytes if f[2] is not None else 0) for f in parts)
         return 256 + held + (self.grey.nbytes if self.grey is not None else 0)
+
+
+def _wh(g: np.ndarray) -> tuple[int, int]:
+    return int(g.shape[1]), int(g.shape[0])
+
+
+def _mapped_box(m: np.ndarray, size_from: tuple[int, int], size_to: tuple[int, int]) -> Box | None:
+    """The part of the `size_to` image that the `size_from` image lands on under the 2x3 transform `m`:
+    the bounding box of its mapped corners, clipped to the image (None when they do not meet)."""
+    w, h = size_from
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ np.asarray(m, np.float64).T
+    x0, y0 = np.maximum(corners.min(axis=0), 0.0)
+    x1, y1 = np.minimum(corners.max(axis=0), size_to)
+    return (float(x0), float(y0), float(x1), float(y1)) if x1 > x0 and y1 > y0 else None
+
+
+def _fraction(box: Box, size: tuple[int, int]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1]) / max(size[0] * size[1], 1)
+
+
+def _inside(pts: np.ndarray, box: Box) -> np.ndarray:
+    keep = (pts[:, 0] >= box[0]) & (pts[:, 0] <= box[2]) & (pts[:, 1] >= box[1]) & (pts[:, 1] <= box[3])
+    return pts[keep]
 
 
 def _two_nearest(da: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
