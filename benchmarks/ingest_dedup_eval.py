@@ -118,6 +118,9 @@ def main() -> None:
         low = min(fam, key=fam.get)
         print(f"{name:<24}{s['precision']:>10.4f}{s['recall']:>8.4f}{low + ' ' + format(fam[low], '.2f'):>24}"
               f"{seconds:>9.1f}", flush=True)
+    print("recall per family: " + "  ".join(f"{name.split(',')[0][:6]}/{name.split(' ')[-1]}" for name, _, _ in rows))
+    for family in rows[0][1]["per_transform_recall"]:
+        print(f"  {family:<22}" + "".join(f"{s['per_transform_recall'].get(family, float('nan')):>9.2f}" for _, s, _ in rows))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from recommender.models.registry import resolve_dedup_thresholds
 from recommender.progress import progress_bar
 from recommender.settings import Settings
 from recommender.store import VectorStore
+from recommender.stored_hashes import StoredHashes
 
 SAME_PICTURE = [t.value for t in P.SAME_PICTURE_TIERS]
 
@@ -72,6 +73,7 @@ class IngestDeduper:
         self.settings = settings
         self.engine = _engine(settings)
         self.k = settings.dedup_candidates
+        self.hashes = StoredHashes(store, self.engine.config.small_side)
 
     def assign(self, ids: Sequence[str], payloads: list[dict[str, Any]], vectors: np.ndarray) -> dict[str, int]:
         """Add cluster fields to the new payloads (in place) and update affected stored points.
@@ -84,8 +86,10 @@ class IngestDeduper:
         apart = separated(self.store, self.settings)
         new = [fingerprint_of(pid, p) for pid, p in zip(ids, payloads)]
         existing = self._same_pixels(new)
+        thumbnails = self._small_candidates(new, vectors, existing, set(ids))
+        self.hashes.add(new)
         cross = match_new_items(self.engine, new, vectors, existing, self._search(existing, set(ids)), k=self.k,
-                                forbidden=apart)
+                                forbidden=apart, candidates=thumbnails)
         within = self.engine.find_duplicates(new, vectors, forbidden=apart).pairs
         near = int((cross[P.TIER] == P.Tier.NEAR.value).sum() + (within[P.TIER] == P.Tier.NEAR.value).sum())
         cross = cross[cross[P.TIER].isin(SAME_PICTURE)]
@@ -109,6 +113,29 @@ class IngestDeduper:
         counts = self._write(members, ids, payloads, existing, off)
         self._clear_left([existing[k - off] for k in sorted({*i, *j} - set(members["index"])) if k >= off])
         return {**counts, "near_pairs": near} if near else counts
+
+    def _small_candidates(self, new: Sequence[Fingerprint], vectors: np.ndarray, existing: list[Fingerprint],
+                          skip: set[str]) -> list[tuple[int, int, float]]:
+        """(new index, existing index, cosine) of the stored points within `phash_small` bits of a new
+        item where one side is a thumbnail (`StoredHashes`); the stored points join `existing`."""
+        c = self.engine.config
+        if not self.engine.verifying() or c.small_side <= 0 or c.phash_small < 0:
+            return []
+        found = self.hashes.near(new, c.phash_small, c.flip_invariant, c.max_verify_per_item, skip)
+        if not found:
+            return []
+        position = {it.id: n for n, it in enumerate(existing)}
+        stored = {pid: (p, v) for pid, p, v in self.store.get_many(sorted({pid for _, pid, _ in found}), with_vectors=True)}
+        out = []
+        for q, pid, _ in found:
+            if pid not in stored or P.PHASH not in stored[pid][0]:
+                continue  # gone since it was read, or not written yet
+            if pid not in position:
+                position[pid] = len(existing)
+                existing.append(self._with_cluster(fingerprint_of(pid, stored[pid][0]), stored[pid][0]))
+            a, b = np.asarray(vectors[q], np.float32), stored[pid][1]
+            out.append((q, position[pid], float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))))
+        return out
 
     def _direct(self, nodes: Sequence[Fingerprint], vectors: np.ndarray, off: int):
         """Tiers of (member, canonical) pairs no candidate joined, from their own evidence; stored

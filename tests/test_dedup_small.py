@@ -128,3 +128,44 @@ def test_adjacent_slices_of_a_volume_stay_not_copy(embedder):
     assert all(t != "copy" for t in engine.pair_tiers(items, emb, pairs))
     res = engine.find_duplicates(items, emb)
     assert not (res.pairs["tier"] == "copy").any()
+
+
+def _ingest_clusters(home: Path, folder: Path) -> dict[str, dict]:
+    """Run the real ingest of `folder` into `home` (embedded store) and return payloads by file name."""
+    from recommender.ingest import run_ingest
+    from recommender.settings import get_settings
+    from recommender.store import open_store
+
+    cfg = get_settings(home=home, map_layout="off")
+    run_ingest(cfg, folder)
+    store = open_store(cfg)
+    try:
+        return {Path(p["path"]).name: p for _, p, _ in store.scroll()}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("thumbnails_first", [False, True])
+def test_thumbnails_ingested_in_another_run_join_their_stored_paintings(tmp_path, thumbnails_first):
+    """An ingest meets the stored collection through the store's nearest neighbours, and the model
+    sees a 64 px thumbnail as a blur: its painting is not among them. The stored pHashes find it, in
+    either order; thumbnails of paintings that are not stored join nothing."""
+    import shutil
+
+    paintings, thumbs = tmp_path / "paintings", tmp_path / "thumbs"
+    paintings.mkdir(), thumbs.mkdir()
+    for p in GENRE[:4]:
+        shutil.copy(p, paintings / p.name)
+    for p in GENRE[:2] + GENRE[4:6]:  # two of the stored paintings, two others
+        thumbnail(p, thumbs / f"thumb_{p.name}", quality=50)  # q25 puts one of these just under the check
+    home = tmp_path / "home"
+    for folder in ([thumbs, paintings] if thumbnails_first else [paintings, thumbs]):
+        payloads = _ingest_clusters(home, folder)
+    for p in GENRE[:2]:
+        big, small = payloads[p.name], payloads[f"thumb_{p.name}"]
+        assert small.get("tier") == "copy" and small.get("cluster_id") == big.get("cluster_id") is not None
+        assert big.get("canonical") is True and small.get("canonical") is False  # the largest picture leads
+    for p in GENRE[4:6]:
+        assert payloads[f"thumb_{p.name}"].get("cluster_id") is None
+    for p in GENRE[2:4]:
+        assert payloads[p.name].get("cluster_id") is None

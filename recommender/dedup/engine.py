@@ -373,7 +373,8 @@ def _vkey(item: Fingerprint) -> tuple[str, str, str]:
 
 def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_emb: np.ndarray | None,
                     existing_items: Sequence[Fingerprint], search: SearchFn | None = None,
-                    k: int = 10, forbidden: Forbidden = ()) -> pd.DataFrame:
+                    k: int = 10, forbidden: Forbidden = (),
+                    candidates: Sequence[tuple[int, int, float]] = ()) -> pd.DataFrame:
     """Dedupe-on-ingest: tiered matches of each new item against an existing collection.
 
     Exact by byte/pixel hash lookup, then embedding candidates from `search` (numpy
@@ -381,7 +382,10 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     verified like `find_duplicates` (at most `max_verify_per_item` per new item, best
     candidates first). Rows: new (index into new_items), existing (index into
     existing_items), tier, cosine, phash_distance, inliers. `existing_items` only needs
-    the hashes and paths; `search` may append the items it finds to it. A `forbidden`
+    the hashes and paths; `search` may append the items it finds to it. `candidates` are more
+    (new, existing, cosine) pairs to decide, found otherwise: the thumbnail pairs the caller found
+    by pHash among the stored items (`recommender.stored_hashes`), which the cosine search misses.
+    Small pairs are verified with their own per-item count, as in `find_duplicates`. A `forbidden`
     (new id, existing id) pair is never a match.
     """
     c = engine.config
@@ -404,6 +408,11 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
                 continue
             for e, cos in found:
                 qs.append(q), es.append(e), coss.append(float(cos)), exacts.append(False)
+    seen = set(zip(qs, es))
+    for q, e, cos in candidates:
+        if q not in exact_new and not new_items[q].error and (q, e) not in seen:
+            seen.add((q, e))
+            qs.append(q), es.append(e), coss.append(float(cos)), exacts.append(False)
     both = list(new_items) + list(existing_items)
     ok = allowed(both, np.array(qs, np.int64), np.array(es, np.int64) + len(new_items), forbidden)
     qs, es = [x for x, k in zip(qs, ok) if k], [x for x, k in zip(es, ok) if k]
@@ -419,12 +428,14 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     tiers = decide_tiers(c, dist, cos, exact=exact, verifying=verifying, other_slices=slices)
     inliers = np.full(len(qs), -1, np.int32)
     if verifying:
-        tries: Counter = Counter()
+        tries: dict[bool, Counter] = {False: Counter(), True: Counter()}
         small = small_pairs(c, both, q_arr, e_arr + len(new_items))
-        rows = []  # in order, at most max_verify_per_item per new item: no verdict changes which pairs run
+        rows = []  # in order, at most max_verify_per_item per new item (and as many small pairs):
+        # no verdict changes which pairs run
         for r in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small)).tolist():
-            if tries[qs[r]] < c.max_verify_per_item:
-                tries[qs[r]] += 1
+            count = tries[bool(small[r])]
+            if count[qs[r]] < c.max_verify_per_item:
+                count[qs[r]] += 1
                 rows.append(r)
         jobs = [engine._job(both, qs[r], len(new_items) + es[r], None) for r in rows]
         inliers[rows] = engine.local_verifier().inliers_many(jobs)
