@@ -84,9 +84,11 @@ def test_same_picture_clusters_do_not_chain_look_alikes():
         return [""] * len(pairs)
 
     df = build_pictures(items, i, j, tiers, never)
-    assert _stars(df) == {"a": {"a", "b"}, "c": {"c", "d"}}     # c was split off a, and took d with it
-    assert sorted(asked) == [(2, 0), (3, 0)]                    # only pairs no edge joins are asked about
-    assert set(df[df.canonical]["id"]) == {"a", "c"} and set(df["tier"]) == {"copy"}
+    # the policy's canonical (a, the largest) would keep only b; b keeps a and c, each linked to it
+    # directly, and d, which matches neither b nor a, is split off: no member rests on a chain
+    assert _stars(df) == {"b": {"a", "b", "c"}}
+    assert sorted(asked) == [(0, 2), (2, 0), (3, 0), (3, 1)]    # only pairs no edge joins are asked about
+    assert set(df[df.canonical]["id"]) == {"b"} and set(df["tier"]) == {"copy"}
     assert _stars(build_pictures(items, i, j, tiers)) == _stars(df)   # no evidence function: split as well
     everyone = build_pictures(items, i, j, tiers, lambda pairs: ["copy"] * len(pairs))
     assert _stars(everyone) == {"a": {"a", "b", "c", "d"}}      # near edges never join a picture

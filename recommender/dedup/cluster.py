@@ -132,12 +132,14 @@ def build_pictures(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, t
     pending = [sorted(g) for g in _components(adj, list(adj)) if len(g) > 1]
     while pending:
         group = pending.pop()
-        c = _hub_canonical(group, adj, items)
-        tier = {m: edge.get((min(m, c), max(m, c)), "") for m in group if m != c}
-        missing = [m for m, t in tier.items() if not t and not _apart(items, m, c, forbidden)]
-        if missing and direct is not None:
-            for m, t in zip(missing, direct([(m, c) for m in missing])):
-                tier[m] = t if t in TIER_RANK and TIERS[TIER_RANK[t]] in P.SAME_PICTURE_TIERS else ""
+        c, tier = None, {}
+        for option in _canonical_options(group, adj, items):
+            star = _star(group, option, edge, items, direct, forbidden)
+            lost = sum(not t and not _apart(items, m, option, forbidden) for m, t in star.items())
+            if c is None or lost < best:
+                c, tier, best = option, star, lost
+            if best == 0:
+                break
         kept = _without_forbidden(items, c, {m: t for m, t in tier.items() if t}, forbidden)
         rest = [m for m in tier if m not in kept]
         pending += [sorted(g) for g in _components(adj, rest) if len(g) > 1]
@@ -162,6 +164,35 @@ def _hub_canonical(group: Sequence[int], adj: dict[int, set[int]], items: Sequen
     links = {m: len(adj.get(m, set()) & inside) for m in group}
     most = max(links.values())
     return choose_canonical([m for m in group if links[m] >= most - 1], items)
+
+
+OTHER_CANONICALS = 2
+"""Further canonicals tried, best-linked first, when the policy's one would split members off."""
+
+
+def _canonical_options(group: Sequence[int], adj: dict[int, set[int]], items: Sequence[Fingerprint]) -> list[int]:
+    """The hub canonical (`_hub_canonical`), then up to OTHER_CANONICALS more members, most links
+    first (policy order among equals). Why: in an ingest the stored canonical keeps the most links
+    (every stored member is linked to it), and when it is an edited copy (a bordered one) the
+    original that arrives later, and the thumbnails that match only the original, are split off;
+    the star is kept around the candidate that loses the fewest members, the hub on a tie."""
+    hub = _hub_canonical(group, adj, items)
+    inside = set(group)
+    rest = sorted((m for m in group if m != hub),
+                  key=lambda m: (-len(adj.get(m, set()) & inside), canonical_key(items[m])))
+    return [hub] + rest[:OTHER_CANONICALS]
+
+
+def _star(group: Sequence[int], c: int, edge: dict[tuple[int, int], str], items: Sequence[Fingerprint],
+          direct: DirectFn | None, forbidden: Forbidden) -> dict[int, str]:
+    """Each other member's same-picture tier with canonical `c` ("" when it does not match): the
+    edge between them, else the pair's own evidence (`direct`)."""
+    tier = {m: edge.get((min(m, c), max(m, c)), "") for m in group if m != c}
+    missing = [m for m, t in tier.items() if not t and not _apart(items, m, c, forbidden)]
+    if missing and direct is not None:
+        for m, t in zip(missing, direct([(m, c) for m in missing])):
+            tier[m] = t if t in TIER_RANK and TIERS[TIER_RANK[t]] in P.SAME_PICTURE_TIERS else ""
+    return tier
 
 
 def _apart(items: Sequence[Fingerprint], a: int, b: int, forbidden: Forbidden) -> bool:
