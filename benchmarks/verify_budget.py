@@ -39,7 +39,7 @@ def planted_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("source", type=Path)
     ap.add_argument("--originals", type=int, default=100)
     ap.add_argument("--distractors", type=int, default=150)
-    ap.add_argument("--families", choices=["tuning", "heldout"], default="tuning")
+    ap.add_argument("--families", choices=["tuning", "heldout", "framed"], default="tuning")
     ap.add_argument("--seed", type=int, default=0)
 
 

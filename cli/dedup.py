@@ -49,7 +49,7 @@ def evaluate_dedup(
     seed: int = typer.Option(0, help="Random seed of the planted copies (the same seed plants the same set)."),
     model: str = typer.Option("mobilenet_v2", "--model", help="Model whose dedup thresholds to measure."),
     out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON here."),
-    families: str = typer.Option("tuning", help="Planted edits: tuning, heldout (never tuned on) or both, reported apart."),
+    families: str = typer.Option("tuning", help="Planted edits: tuning, heldout (never tuned on), framed (a second held-out set: poster, slide) or both (tuning and heldout), reported apart."),
 ) -> None:
     """Precision, recall and F1 per tier and transform on planted copies, against a pHash baseline."""
     from recommender.dedup.evaluate import main as evaluate_main

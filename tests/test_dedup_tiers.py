@@ -245,3 +245,18 @@ def test_heldout_families_are_planted_apart_and_never_swept(embedder, tmp_path):
     assert r["items"] == 2 * len(HELDOUT) + 2 + 2
     thumbs = sorted((tmp_path / "thumb32_q10").iterdir())
     assert thumbs and max(Image.open(thumbs[0]).size) == 32   # a real 32 px thumbnail was decoded and scored
+
+
+def test_framed_families_are_a_second_held_out_set(embedder, tmp_path):
+    """`--families framed` plants the picture inside a larger frame (poster, slide): edits that neither
+    the tuning nor the first held-out set has, with no sweep."""
+    from recommender.dedup.evaluate import evaluate
+    from recommender.dedup.transforms import FRAMED, HELDOUT
+
+    assert not set(FRAMED) & (set(TRANSFORMS) | set(HELDOUT))
+    r = evaluate(CORPORA / "art-louvre", embedder, n_originals=2, n_distractors=1, seed=3, work=tmp_path,
+                 sweep=True, log=lambda _: None, config=DedupConfig(workers=0), family="framed")
+    assert r["family"] == "framed" and "sweep" not in r
+    assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(FRAMED)
+    slides = sorted((tmp_path / "slide").iterdir())
+    assert slides and Image.open(slides[0]).size == (1024, 768)

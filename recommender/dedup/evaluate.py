@@ -244,8 +244,8 @@ def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors
     the corpus's own duplicate clusters reduced to one file each (`screen_pool`). `options`
     are the decode options of the run; pass ingest's for the model (`embed.model_embedder`
     returns both) to score what ingest does. `family` picks the planted edits: "tuning" (the
-    ones thresholds are chosen on, with the threshold sweep) or "heldout" (never tuned on: no
-    sweep, so nobody reads a threshold off it).
+    ones thresholds are chosen on, with the threshold sweep), "heldout" or "framed" (never tuned
+    on: no sweep, so nobody reads a threshold off them).
     """
     tmp = None
     if work is None:
@@ -382,8 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-screen", action="store_true", help="sample without removing the corpus's own duplicates")
     ap.add_argument("--json", type=Path, help="write the full result as JSON here")
     ap.add_argument("--model", default="mobilenet_v2")
-    ap.add_argument("--families", choices=["tuning", "heldout", "both"], default="tuning",
-                    help="planted edits: the tuning set, the held-out set (never tuned on), or both, reported apart")
+    ap.add_argument("--families", choices=["tuning", "heldout", "framed", "both"], default="tuning",
+                    help="planted edits: the tuning set, the held-out set (never tuned on), the framed held-out set "
+                         "(poster, slide), or both of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 

@@ -174,8 +174,41 @@ HELDOUT: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "window_level": _window,
 }
 
-FAMILIES: dict[str, list[str]] = {"tuning": list(TRANSFORMS), "heldout": list(HELDOUT)}
-ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT}
+def _poster(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The picture at 40-65 % of a 3:4 poster on blurred noise, placed at random, a caption below."""
+    h = round(img.height / rng.uniform(0.40, 0.65))
+    w = max(round(h * 3 / 4), img.width + 20)
+    noise = np.random.default_rng(rng.randrange(1 << 30)).integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+    poster = Image.fromarray(noise).resize((w, h), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(6))
+    poster.paste(img, (rng.randrange(0, w - img.width + 1), rng.randrange(0, max(1, h - img.height - h // 8))))
+    ImageDraw.Draw(poster).text((10, h - h // 10), "Exhibition 2025 - open daily", fill=(255, 255, 255),
+                                font=ImageFont.load_default(size=max(10, h // 30)))
+    return poster
+
+
+def _slide(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The picture at about half the height of a 4:3 white slide, left or right, beside the same title
+    and bullet text on every slide (one template)."""
+    width, height = 1024, 768
+    s = rng.uniform(0.45, 0.6) * height / img.height
+    pic = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))))
+    slide = Image.new("RGB", (width, height), (255, 255, 255))
+    left = rng.random() < 0.5
+    slide.paste(pic, (40 if left else width - pic.width - 40, 160))
+    draw = ImageDraw.Draw(slide)
+    draw.text((40, 40), "Case review - figure 3", fill=(20, 20, 90), font=ImageFont.load_default(size=40))
+    for i in range(5):
+        draw.text((width // 2 + 40 if left else 40, 200 + 50 * i), f"- finding {i + 1}: see region",
+                  fill=(30, 30, 30), font=ImageFont.load_default(size=24))
+    return slide
+
+
+# A second held-out set (session 28), made after the framed-picture rule was built and scored once:
+# the picture inside a larger frame. The slides share their text, so they also test precision.
+FRAMED: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"poster": _poster, "slide": _slide}
+
+FAMILIES: dict[str, list[str]] = {"tuning": list(TRANSFORMS), "heldout": list(HELDOUT), "framed": list(FRAMED)}
+ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
