@@ -52,7 +52,9 @@ def allowed(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, forbidde
 
 
 CANONICAL_POLICY = ("largest width x height, then least compressed (most file bits per pixel), "
-                    "then earliest ingested, then path")
+                    "then earliest ingested, then path, among the members linked to the most others; "
+                    "another well-linked member when that keeps more of the cluster (every member must "
+                    "match the canonical)")
 
 
 def canonical_key(item: Fingerprint) -> tuple:
