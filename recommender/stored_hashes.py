@@ -17,6 +17,7 @@ import numpy as np
 
 from recommender import payload as P
 from recommender.dedup import Fingerprint
+from recommender.dedup.hashing import hash_array
 from recommender.store import VectorStore
 
 
@@ -43,8 +44,11 @@ class StoredHashes:
         for it in items:
             if not it.error:
                 row = (it.id, it.phash, it.phash_mirror, _side(it.width, it.height))
+                if self.loaded == "all":
+                    self._put(*row)  # nothing left to load: no need to keep it for later
+                    continue
                 self._pending.append(row)
-                if self.loaded == "all" or (self.loaded == "small" and 0 < row[3] < self.small_side):
+                if self.loaded == "small" and 0 < row[3] < self.small_side:
                     self._put(*row)
 
     def near(self, items: Sequence[Fingerprint], max_distance: int, flip_invariant: bool, limit: int,
@@ -86,6 +90,8 @@ class StoredHashes:
         for row in self._pending:
             if need == "all" or 0 < row[3] < self.small_side:
                 self._put(*row)
+        if need == "all":
+            self._pending = []
 
     def _scroll(self, must: dict) -> list[tuple[str, dict]]:
         out, offset = [], None
@@ -105,6 +111,6 @@ class StoredHashes:
 
     def _as_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._arrays is None:
-            rows = np.array(self._rows, dtype=np.uint64).reshape(-1, 3)
-            self._arrays = (rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2].astype(np.int64))
+            self._arrays = (hash_array([r[0] for r in self._rows]), hash_array([r[1] for r in self._rows]),
+                            np.array([r[2] for r in self._rows], np.int64))
         return self._arrays

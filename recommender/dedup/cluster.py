@@ -150,7 +150,7 @@ def build_pictures(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, t
     return _frame(rows)
 
 
-def _hub_canonical(group: Sequence[int], adj: dict[int, set[int]], items: Sequence[Fingerprint]) -> int:
+def _hub_canonical(group: Sequence[int], links: dict[int, int], items: Sequence[Fingerprint]) -> int:
     """The canonical of a star cluster: the policy's choice among the group's best-linked members
     (at most one same-picture link fewer than the most-linked one).
 
@@ -162,8 +162,6 @@ def _hub_canonical(group: Sequence[int], adj: dict[int, set[int]], items: Sequen
     0.887 and 0.785 to 0.921, precision 1.000 (benchmarks/ingest_dedup_eval.py). One link of slack
     keeps the policy's choice where links barely differ, so cluster ids (the canonical's) stay put
     when a decision removes one link of a small cluster."""
-    inside = set(group)
-    links = {m: len(adj.get(m, set()) & inside) for m in group}
     most = max(links.values())
     return choose_canonical([m for m in group if links[m] >= most - 1], items)
 
@@ -178,10 +176,10 @@ def _canonical_options(group: Sequence[int], adj: dict[int, set[int]], items: Se
     (every stored member is linked to it), and when it is an edited copy (a bordered one) the
     original that arrives later, and the thumbnails that match only the original, are split off;
     the star is kept around the candidate that loses the fewest members, the hub on a tie."""
-    hub = _hub_canonical(group, adj, items)
     inside = set(group)
-    rest = sorted((m for m in group if m != hub),
-                  key=lambda m: (-len(adj.get(m, set()) & inside), canonical_key(items[m])))
+    links = {m: len(adj.get(m, set()) & inside) for m in group}  # same-picture links within the group
+    hub = _hub_canonical(group, links, items)
+    rest = sorted((m for m in group if m != hub), key=lambda m: (-links[m], canonical_key(items[m])))
     return [hub] + rest[:OTHER_CANONICALS]
 
 

@@ -228,7 +228,7 @@ class LocalFeatureVerifier:
     def _spread(pts: np.ndarray, box: Box) -> float:
         """Bounding-box area of `pts` as a fraction of `box`'s area."""
         span = pts.max(axis=0) - pts.min(axis=0)
-        return float(span[0] * span[1]) / max((box[2] - box[0]) * (box[3] - box[1]), 1e-6)
+        return float(span[0] * span[1]) / max(_area(box), 1e-6)
 
     def _inliers(self, fa: Features, fb: Features) -> int:
         """Spread inliers of one orientation (`_match`)."""
@@ -266,8 +266,12 @@ class LocalFeatureVerifier:
                                               maxIters=500)
         if m is None or mask is None or int(mask.sum()) < self.min_inliers // 4:
             return None
-        scale = float(np.hypot(m[0, 0], m[1, 0]))
-        return m if scale < self.zoom_scale or scale > 1.0 / self.zoom_scale else None
+        return m if self._shows_small(m) else None
+
+    def _shows_small(self, m: np.ndarray) -> bool:
+        """Whether transform `m` (a -> b) shows one image at under `zoom_scale` of the other's size."""
+        scale = _scale(m)
+        return scale < self.zoom_scale or scale > 1.0 / self.zoom_scale
 
     def consistent(self, fa: Features, fb: Features, src: np.ndarray, dst: np.ndarray) -> int:
         """Inliers of matched points `src` (of a) -> `dst` (of b) under one RANSAC similarity transform,
@@ -307,13 +311,12 @@ class LocalFeatureVerifier:
         Why: a screenshot, a slide or a poster shows the picture at a fraction of the frame, so at
         `max_side` the picture has a fraction of the pixels and keypoints its copy has; cut out, it is
         compared at the scale of an ordinary copy, under the same rules."""
-        scale = float(np.hypot(m[0, 0], m[1, 0]))
-        if scale < self.zoom_scale:
+        if not self._shows_small(m):
+            return 0
+        if _scale(m) < 1.0:  # a lands small inside b: cut that part of b
             return self._inliers(a.features, self._cut(b, source_b, _mapped_box(m, a.features[0], b.features[0])))
-        if scale > 1.0 / self.zoom_scale:
-            inverse = cv2.invertAffineTransform(m)
-            return self._inliers(self._cut(a, source_a, _mapped_box(inverse, b.features[0], a.features[0])), b.features)
-        return 0
+        inverse = cv2.invertAffineTransform(m)
+        return self._inliers(self._cut(a, source_a, _mapped_box(inverse, b.features[0], a.features[0])), b.features)
 
     def _cut(self, seen: "_Seen", source: Source, box: Box | None) -> Features:
         """Features of `box` (in the coordinates ORB saw) cut from the full-resolution image, with a margin."""
@@ -438,8 +441,17 @@ def _mapped_box(m: np.ndarray, size_from: tuple[int, int], size_to: tuple[int, i
     return (float(x0), float(y0), float(x1), float(y1)) if x1 > x0 and y1 > y0 else None
 
 
+def _scale(m: np.ndarray) -> float:
+    """The scale of a 2x3 similarity transform."""
+    return float(np.hypot(m[0, 0], m[1, 0]))
+
+
+def _area(box: Box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
 def _fraction(box: Box, size: tuple[int, int]) -> float:
-    return (box[2] - box[0]) * (box[3] - box[1]) / max(size[0] * size[1], 1)
+    return _area(box) / max(size[0] * size[1], 1)
 
 
 def _inside(pts: np.ndarray, box: Box) -> np.ndarray:
