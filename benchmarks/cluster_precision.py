@@ -18,12 +18,19 @@ member precision (members passing / members checked), cluster precision (cluster
 all pass), the worst clusters, and with --sheet a PNG contact sheet of sampled failing and passing
 clusters (canonical first in each row).
 
+With --review FILE.csv a person checks the score's verdicts: the first run writes every member under
+--min-corr beside its canonical, numbered, to FILE.png and lists them in FILE.csv with an empty
+`verdict` column; once that column is filled (same / different / unclear, by eye), the next run with
+the same file reads it and also prints the reviewed member precision, as a range: unclear counted
+wrong, then counted right. Members the score passes are not reviewed (adjacent slices can pass it).
+
 With --manifest (a CSV with a path column, `volume` and `slice_index`, paths relative to
 --manifest-root, by default the manifest's folder; mri-slices' manifest is one) precision is also
 read against ground truth, with no pixel score: a member is wrong when it is another slice (another
 volume or another index) than its canonical and their decoded pixels differ.
 
     python benchmarks/cluster_precision.py --home /tmp/brain/after --sheet /tmp/brain/sheet.png
+    python benchmarks/cluster_precision.py --home /tmp/brain/after --review docs/reviews/brain-mri-failing.csv
     python benchmarks/cluster_precision.py --home /tmp/mri --manifest ../shared/corpora/mri-slices/manifest.csv
 """
 
@@ -202,6 +209,68 @@ def sheet(clusters: dict[str, list[dict]], result: dict[str, dict], path: Path, 
     canvas.save(path)
 
 
+def failing_members(clusters: dict[str, list[dict]], result: dict[str, dict], min_corr: float) -> list[dict]:
+    """Every member under `min_corr` (or not scored), with its canonical: what a person reviews."""
+    rows = []
+    for cid, r in sorted(result.items()):
+        for m, s in zip(clusters[cid][1:], r["scores"]):
+            if not s >= min_corr:
+                canon = clusters[cid][0]
+                rows.append({"cluster": cid, "canonical": canon[P.PATH], "canonical_key": key_of(canon) or "",
+                             "member": m[P.PATH], "member_key": key_of(m) or "",
+                             "score": round(s, 3) if s == s else "", "verdict": ""})
+    return rows
+
+
+VERDICTS = ("same", "different", "unclear")
+
+
+def review(rows: list[dict], path: Path, checked: int, passed: int) -> dict:
+    """Write the review sheet and CSV on the first run; once the CSV carries verdicts, read them and
+    return the reviewed precision range (members keyed by canonical and member file name)."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["n", *rows[0].keys()] if rows else ["n", "verdict"])
+            w.writeheader()
+            w.writerows({"n": k, **row} for k, row in enumerate(rows))
+        pair_sheet(rows, path.with_suffix(".png"))
+        return {"review": f"fill the verdict column of {path} ({', '.join(VERDICTS)}), then run again"}
+    with path.open(newline="") as f:
+        given = {_pair(r): r.get("verdict", "").strip().lower() for r in csv.DictReader(f)}
+    verdicts = [given.get(_pair(r), "") for r in rows]
+    bad = sorted({v for v in verdicts if v not in VERDICTS})
+    if bad:
+        raise SystemExit(f"{path}: verdict must be one of {', '.join(VERDICTS)} for every row; found {bad} "
+                         "(a member missing from the file has an empty verdict: review it or start a new file)")
+    same, unclear = verdicts.count("same"), verdicts.count("unclear")
+    return {"reviewed": len(rows), "reviewed_same": same, "reviewed_different": verdicts.count("different"),
+            "reviewed_unclear": unclear,
+            "reviewed_member_precision": [round((passed + same) / checked, 4), round((passed + same + unclear) / checked, 4)]}
+
+
+def _pair(row: dict) -> tuple[str, ...]:
+    """A reviewed pair's key: file names and slice keys, so a review made on one machine reads on another."""
+    return (Path(row["canonical"]).name, row.get("canonical_key") or "", Path(row["member"]).name, row.get("member_key") or "")
+
+
+def pair_sheet(rows: list[dict], path: Path, side: int = 160, per_row: int = 4) -> None:
+    """Each reviewed member beside its canonical, numbered as in the CSV, with its score."""
+    height = side + 14
+    canvas = Image.new("RGB", (per_row * (2 * side + 10), max(1, -(-len(rows) // per_row)) * height), "white")
+    draw = ImageDraw.Draw(canvas)
+    options = DecodeOptions()
+    for k, row in enumerate(rows):
+        x, y = (k % per_row) * (2 * side + 10), (k // per_row) * height
+        for j, (p, key) in enumerate(((row["canonical"], row["canonical_key"]), (row["member"], row["member_key"]))):
+            try:
+                canvas.paste(ImageOps.pad(load_image(p, options, key or None), (side, side)), (x + j * side, y))
+            except DecodeError:
+                pass
+        draw.text((x, y + side), f"#{k} {row['cluster'][:8]} score {row['score']}", fill="black")
+    canvas.save(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--home", type=Path, required=True)
@@ -210,6 +279,8 @@ def main() -> None:
     ap.add_argument("--sheet", type=Path, help="write a PNG contact sheet of sampled clusters here")
     ap.add_argument("--manifest", type=Path, help="ground truth: CSV with a path column, volume, slice_index")
     ap.add_argument("--manifest-root", type=Path, help="folder the manifest's paths are relative to")
+    ap.add_argument("--review", type=Path, help="CSV of the members under --min-corr for a person to judge "
+                    "(written with a PNG sheet beside it when missing, read when its verdicts are filled)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     clusters = clusters_of(args.home, args.collection)
@@ -238,6 +309,8 @@ def main() -> None:
     if args.sheet:
         sheet(clusters, result, args.sheet)
         summary["sheet"] = str(args.sheet)
+    if args.review:
+        summary.update(review(failing_members(clusters, result, args.min_corr), args.review, checked, passed))
     print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
 
 
