@@ -36,8 +36,9 @@ def dedupe(
         typer.echo(json.dumps(summary, default=str))
         return
     err.print(
-        f"{summary['points']} points: {summary['clusters']} clusters {summary['clusters_by_tier']}, "
-        f"{summary['redundant_items']} redundant items; {summary['seconds']} s"
+        f"{summary['points']} points: {summary['clusters']} same-picture clusters {summary['clusters_by_tier']}, "
+        f"{summary['redundant_items']} redundant items; look-alikes (near, not redundant): "
+        f"{summary.get('look_alike_items', 0)} items in {summary.get('look_alike_groups', 0)} groups; {summary['seconds']} s"
         + (f"; report: {out / 'report.html'}" if out else "")
     )
 

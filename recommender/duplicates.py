@@ -255,7 +255,7 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
         engine.progress = advance
         result = engine.find_duplicates(items, emb, forbidden=apart)
     engine.progress = None
-    pictures = engine.pictures(result, emb, apart)
+    pictures = result.pictures = engine.pictures(result, emb, apart)
     wanted: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
     for row in pictures.itertuples():
         if row.id in wanted:  # copies ride along in reports, not as points

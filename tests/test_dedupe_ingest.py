@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -72,6 +73,8 @@ def test_sweep_agrees_with_ingest_and_writes_reports(tmp_path):
     src.mkdir()
     shutil.copy(ART[1], src / "original.jpg")
     _copies(ART[1], src / "copies")
+    # look-alikes that are not the same picture: neighbouring slices of one volume are `near`, never `copy`
+    shutil.copy(REPO / "samples" / "volumes" / "itk_kmeans_t1.nii.gz", src / "volume.nii.gz")
     for p in ART[10:14]:
         shutil.copy(p, src / p.name)
     cfg = get_settings(home=tmp_path / "h")
@@ -90,6 +93,17 @@ def test_sweep_agrees_with_ingest_and_writes_reports(tmp_path):
     for name in ("clusters.parquet", "clusters.csv", "pairs.parquet", "pairs.csv", "report.html"):
         assert (out / name).is_file(), name
     assert "data:image/jpeg;base64" in (out / "report.html").read_text()
+    # the report lists what the store holds (the same-picture clusters users delete by), and counts
+    # only their non-canonical members as redundant; the look-alike is in its group, not in a cluster
+    stored = {(p, v["cluster_id"], v["canonical"]) for p, v in _clusters(cfg).items() if v.get("cluster_id")}
+    reported = pd.read_csv(out / "clusters.csv")
+    assert set(zip(reported["path"], reported["cluster_id"], reported["canonical"])) == stored
+    assert summary["redundant_items"] == sum(1 for _, _, canonical in stored if not canonical) == 2
+    volume = str((src / "volume.nii.gz").resolve())
+    assert volume not in set(reported["path"])
+    groups = pd.read_csv(out / "look_alike_groups.csv")
+    assert (groups["path"] == volume).sum() >= 2 and set(groups.loc[groups["path"] == volume, "tier"]) <= {"near"}
+    assert summary["look_alike_items"] >= 5 and summary["look_alike_groups"] >= 2
 
 
 def test_recommendations_collapse_duplicates(tmp_path):

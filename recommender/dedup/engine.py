@@ -50,18 +50,29 @@ MATCH_COLUMNS = ["new", "existing", P.TIER, "cosine", "phash_distance", "inliers
 
 @dataclass
 class DedupResult:
-    """Tiered pairs and clusters over `items` (row positions in `pairs.i/j` and `members.index`)."""
+    """Tiered pairs and clusters over `items` (row positions in `pairs.i/j` and `members.index`).
+
+    `members` are the connected components of every pair (exact, copy and near: look-alike groups,
+    chains included); `pictures`, when the caller built them (`DedupEngine.pictures`, as `recommender
+    dedupe` does), are the same-picture stars it writes to the store. Reports describe `pictures` when
+    present: they are what curators delete by, so a 2,500-slice group of look-alikes is never
+    counted as 2,499 redundant files."""
 
     items: list[Fingerprint]
     pairs: pd.DataFrame
     members: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
     config: DedupConfig = field(default_factory=DedupConfig)
+    pictures: pd.DataFrame | None = None
+
+    def same_picture(self) -> pd.DataFrame:
+        """The clusters users act on: the same-picture stars when built, else the components."""
+        return self.members if self.pictures is None else self.pictures
 
     def clusters(self) -> list[dict[str, Any]]:
         """JSON-able list of clusters: id, tier, canonical path and every member's path and tier."""
         out = []
-        for cid, g in self.members.groupby(P.CLUSTER_ID, sort=True):
+        for cid, g in self.same_picture().groupby(P.CLUSTER_ID, sort=True):
             canon = g[g[P.CANONICAL]].iloc[0]
             out.append({
                 P.CLUSTER_ID: str(cid), P.TIER: canon["cluster_tier"], "size": int(len(g)),
@@ -72,8 +83,13 @@ class DedupResult:
         return out
 
     def summary(self) -> dict[str, Any]:
-        """Counts per tier, duplicates removable, failures and stage timings (JSON-able)."""
-        m = self.members
+        """Counts per tier, duplicates removable, failures and stage timings (JSON-able). With `pictures`,
+        the cluster counts are the same-picture clusters' and `look_alike_groups` counts the components
+        of every pair (near included), whose members are not redundant."""
+        m = self.same_picture()
+        groups = {} if self.pictures is None else {
+            "look_alike_groups": int(self.members[P.CLUSTER_ID].nunique()) if len(self.members) else 0,
+            "look_alike_items": int(len(self.members))}
         return {
             "items": len(self.items),
             "failed": [{P.PATH: it.path, "error": it.error} for it in self.items if it.error],
@@ -82,6 +98,7 @@ class DedupResult:
             "redundant_items": int((~m[P.CANONICAL]).sum()) if len(m) else 0,
             "clusters_by_tier": {t: int(v) for t, v in m[m[P.CANONICAL]]["cluster_tier"].value_counts().items()}
             if len(m) else {},
+            **groups,
             "pairs_by_tier": {t: int(v) for t, v in self.pairs[P.TIER].value_counts().items()},
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "canonical_policy": CANONICAL_POLICY,

@@ -62,6 +62,9 @@ def render_html(result: DedupResult, max_clusters: int = 500, thumb: int = 160,
         f"failed: {len(s['failed'])}. Canonical member outlined in green, chosen by: "
         f"{html.escape(CANONICAL_POLICY)}.</p>",
     ]
+    if "look_alike_groups" in s:
+        parts.append(f"<p>Look-alikes (near tier, not the same picture, never counted as redundant): "
+                     f"{s['look_alike_items']} items in {s['look_alike_groups']} groups, listed in look_alike_groups.csv.</p>")
     if leakage:
         for name, df in leakage.items():
             if name.endswith("_pairs") and len(df):
@@ -91,9 +94,11 @@ def write_reports(result: DedupResult, out_dir: str | Path, payloads: Mapping[st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
-    files += _write_table(result.members, out / "clusters")
+    files += _write_table(result.same_picture(), out / "clusters")
+    if result.pictures is not None:  # the look-alike groups beside the same-picture clusters
+        files += _write_table(result.members, out / "look_alike_groups")
     files += _write_table(result.pairs, out / "pairs")
-    leak = leakage_report(result.members, payloads, items=result.items)
+    leak = leakage_report(result.same_picture(), payloads, items=result.items)
     for name, df in leak.items():
         files += _write_table(df, out / f"leakage_{name}")
     summary = result.summary()
