@@ -1,6 +1,7 @@
 """fastdup over a list of files, for `dedup_peers.py`: run by the interpreter of a separate
 environment that has fastdup (it pins numpy 1.26 and Pillow 10, which the product's environment
-does not use), so this file imports nothing of the project.
+does not use), so this file imports nothing of the project's package (only `store_scale`'s peak-RSS
+reader, which needs numpy alone).
 
 fastdup runs with its defaults (its bundled ONNX model, `threshold` 0.9, 2 nearest neighbours per
 image), or with K nearest neighbours per image when K is given; the image pairs it reports are printed
@@ -20,11 +21,9 @@ import time
 from pathlib import Path
 
 
-def peak_rss_mb() -> float:
-    for row in Path("/proc/self/status").read_text().splitlines():
-        if row.startswith("VmHWM:"):
-            return int(row.split()[1]) / 1024
-    return float("nan")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from store_scale import peak_rss_mb  # noqa: E402
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def dedupe(
     err.print(
         f"{summary['points']} points: {summary['clusters']} same-picture clusters {summary['clusters_by_tier']}, "
         f"{summary['redundant_items']} redundant items; look-alikes (near, not redundant): "
-        f"{summary.get('look_alike_items', 0)} items in {summary.get('look_alike_groups', 0)} groups; {summary['seconds']} s"
+        f"{summary['look_alike_items']} items in {summary['look_alike_groups']} groups; {summary['seconds']} s"
         + (f"; report: {out / 'report.html'}" if out else "")
     )
 

@@ -34,7 +34,7 @@ class StoredHashes:
         self.page = page
         self.loaded: str | None = None  # None, "small" (the stored small images only) or "all"
         self.ids: list[str] = []
-        self._where: dict[str, int] = {}
+        self._known: set[str] = set()
         self._rows: list[tuple[int, int, int]] = []
         self._pending: list[tuple[str, int, int, int]] = []  # this ingest's items, kept for a later load
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -102,9 +102,9 @@ class StoredHashes:
                 return out
 
     def _put(self, pid: str, h: int, m: int, side: int) -> None:
-        if pid in self._where:
+        if pid in self._known:
             return
-        self._where[pid] = len(self.ids)
+        self._known.add(pid)
         self.ids.append(pid)
         self._rows.append((h, m, side))
         self._arrays = None
