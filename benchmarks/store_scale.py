@@ -335,6 +335,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="points per upsert (the product's default)")
     ap.add_argument("--home", type=Path, default=None, help="scratch folder (default: a temp dir, removed)")
     ap.add_argument("--reuse", action="store_true", help="with --home: keep a collection built by an earlier run")
+    ap.add_argument("--dim", type=int, default=DIM,
+                    help="stored dimension (default 1280, MobileNetV2's; 256 = after a PCA-256 reduction)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "FOLDER", "QUERY"), help=argparse.SUPPRESS)
     ap.add_argument("--served", nargs=2, metavar=("FOLDER", "N"), help=argparse.SUPPRESS)
@@ -370,7 +372,7 @@ def main() -> None:
         else:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
-            x = clustered(n, DIM, seed=n)
+            x = clustered(n, args.dim, seed=n)
             np.save(folder / "vectors.npy", x)
         queries = np.random.default_rng(1).choice(n, args.queries, replace=False)
         exact, truth = bench_exact(x, folder, queries)

@@ -119,3 +119,12 @@ def local_time(t: Any) -> str:
 
 def score_caption(score: float) -> str:
     return f"score **{score:.3f}**"
+
+
+def ranking_note(results) -> str:
+    """How the scores were made, when not by plain cosine: the supervised projection names its label."""
+    fitted = next((r.reason.get("projection") for r in results if r.reason.get("projection")), None)
+    if not fitted:
+        return ""
+    return (f" — ranked with the projection learned from **{fitted['label']}** "
+            f"(score = {1 - fitted['weight']:g} cosine + {fitted['weight']:g} projected cosine)")

@@ -74,6 +74,7 @@ def _report_markdown(r: dict[str, Any]) -> str:
         f"- new items in duplicate clusters, by tier: {r['duplicates_by_tier'] or 'none'}",
         f"- {r['seconds']} s, {r['images_per_second']} images/s; stages: {r['stage_seconds']}",
         f"- map: {r.get('map') or 'not computed'}",
+        *([f"- projection: {r['projection']}"] if r.get("projection") else []),
     ]
     lines += [f"- failed: `{f['path']}`: {f['reason']}" for f in r["failures"][:50]]
     lines += [f"- skipped: `{f['path']}`: {f['reason']}" for f in r["skipped"][:50]]

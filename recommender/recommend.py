@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from recommender import postprocess
+from recommender import postprocess, projection as proj_mod
 from recommender.decode import decode_image_bytes
 from recommender.errors import ConfigError, NotFoundError, RecommenderError
 from recommender.decisions import Decisions
@@ -99,6 +99,7 @@ class Recommender:
         self._index_cache = None
         self._feedback: Feedback | None = None
         self._decisions: Decisions | None = None
+        self._projection: tuple[Any, ...] | None = None  # (file stamp, Projection | None)
         self._lock = threading.RLock()
 
     def _choose_engine(self) -> str:
@@ -270,6 +271,9 @@ class Recommender:
         reason = {"query": kind, "model": self.model_name, "vector": VECTOR_NAME, "engine": self.engine}
         if expansion:
             reason["query_expansion"] = {"n": expansion, "alpha": self.settings.query_expansion_alpha}
+        fitted = self.projection() if len(examples) == 1 and not neg_ids else None
+        if fitted is not None:
+            reason["projection"] = {"label": fitted.label, "weight": fitted.weight}
         if marks is not None:
             reason["feedback"] = {"session": session, "likes": len(marks.likes), "dislikes": len(marks.dislikes)}
         if neg_ids or len(examples) > 1:
@@ -301,6 +305,28 @@ class Recommender:
                 self._feedback = Feedback(self.settings.catalog_path)
             return self._feedback
 
+    def projection(self) -> proj_mod.Projection | None:
+        """The supervised projection fitted for this collection (`recommender fit-projection`), if any and
+        `use_projection` is on; re-read when the file changes, ignored when it was fitted on another model."""
+        return self._fitted()[0]
+
+    def _fitted(self) -> tuple[proj_mod.Projection | None, proj_mod.Coordinates | None]:
+        if not getattr(self.settings, "use_projection", True):
+            return None, None
+        path = proj_mod.path_for(self.settings.home, self.settings.collection)
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        with self._lock:
+            if self._projection is None or self._projection[0] != stamp:
+                fitted = proj_mod.load(path) if stamp is not None else None
+                if fitted is not None and fitted.model != self.model_name:
+                    fitted = None  # the collection was re-embedded since: a stale fit must not rank
+                coords = proj_mod.Coordinates(path, fitted) if fitted is not None else None
+                self._projection = (stamp, fitted, coords)
+            return self._projection[1], self._projection[2]
+
     def expand_query(self, example: str | np.ndarray, exclude: Sequence[str] = (), spec: Mapping[str, Any] | None = None,
                      collapse: bool = True, query_clusters: set[Any] | None = None) -> np.ndarray:
         """The query vector after alpha query expansion: the example (a stored id or a vector) plus its
@@ -320,6 +346,11 @@ class Recommender:
         return postprocess.alpha_qe(base, np.stack([h.vector for h in first]), np.array([h.score for h in first]),
                                     self.settings.query_expansion_alpha)
 
+    def ranked(self, query: str | np.ndarray, k: int, exclude: Sequence[str] = (), exact: bool = False) -> list[Hit]:
+        """The top k for one stored id or vector as the configured pipeline ranks them (projection re-rank
+        included; no filter, no duplicate collapsing): what the retrieval evaluation scores."""
+        return self._search([query], [], list(exclude), {}, k, None, 1, None, None, False, set(), exact=exact)
+
     def _clusters_of(self, ids: Sequence[str]) -> set[Any]:
         if not ids:
             return set()
@@ -327,21 +358,28 @@ class Recommender:
         return {p.get(P.CLUSTER_ID) for _, p, _ in rows if p.get(P.CLUSTER_ID) is not None}
 
     def _search(self, examples, neg_ids, exclude, spec, need, group_by, group_size, mmr_lambda,
-                score_threshold, collapse, query_clusters, with_vectors: bool = False) -> list[Hit]:
-        """Fetch candidates, collapse duplicates, group and diversify, over-fetching until `need` survive."""
+                score_threshold, collapse, query_clusters, with_vectors: bool = False, exact: bool = False) -> list[Hit]:
+        """Fetch candidates, re-rank them by the projection, collapse duplicates, group and diversify,
+        over-fetching until `need` survive."""
         backend = self.backend()
         mmr = mmr_lambda is not None and mmr_lambda < 1.0
         want = max(need * MMR_POOL, 50) if mmr else need
-        fetch = want
+        fitted, coords = self._fitted() if len(examples) == 1 and not neg_ids else (None, None)
+        fetch = max(want, proj_mod.RERANK_POOL) if fitted is not None else want
         for _ in range(MAX_ROUNDS):
-            common = dict(exclude_ids=exclude, must=spec, negative=neg_ids, score_threshold=score_threshold,
+            common = dict(exclude_ids=exclude, must=spec, negative=neg_ids,
+                          score_threshold=None if fitted is not None else score_threshold,
                           with_vectors=mmr or with_vectors)
+            if exact:
+                common["exact"] = True
             if group_by:
                 raw = backend.query_groups(examples, group_by, group_size, fetch, **common)
                 exhausted = len({h.group for h in raw}) < fetch
             else:
                 raw = backend.query(examples, fetch, **common)
                 exhausted = len(raw) < fetch
+            if fitted is not None:
+                raw = self._rerank(fitted, coords, examples[0], raw, score_threshold)
             hits = self._collapse(raw, query_clusters) if collapse else raw
             if group_by:
                 hits = _cap_groups(sorted(hits, key=lambda h: -h.score), group_size)
@@ -353,6 +391,29 @@ class Recommender:
         if mmr:
             hits = _mmr(hits[:want], mmr_lambda, need)
         return hits[:need]
+
+    def _rerank(self, fitted: proj_mod.Projection, coords: proj_mod.Coordinates, example: str | np.ndarray,
+                hits: list[Hit], score_threshold: float | None) -> list[Hit]:
+        """Hits scored by the projection's blend and sorted by it (the threshold applies to the blend).
+
+        The plain cosine is the engine's score; the projected rows come from the coordinates saved at fit
+        time, and only points stored since (and a query that is not stored) are projected from their vectors."""
+        if not hits:
+            return hits
+        ids = [h.id for h in hits] + ([example] if isinstance(example, str) else [])
+        rows, found = coords.lookup(ids)
+        missing = [ids[i] for i in np.flatnonzero(~found)]
+        if missing:
+            vectors = {pid: v for pid, _, v in self.store.get_many(missing, with_vectors=True)}
+            for i in np.flatnonzero(~found):
+                if ids[i] in vectors:  # a point deleted since the search keeps its plain cosine part only
+                    rows[i] = fitted.apply(vectors[ids[i]].reshape(1, -1))[0]
+        query = rows[-1] if isinstance(example, str) else fitted.apply(np.asarray(example).reshape(1, -1))[0]
+        scores = fitted.blend(np.array([h.score for h in hits]), query, rows[:len(hits)])
+        for h, score in zip(hits, scores):
+            h.score = float(score)
+        kept = [h for h in hits if score_threshold is None or h.score >= score_threshold]
+        return sorted(kept, key=lambda h: -h.score)
 
     def _collapse(self, hits: list[Hit], query_clusters: set[Any]) -> list[Hit]:
         """One result per duplicate cluster, shown by its canonical member; none from the query's clusters."""

@@ -13,8 +13,8 @@ The same metrics are computed the classic way of the similar-art recommenders
 and the two neighbour lists compared query by query: with exact search they
 must be identical (ties between equal scores aside).
 
-When the settings configure retrieval post-processing (`query_expansion`), the
-configured pipeline is scored beside the plain cosine on the same queries. Queries
+When the settings configure retrieval post-processing (`query_expansion`, or a supervised
+projection fitted by `recommender fit-projection`), the configured pipeline is scored beside the plain cosine on the same queries. Queries
 can be restricted to one split (`split=test`: the database stays the whole
 collection) so that a default chosen on other queries is read on held-out ones;
 overall figures carry a 95 % bootstrap interval over the queries.
@@ -97,15 +97,14 @@ def neighbours_recommender(rec: Recommender, corpus: Corpus, queries: list[int],
 
 
 def neighbours_pipeline(rec: Recommender, corpus: Corpus, queries: list[int], k: int) -> tuple[list[list[int]], list[list[float]]]:
-    """Top-k rows per query through the configured pipeline: the query expanded as `Recommender.recommend`
-    expands it (same exclusions as the plain search), then the same exact search."""
+    """Top-k rows per query through the configured pipeline, as `Recommender.recommend` runs it (the query
+    expanded, the answers re-ranked by the projection), with the plain search's exclusions, exact search."""
     row = {pid: i for i, pid in enumerate(corpus.ids)}
-    backend = rec.backend()
     rows, scores = [], []
     for q in queries:
         excl = [corpus.ids[j] for j in corpus.exclude[q]]
         query = rec.expand_query(corpus.ids[q], excl, collapse=False) if rec.settings.query_expansion else corpus.ids[q]
-        hits = backend.query(query, k, exclude_ids=excl, exact=True)
+        hits = rec.ranked(query, k, excl, exact=True)
         rows.append([row[h.id] for h in hits])
         scores.append([h.score for h in hits])
     return rows, scores
@@ -195,13 +194,18 @@ def evaluate(rec: Recommender, label: str, k: int = 10, compare_classic: bool = 
         diff = max((abs(x - y) for a, b in zip(scores, c_scores) for x, y in zip(a, b)), default=0.0)
         report["agreement"] = {"queries": len(queries), "identical_lists": same, "identical_sets": same_sets,
                                "max_abs_score_diff": float(diff)}
-    if rec.settings.query_expansion:
+    fitted = rec.projection()
+    if rec.settings.query_expansion or fitted is not None:
         t3 = time.perf_counter()
         p_rows, _ = neighbours_pipeline(rec, corpus, queries, k)
         report["seconds"]["pipeline"] = round(time.perf_counter() - t3, 3)
         report["pipeline"] = metrics(corpus, queries, p_rows, k)
         report["pipeline_config"] = {"query_expansion": rec.settings.query_expansion,
                                      "query_expansion_alpha": rec.settings.query_expansion_alpha, "tuned_on": TUNED_ON}
+        if fitted is not None:
+            report["pipeline_config"]["projection"] = {
+                **fitted.describe(), "tuned_on": f"labels of {SPLIT_FIELD}={fitted.split} only (weight by two-fold "
+                f"cross-validation inside it); read it on another split, e.g. --split test"}
     return report
 
 

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         0, ge=0, le=50, description="Alpha query expansion: re-ask with the query plus its first N answers "
         "(0 = off; retrieval ablation in docs/benchmarks.md).")
     query_expansion_alpha: float = Field(3.0, ge=0, description="Weight of each expansion answer: similarity ** alpha.")
+    projection_label: str | None = Field(
+        None, description="Refit the supervised projection from this label at the end of every ingest that changed "
+        "the collection (train split only, see `recommender fit-projection`); unset = only by that command.")
+    projection_split: str = Field("train", min_length=1, description="The `split` value the projection learns from.")
+    use_projection: bool = Field(
+        True, description="Rank by the supervised projection when the collection has one (`recommender fit-projection`); "
+        "false = plain cosine.")
     dedup_on_ingest: bool = Field(True, description="Assign duplicate clusters while ingesting (against the batch and the collection).")
     dedup_phash_strict: int | None = Field(
         None, ge=0, le=64, description="copy tier: pHash Hamming distance that alone means the same picture; unset = measured for the model (`recommender models`).")

@@ -386,3 +386,28 @@ def test_sidebar_switches_collection_and_forgets_the_other_collections_filters(p
     assert "**2** items match" in _markdown(at) and "browse_f_genre" not in at.session_state
     at.selectbox(key="collection").set_value(pipeline_home.collection).run()
     assert "(of " not in _markdown(at)  # back on the first collection, unfiltered
+
+
+def test_similar_page_ranks_with_the_projection_and_says_so(sample_home, isolated_home, monkeypatch, tmp_path):
+    """A collection with a supervised projection: the page's scores are the blend the Recommender returns,
+    and the results line names the label it was learned from."""
+    from recommender import projection
+
+    cfg = sample_home["built"].copy_home(tmp_path / "home")
+    store = open_store(cfg)
+    try:
+        projection.save(projection.fit_store(store, "genre"), projection.path_for(cfg.home, cfg.collection), store)
+    finally:
+        store.close()
+    rec = Recommender(cfg)
+    try:
+        expected = [r.score for r in rec.similar_to_item(sample_home["seed"], k=12)]
+    finally:
+        rec.close()
+    monkeypatch.setenv("RECOMMENDER_HOME", str(cfg.home))
+    monkeypatch.setenv("RECOMMENDER_COLLECTION", cfg.collection)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["sim_item"] = sample_home["seed"]
+    _open(at, "Similar")
+    assert "ranked with the projection learned from **genre**" in _markdown(at)
+    assert _result_scores(at) == pytest.approx([round(s, 3) for s in expected], abs=1e-3)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import resources
 from dashboard.nav import goto
-from dashboard.widgets import grid, label_line, score_caption
+from dashboard.widgets import grid, label_line, ranking_note, score_caption
 from recommender import payload as P
 from recommender.decode import DecodeError
 from recommender.errors import RecommenderError
@@ -20,7 +20,7 @@ def _cards(results, fields):
 
 
 def _show(results, fields, key: str) -> None:
-    st.markdown(f"**{len(results)} results**")
+    st.markdown(f"**{len(results)} results**{ranking_note(results)}")
     grid(_cards(results, fields), columns=6, key=key,
          stacked=True, actions=[("similar", "Similar", lambda c: goto("Similar", sim_item=c["id"]),
                    "Find items similar to this one")])

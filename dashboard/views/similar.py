@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard import resources
 from dashboard.images import thumbnail
 from dashboard.nav import goto
-from dashboard.widgets import filter_selectors, grid, label_line, range_selectors, score_caption
+from dashboard.widgets import filter_selectors, grid, label_line, range_selectors, ranking_note, score_caption
 from recommender import payload as P
 from recommender.browse import get_item
 from recommender.errors import RecommenderError
@@ -122,7 +122,7 @@ def _body(fields: list[str]) -> None:
         return
     elapsed = time.perf_counter() - start
     st.markdown(f"**{len(results)} results** in {elapsed * 1000:.0f} ms"
-                + (f" — filters: {filters}" if filters else ""))
+                + (f" — filters: {filters}" if filters else "") + ranking_note(results))
     st.session_state["sim_last"] = [(r.id, r.score) for r in results]
     cards = [{
         "id": r.id, "path": r.path, "item_key": r.payload.get(P.ITEM_KEY, ""),

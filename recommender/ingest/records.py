@@ -113,6 +113,7 @@ class RunReport:
     images_per_second: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     map: dict[str, Any] = field(default_factory=dict)  # the map stage: method used, points, or the error it logged
+    projection: dict[str, Any] = field(default_factory=dict)  # the projection stage (projection_label set): fit or error
     status: str = "running"
     error: str | None = None
 

@@ -1,4 +1,4 @@
-"""Run the ingest stages in order and time each one: scan -> plan -> embed (per chunk) -> dedupe -> cluster -> upsert -> map -> report.
+"""Run the ingest stages in order and time each one: scan -> plan -> embed (per chunk) -> dedupe -> cluster -> upsert -> map -> projection -> report.
 
 `drive` is the one composition of the stages. It takes a `submit` function that
 starts the embed stage on a chunk of files and returns a future, so the same
@@ -27,6 +27,7 @@ from recommender.ingest.records import EmbeddedChunk, EmbeddedFile, EmbedSpec, R
 from recommender.ingest.scan import SourceFile
 from recommender.ingest.writer import IngestWriter
 from recommender.maps import map_stage
+from recommender.projection import projection_stage
 from recommender.metadata import MetadataTable, keyword_fields, load_metadata
 from recommender.progress import progress_bar
 from recommender.settings import Settings
@@ -136,6 +137,9 @@ class IngestRun:
                 self.writer.store.optimize()
             with self.timer.stage("map"):  # the stored 2-D layout; never fails the run (recommender.maps)
                 r.map = map_stage(self.writer.store, self.settings)
+            if self.settings.projection_label:  # refit from the labels; never fails the run (recommender.projection)
+                with self.timer.stage("projection"):
+                    r.projection = projection_stage(self.writer.store, self.settings, bool(r.new + r.changed + r.deleted))
         r.seconds = round(time.perf_counter() - self.started, 3)
         processed = r.new + r.changed + r.unchanged + r.duplicate + r.failed
         r.images_per_second = round(processed / r.seconds, 2) if r.seconds else 0.0

@@ -1,0 +1,286 @@
+"""An optional supervised projection, learned from one label of the train split (issue 16).
+
+When a collection carries labels (a diagnosis, a genre) and a `split` field, a linear discriminant
+(scikit-learn LDA with Ledoit-Wolf shrinkage: 1,280 dimensions against a few thousand labelled rows)
+fitted on the train items only maps the model's vectors to a few dimensions in which the classes
+separate. Queries then rank by a blend, `(1 - w) * cosine + w * cosine after the projection`: the
+blend keeps what the plain cosine knows (the picture itself) and adds what the label taught (which
+neighbours share its class). The weight w is chosen by two-fold cross-validation inside train (fitted
+on one half's labels, the other half's items ask, only train items answer), so no test label is seen.
+
+The blend re-ranks the first `RERANK_POOL` plain-cosine answers: the stored vectors stay the model's
+own (deduplication and every other reader keep using them), it runs the same on the embedded store
+and a server, and it costs one fetch of that many vectors per query. Nothing but vectors is used at
+query time. Measured in docs/benchmarks_recommender.md ("The supervised projection in the product").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from recommender import payload as P
+from recommender.errors import ConfigError
+from recommender.postprocess import unit
+
+log = logging.getLogger(__name__)
+
+BLEND = (0.25, 0.5, 0.75, 1.0)
+"""Candidate weights w; the cross-validation inside train picks one."""
+RERANK_POOL = 50
+"""Plain-cosine answers the blend re-ranks (at least the answers asked for): on the test splits 50 keep
+what re-ranking the whole collection gains (brain-mri 0.865 against 0.868, art-louvre equal)."""
+SPLIT_FIELD = "split"
+CV_K = 10
+MIN_PER_CLASS = 2
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A fitted projection: `apply(x) = unit(x @ matrix + offset)`, blended with weight `weight`."""
+
+    label: str
+    weight: float
+    matrix: np.ndarray  # (dim, r)
+    offset: np.ndarray  # (r,)
+    model: str
+    split: str
+    trained_on: int
+    classes: list[str] = field(default_factory=list)
+    cv: dict[str, float] = field(default_factory=dict)  # weight -> precision@10, two-fold inside train
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this fit's coordinate files
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return unit(np.asarray(x, dtype=np.float32) @ self.matrix + self.offset)
+
+    def rescore(self, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Blended similarity of each row of `vectors` to `query` (both in the model's space)."""
+        q, v = unit(query.reshape(1, -1)), unit(vectors)
+        return self.blend((v @ q.T).ravel(), self.apply(q)[0], self.apply(v))
+
+    def blend(self, cosine: np.ndarray, query_coords: np.ndarray, coords: np.ndarray) -> np.ndarray:
+        """`(1 - w) * cosine + w * cosine after the projection`, from the plain cosines and projected rows."""
+        return (1.0 - self.weight) * np.asarray(cosine, dtype=np.float32) + self.weight * (coords @ query_coords)
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.label, "weight": self.weight, "split": self.split, "trained_on": self.trained_on,
+                "classes": len(self.classes), "model": self.model}
+
+
+def _discriminant(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LDA fitted on (x, labels) as an affine map (matrix, offset), whatever sklearn's solver centres.
+
+    Ledoit-Wolf shrinkage first; where a handful of items per class leaves the within-class covariance
+    numerically singular, it is taken as isotropic (shrinkage 1: the directions that separate the class
+    means), so a small labelled set still gets a projection instead of an error."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    for shrinkage in ("auto", 1.0):
+        try:
+            lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(x, labels)
+            offset = lda.transform(np.zeros((1, x.shape[1]), dtype=x.dtype))[0]
+            matrix = lda.transform(np.eye(x.shape[1], dtype=x.dtype)) - offset
+        except (np.linalg.LinAlgError, ValueError):
+            continue
+        if np.isfinite(matrix).all() and np.isfinite(offset).all():
+            return matrix.astype(np.float32), offset.astype(np.float32)
+    raise ConfigError(f"No projection could be learned from {len(x)} items: their classes do not separate "
+                      "(every label value needs items of its own).")
+
+
+def _cv_precision(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, fit: np.ndarray, ask: np.ndarray,
+                  weights: Iterable[float]) -> dict[float, float]:
+    """precision@10 of the product's re-rank (first RERANK_POOL by cosine, blended) for the rows `ask`, the
+    projection fitted on rows `fit`; every row answers but the query's own duplicates (same group)."""
+    matrix, offset = _discriminant(x[fit], labels[fit])
+    proj = unit(x @ matrix + offset)
+    hits: dict[float, list[float]] = {w: [] for w in weights}
+    for s in range(0, len(ask), 512):
+        rows = ask[s:s + 512]
+        cos = x[rows] @ x.T
+        cos[groups[rows][:, None] == groups[None, :]] = -np.inf
+        pool = np.argpartition(-cos, min(RERANK_POOL, x.shape[0] - 1) - 1, axis=1)[:, :RERANK_POOL]
+        c = np.take_along_axis(cos, pool, 1)
+        pr = np.einsum("qd,qkd->qk", proj[rows], proj[pool])
+        for w in hits:
+            blend = np.where(np.isfinite(c), (1 - w) * np.where(np.isfinite(c), c, 0.0) + w * pr, -np.inf)
+            top = np.take_along_axis(pool, np.argsort(-blend, axis=1)[:, :CV_K], 1)
+            hits[w].extend((labels[top] == labels[rows][:, None]).mean(axis=1).tolist())
+    return {w: float(np.mean(v)) for w, v in hits.items()}
+
+
+def _halves(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two halves of the rows with every class split between them (each half learns every class)."""
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[int], list[int]] = ([], [])
+    for value in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == value))
+        parts[0].extend(rows[0::2].tolist())
+        parts[1].extend(rows[1::2].tolist())
+    return np.sort(parts[0]), np.sort(parts[1])
+
+
+def fit(x: np.ndarray, labels: list[Any], groups: list[Any], label: str, model: str, split: str = "train",
+        seed: int = 0) -> Projection:
+    """Fit on labelled rows of one split (`x`, `labels`); choose the weight by two-fold cross-validation
+    among them. `groups`: one key per row, equal for duplicates (never each other's answers)."""
+    y = np.array([str(v) for v in labels])
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2 or counts.min() < MIN_PER_CLASS:
+        raise ConfigError(f"Field '{label}' needs at least 2 values with {MIN_PER_CLASS}+ {split} items each to learn a "
+                          f"projection; the {split} split has {dict(zip(classes.tolist(), counts.tolist()))}.")
+    xt = unit(np.asarray(x, dtype=np.float32))
+    g = np.array([str(v) for v in groups])
+    halves = _halves(y, seed)
+    scores = {w: 0.0 for w in BLEND}
+    for fit_rows, ask in (halves, halves[::-1]):
+        for w, p in _cv_precision(xt, y, g, fit_rows, ask, BLEND).items():
+            scores[w] += p / 2
+    weight = max(BLEND, key=lambda w: (round(scores[w], 6), -w))  # ties: the lighter blend
+    matrix, offset = _discriminant(xt, y)
+    return Projection(label, weight, matrix, offset, model, split, len(y), classes.tolist(),
+                      {str(w): round(v, 4) for w, v in scores.items()})
+
+
+def fit_store(store: Any, label: str, split: str = "train") -> Projection:
+    """Fit on a collection's items that carry `label` and `split` (one scroll; only those vectors are kept)."""
+    vecs, labels, groups, seen_splits, labelled = [], [], [], set(), 0
+    for pid, payload, vec in store.scroll(batch=1024, with_vectors=True):
+        value, part = payload.get(label), payload.get(SPLIT_FIELD)
+        seen_splits.add(part)
+        labelled += value is not None
+        if value is not None and part == split:
+            vecs.append(vec)
+            labels.append(value)
+            groups.append(payload.get(P.CLUSTER_ID) or pid)
+    if not seen_splits:
+        raise ConfigError("The collection is empty; run `recommender ingest SOURCE --metadata FILE` first.")
+    if not labelled:
+        raise ConfigError(f"No item carries a '{label}' field; name a metadata column (e.g. --label diagnosis).")
+    if not vecs:
+        present = sorted(str(s) for s in seen_splits if s is not None)
+        raise ConfigError(f"No item has both a '{label}' value and {SPLIT_FIELD}='{split}'; "
+                          + (f"{SPLIT_FIELD} values present: {', '.join(present)}." if present else
+                             f"ingest with --metadata FILE holding a '{SPLIT_FIELD}' column."))
+    return fit(np.stack(vecs), labels, groups, label, store.model_name() or "", split)
+
+
+def projection_stage(store: Any, settings: Any, changed: bool = True) -> dict[str, Any]:
+    """The ingest's projection stage: refit from `settings.projection_label` when set and the run changed
+    the collection (or none is saved yet). Never raises: a missing label is reported, the run completes
+    and the previous projection stays in use."""
+    label = getattr(settings, "projection_label", None)
+    if not label:
+        return {}
+    path = path_for(settings.home, settings.collection)
+    if not changed and path.is_file():
+        return {"label": label, "refit": False}
+    try:
+        fitted = fit_store(store, label, settings.projection_split)
+        save(fitted, path, store)
+    except Exception as exc:  # noqa: BLE001 - a view of the data: never fail the ingest that stored it
+        log.warning("projection stage failed, the saved projection is unchanged: %s", exc)
+        return {"label": label, "error": f"{type(exc).__name__}: {exc}"}
+    return {**fitted.describe(), "refit": True, "cv": fitted.cv}
+
+
+def path_for(home: Path, collection: str) -> Path:
+    """One folder per collection: `projection.npz` and the coordinate files of the current fit."""
+    return Path(home) / "projections" / collection / "projection.npz"
+
+
+def _coordinate_paths(path: Path, token: str) -> tuple[Path, Path]:
+    return path.with_name(f"{token}.ids.npy"), path.with_name(f"{token}.coords.npy")
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
+def save(projection: Projection, path: Path, store: Any | None = None) -> Path:
+    """Write atomically (a reader never sees half a file). With `store`: first every stored point's projected
+    coordinates (one more scroll), so that queries re-rank without fetching vectors; files of older fits go."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if store is not None:
+        ids, rows = [], []
+        batch: list[tuple[str, np.ndarray]] = []
+        for pid, _, vec in store.scroll(batch=1024, with_vectors=True):
+            batch.append((pid, vec))
+            if len(batch) == 4096:
+                ids += [uuid.UUID(p).bytes for p, _ in batch]
+                rows.append(projection.apply(np.stack([v for _, v in batch])))
+                batch = []
+        if batch:
+            ids += [uuid.UUID(p).bytes for p, _ in batch]
+            rows.append(projection.apply(np.stack([v for _, v in batch])))
+        keys = np.array(ids, dtype="S16")
+        order = np.argsort(keys)
+        id_path, coord_path = _coordinate_paths(path, projection.token)
+        _atomic_save(id_path, keys[order])
+        _atomic_save(coord_path, np.concatenate(rows)[order] if rows else np.zeros((0, projection.matrix.shape[1]), np.float32))
+    tmp = path.with_name(path.name + ".tmp.npz")
+    meta = {k: getattr(projection, k) for k in ("label", "weight", "model", "split", "trained_on", "classes", "cv", "token")}
+    np.savez(tmp, matrix=projection.matrix, offset=projection.offset, meta=np.array(json.dumps(meta)))
+    tmp.replace(path)
+    keep = set(_coordinate_paths(path, projection.token))
+    for old in path.parent.glob("*.npy"):
+        if old not in keep:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def remove(path: Path) -> bool:
+    """Delete a collection's projection and its coordinate files; False when there was none."""
+    existed = path.is_file()
+    path.unlink(missing_ok=True)
+    for old in path.parent.glob("*.npy"):
+        old.unlink(missing_ok=True)
+    return existed
+
+
+def load(path: Path) -> Projection | None:
+    """The saved projection, or None when there is none."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return Projection(matrix=z["matrix"], offset=z["offset"], **meta)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"Projection file '{path}' can't be read ({exc}); refit it with "
+                          "`recommender fit-projection --label FIELD` or delete it.") from exc
+
+
+class Coordinates:
+    """The projected coordinates of the points stored when the projection was fitted, memory-mapped and
+    looked up by point id; points stored since are found missing (the caller projects their vectors)."""
+
+    def __init__(self, path: Path, projection: Projection):
+        id_path, coord_path = _coordinate_paths(path, projection.token)
+        try:
+            self.ids = np.load(id_path, mmap_mode="r")
+            self.rows = np.load(coord_path, mmap_mode="r")
+        except (OSError, ValueError):  # a fit without coordinates, or replaced under us: every point is missing
+            self.ids = np.zeros(0, dtype="S16")
+            self.rows = np.zeros((0, projection.matrix.shape[1]), np.float32)
+
+    def lookup(self, point_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, found): the coordinates of each id (zeros where not found) and which were found."""
+        keys = np.array([uuid.UUID(p).bytes for p in point_ids], dtype="S16")
+        at = np.minimum(np.searchsorted(self.ids, keys), max(len(self.ids) - 1, 0))
+        found = (self.ids[at] == keys) if len(self.ids) else np.zeros(len(keys), bool)
+        rows = np.zeros((len(keys), self.rows.shape[1]), np.float32)
+        rows[found] = self.rows[at[found]]
+        return rows, found

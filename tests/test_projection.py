@@ -1,0 +1,187 @@
+"""The supervised projection (issue 16) on a collection built by the real ingest: fitted by the ingest's
+projection stage from the train split's labels, queries re-ranked by the blend, checked against
+scikit-learn's LDA computed here independently; the command, its errors, and the switch-off paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from typer.testing import CliRunner
+
+from cli.main import app
+from flows.ingest import ingest_flow
+from recommender import projection
+from recommender.recommend import Recommender
+from recommender.retrieval_eval import evaluate, load_corpus
+from recommender.settings import get_settings
+
+pytestmark = pytest.mark.slow  # Prefect ingest flows and real models
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, prefect_harness) -> tuple[Path, Path, dict]:
+    src = tmp_path_factory.mktemp("proj_src") / "samples"
+    shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("volumes"))
+    home = tmp_path_factory.mktemp("proj_home")
+    cfg = get_settings(home=home, projection_label="genre").model_dump(mode="json")
+    report = ingest_flow(str(src), str(src / "metadata.csv"), settings=cfg)
+    assert report["failed"] == 0
+    return home, src, report
+
+
+def _by_hand(home: Path, weight: float) -> tuple[list[str], np.ndarray, list]:
+    """Every point's id and unit vector, and the blend's projected rows from sklearn's own LDA fitted on the
+    genre-labelled train items."""
+    rec = Recommender(get_settings(home=home, use_projection=False))
+    try:
+        corpus = load_corpus(rec, "genre")
+    finally:
+        rec.close()
+    train = [i for i, (lab, sp) in enumerate(zip(corpus.labels, corpus.splits)) if lab is not None and sp == "train"]
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(
+        corpus.vectors[train], [corpus.labels[i] for i in train])
+    proj = lda.transform(corpus.vectors)
+    proj /= np.linalg.norm(proj, axis=1, keepdims=True)
+    return corpus.ids, corpus.vectors @ corpus.vectors.T * (1 - weight) + weight * (proj @ proj.T), corpus
+
+
+def test_the_ingest_fits_it_and_item_queries_rank_by_the_blend(built):
+    home, _, report = built
+    assert report["projection"]["label"] == "genre" and report["projection"]["refit"] is True
+    fitted = projection.load(projection.path_for(home, "images"))
+    assert fitted is not None and fitted.trained_on == 20 and fitted.classes == ["Genre", "Landscape", "Naturmort", "Portrait"]
+    assert fitted.weight in projection.BLEND and set(fitted.cv) == {str(w) for w in projection.BLEND}
+    ids, blend, corpus = _by_hand(home, fitted.weight)
+    q = next(i for i, (lab, sp) in enumerate(zip(corpus.labels, corpus.splits)) if lab and sp == "test")
+    rec = Recommender(get_settings(home=home))
+    try:
+        got = rec.similar_to_item(ids[q], k=8, collapse_duplicates=False)
+    finally:
+        rec.close()
+    order = [j for j in np.argsort(-blend[q], kind="stable") if j != q][:8]
+    assert [r.id for r in got] == [ids[j] for j in order]
+    assert [r.score for r in got] == pytest.approx([blend[q, j] for j in order], abs=1e-4)
+    assert got[0].reason["projection"] == {"label": "genre", "weight": fitted.weight}
+
+
+def test_uploads_rank_the_same_way_and_the_switch_restores_plain_cosine(built):
+    home, src, _ = built
+    fitted = projection.load(projection.path_for(home, "images"))
+    image = src / "art" / "portrait" / sorted(p.name for p in (src / "art" / "portrait").iterdir())[0]
+    rec = Recommender(get_settings(home=home))
+    plain = Recommender(get_settings(home=home, use_projection=False), store=rec.store)
+    try:
+        query = rec.embed_image(image)
+        ranked = rec.similar_to_image(image, k=5, collapse_duplicates=False)
+        unblended = plain.similar_to_image(image, k=5, collapse_duplicates=False)
+        ids = [r.id for r in ranked]
+        vectors = np.stack([v for _, _, v in rec.store.get_many(ids, with_vectors=True)])
+        base = rec.store.query(query, 5)
+    finally:
+        rec.close()
+    assert [r.score for r in ranked] == pytest.approx(list(fitted.rescore(query, vectors)), abs=1e-4)
+    assert ranked[0].score == pytest.approx(1.0, abs=1e-3)  # the stored copy of the uploaded file
+    assert "projection" in ranked[0].reason and "projection" not in unblended[0].reason
+    assert [r.id for r in unblended] == [h.id for h in base]
+    assert [r.score for r in unblended] == pytest.approx([h.score for h in base], abs=1e-5)
+
+
+def test_evaluate_retrieval_scores_the_blend_on_held_out_queries(built):
+    home, _, _ = built
+    fitted = projection.load(projection.path_for(home, "images"))
+    rec = Recommender(get_settings(home=home))
+    try:
+        report = evaluate(rec, "genre", k=3, split="test", compare_classic=False)
+    finally:
+        rec.close()
+    ids, blend, corpus = _by_hand(home, fitted.weight)
+    precisions = []
+    for q in (i for i, (lab, sp) in enumerate(zip(corpus.labels, corpus.splits)) if lab and sp == "test"):
+        row = blend[q].copy()
+        row[corpus.exclude[q]] = -np.inf
+        precisions.append(np.mean([corpus.labels[j] == corpus.labels[q] for j in np.argsort(-row, kind="stable")[:3]]))
+    assert report["pipeline"]["overall"]["precision@3"] == pytest.approx(np.mean(precisions), abs=1e-4)
+    assert report["pipeline_config"]["projection"]["label"] == "genre"
+    assert "split=train" in report["pipeline_config"]["projection"]["tuned_on"]
+
+
+def test_a_projection_of_another_model_is_ignored(built, tmp_path):
+    home, _, _ = built
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    path = projection.path_for(copy, "images")
+    fitted = projection.load(path)
+    projection.save(projection.Projection(**{**fitted.__dict__, "model": "clip:ViT-B-32:openai"}), path)
+    rec = Recommender(get_settings(home=copy))
+    try:
+        some = rec.store.query(np.ones(1280, np.float32), 1)[0].id
+        assert "projection" not in rec.similar_to_item(some, k=3)[0].reason
+    finally:
+        rec.close()
+
+
+def test_command_fits_reports_and_removes(built, tmp_path):
+    home, _, _ = built
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    path = projection.path_for(copy, "images")
+    r = CliRunner().invoke(app, ["fit-projection", "--label", "diagnosis", "--home", str(copy), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    rec = Recommender(get_settings(home=copy))
+    try:
+        corpus = load_corpus(rec, "diagnosis")
+    finally:
+        rec.close()
+    train = sum(lab is not None and sp == "train" for lab, sp in zip(corpus.labels, corpus.splits))
+    assert out["label"] == "diagnosis" and out["trained_on"] == train > 10 and projection.load(path).label == "diagnosis"
+    r = CliRunner().invoke(app, ["fit-projection", "--label", "artist", "--home", str(copy)])
+    assert r.exit_code != 0 and "No item carries a 'artist' field" in str(r.exception)
+    r = CliRunner().invoke(app, ["fit-projection", "--label", "genre", "--split", "validation", "--home", str(copy)])
+    assert r.exit_code != 0 and "split values present: test, train" in str(r.exception)
+    assert projection.load(path).label == "diagnosis"  # a refused fit leaves the saved one alone
+    r = CliRunner().invoke(app, ["fit-projection", "--remove", "--home", str(copy)])
+    assert r.exit_code == 0 and not path.exists()
+
+
+def test_a_no_op_ingest_keeps_the_fit_and_a_missing_label_never_fails_the_run(built, tmp_path):
+    home, src, _ = built
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    again = ingest_flow(str(src), str(src / "metadata.csv"),
+                        settings=get_settings(home=copy, projection_label="genre").model_dump(mode="json"))
+    assert again["new"] == 0 and again["projection"] == {"label": "genre", "refit": False}
+    (src / "art" / "extra").mkdir()
+    shutil.copy(next((src / "art" / "landscape").iterdir()), src / "art" / "extra" / "flipped.png")
+    from PIL import Image, ImageOps
+
+    flipped = src / "art" / "extra" / "flipped.png"
+    ImageOps.mirror(Image.open(flipped).convert("RGB")).save(flipped)
+    try:
+        bad = ingest_flow(str(src), str(src / "metadata.csv"),
+                          settings=get_settings(home=copy, projection_label="artist").model_dump(mode="json"))
+        assert bad["status"] == "completed" and bad["new"] == 1
+        assert "artist" in bad["projection"]["error"]
+        fitted = projection.load(projection.path_for(copy, "images"))
+        assert fitted.label == "genre"
+        # the new point came after the fit: no saved coordinates, so it is projected from its vector
+        rec = Recommender(get_settings(home=copy))
+        try:
+            new = rec.resolve(str(flipped))
+            assert not projection.Coordinates(projection.path_for(copy, "images"), fitted).lookup([new])[1][0]
+            got = rec.similar_to_item(new, k=5, collapse_duplicates=False)
+            query = rec.store.get(new, with_vector=True)[1]
+            vectors = np.stack([v for _, _, v in rec.store.get_many([r.id for r in got], with_vectors=True)])
+        finally:
+            rec.close()
+        assert [r.score for r in got] == pytest.approx(list(fitted.rescore(query, vectors)), abs=1e-4)
+        assert got == sorted(got, key=lambda r: -r.score) and "projection" in got[0].reason
+    finally:
+        shutil.rmtree(src / "art" / "extra")
