@@ -200,8 +200,9 @@ def evaluate(rec: Recommender, label: str, k: int = 10, compare_classic: bool = 
         p_rows, _ = neighbours_pipeline(rec, corpus, queries, k)
         report["seconds"]["pipeline"] = round(time.perf_counter() - t3, 3)
         report["pipeline"] = metrics(corpus, queries, p_rows, k)
-        report["pipeline_config"] = {"query_expansion": rec.settings.query_expansion,
-                                     "query_expansion_alpha": rec.settings.query_expansion_alpha, "tuned_on": TUNED_ON}
+        report["pipeline_config"] = {"query_expansion": rec.settings.query_expansion}
+        if rec.settings.query_expansion:
+            report["pipeline_config"].update(query_expansion_alpha=rec.settings.query_expansion_alpha, tuned_on=TUNED_ON)
         if fitted is not None:
             report["pipeline_config"]["projection"] = {
                 **fitted.describe(), "tuned_on": f"labels of {SPLIT_FIELD}={fitted.split} only (weight by two-fold "

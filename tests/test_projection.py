@@ -110,6 +110,7 @@ def test_evaluate_retrieval_scores_the_blend_on_held_out_queries(built):
     assert report["pipeline"]["overall"]["precision@3"] == pytest.approx(np.mean(precisions), abs=1e-4)
     assert report["pipeline_config"]["projection"]["label"] == "genre"
     assert "split=train" in report["pipeline_config"]["projection"]["tuned_on"]
+    assert report["pipeline_config"]["query_expansion"] == 0 and "tuned_on" not in report["pipeline_config"]
 
 
 def test_a_projection_of_another_model_is_ignored(built, tmp_path):
