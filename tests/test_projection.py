@@ -186,3 +186,28 @@ def test_a_no_op_ingest_keeps_the_fit_and_a_missing_label_never_fails_the_run(bu
         assert got == sorted(got, key=lambda r: -r.score) and "projection" in got[0].reason
     finally:
         shutil.rmtree(src / "art" / "extra")
+
+
+def test_the_rest_api_ranks_items_and_uploads_with_the_projection(built):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    home, src, _ = built
+    cfg = get_settings(home=home)
+    rec = Recommender(cfg)
+    try:
+        seed = rec.store.query(np.ones(1280, np.float32), 1)[0].id
+        expected = rec.similar_to_item(seed, k=5)
+        image = next((src / "art" / "naturmort").iterdir())
+        with TestClient(create_app(cfg, recommender=rec)) as client:
+            got = client.get(f"/items/{seed}/similar", params={"k": 5})
+            upload = client.post("/search", data={"k": "3"}, files={"file": (image.name, image.read_bytes())})
+    finally:
+        rec.close()
+    assert got.status_code == 200, got.text
+    assert [r["id"] for r in got.json()] == [r.id for r in expected]
+    assert [r["score"] for r in got.json()] == pytest.approx([r.score for r in expected], abs=1e-6)
+    assert got.json()[0]["reason"]["projection"]["label"] == "genre"
+    assert upload.status_code == 200, upload.text
+    assert upload.json()[0]["reason"]["projection"]["label"] == "genre" and upload.json()[0]["score"] == pytest.approx(1.0, abs=1e-3)
