@@ -7,7 +7,7 @@ a served process does (`Recommender` on the embedded store, files read into the 
 alternates the same item queries through `Recommender.similar_to_item` with `query_expansion` 0 and N,
 so both see the same machine load. Prints p50/p95 per setting and the p50 difference. With
 `--projection`, the variant is the supervised projection's re-rank instead (`recommender/projection.py`:
-the first 100 answers fetched with their vectors and re-scored), fitted on 5,000 points labelled by
+the first 50 answers re-scored from the coordinates saved at fit time), fitted on 5,000 points labelled by
 their `bucket` (10 classes: the labels mean nothing here, the cost does not depend on them).
 
     python benchmarks/retrieval_cost.py --size 50000 --queries 300 --home /tmp/bench/cost

@@ -49,20 +49,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DIM, K, BUCKETS = 1280, 10, 10
 
 
-def clustered(n: int, dim: int, seed: int) -> np.ndarray:
-    """Unit vectors around ~n/50 centres with Zipf-like cluster sizes and per-cluster spread."""
-    rng = np.random.default_rng(seed)
-    centers = max(20, n // 50)
-    c = rng.standard_normal((centers, dim)).astype(np.float32)
+def _mixture(rng: np.random.Generator, n: int, c: np.ndarray, spread_scale: float = 1.0,
+             root: np.ndarray | None = None) -> np.ndarray:
+    """n unit vectors around the centres `c`: Zipf-like cluster sizes, a spread per cluster, Gaussian
+    noise (isotropic, or shaped by `root`: z @ root ~ N(0, cov))."""
+    centers, dim = c.shape
     weights = 1.0 / np.arange(1, centers + 1) ** 0.7
     labels = rng.choice(centers, n, p=weights / weights.sum())
-    spread = rng.uniform(0.3, 0.9, centers).astype(np.float32)
+    spread = spread_scale * rng.uniform(0.3, 0.9, centers).astype(np.float32)
     out = np.empty((n, dim), np.float32)
     for s in range(0, n, 20_000):  # in blocks: no second n x dim float64 temporary
         lab = labels[s:s + 20_000]
-        v = c[lab] + spread[lab, None] * rng.standard_normal((len(lab), dim), dtype=np.float32)
+        z = rng.standard_normal((len(lab), dim), dtype=np.float32)
+        v = c[lab] + spread[lab, None] * (z if root is None else z @ root)
         out[s:s + 20_000] = v / np.linalg.norm(v, axis=1, keepdims=True)
     return out
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors around ~n/50 centres with Zipf-like cluster sizes and per-cluster spread."""
+    rng = np.random.default_rng(seed)
+    return _mixture(rng, n, rng.standard_normal((max(20, n // 50), dim)).astype(np.float32))
 
 
 def spectral(n: int, like: np.ndarray, seed: int, centre_scale: float = 0.8, spread_scale: float = 1.0) -> np.ndarray:
@@ -77,18 +84,8 @@ def spectral(n: int, like: np.ndarray, seed: int, centre_scale: float = 0.8, spr
     mean = like.mean(axis=0)
     values, vectors = np.linalg.eigh(np.cov((like - mean).T))
     root = (vectors * np.sqrt(np.clip(values, 0.0, None))).T.astype(np.float32)  # z @ root ~ N(0, cov)
-    dim = like.shape[1]
-    centers = max(20, n // 50)
-    c = mean.astype(np.float32) + centre_scale * rng.standard_normal((centers, dim), dtype=np.float32) @ root
-    weights = 1.0 / np.arange(1, centers + 1) ** 0.7
-    labels = rng.choice(centers, n, p=weights / weights.sum())
-    spread = spread_scale * rng.uniform(0.3, 0.9, centers).astype(np.float32)
-    out = np.empty((n, dim), np.float32)
-    for s in range(0, n, 20_000):
-        lab = labels[s:s + 20_000]
-        v = c[lab] + spread[lab, None] * (rng.standard_normal((len(lab), dim), dtype=np.float32) @ root)
-        out[s:s + 20_000] = v / np.linalg.norm(v, axis=1, keepdims=True)
-    return out
+    z = rng.standard_normal((max(20, n // 50), like.shape[1]), dtype=np.float32)
+    return _mixture(rng, n, mean.astype(np.float32) + centre_scale * z @ root, spread_scale, root)
 
 
 def real_vectors(home: Path, limit: int = 20_000) -> np.ndarray:

@@ -9,13 +9,15 @@ neighbours share its class). The weight w is chosen by two-fold cross-validation
 on one half's labels, the other half's items ask, only train items answer), so no test label is seen.
 
 The blend re-ranks the first `RERANK_POOL` plain-cosine answers: the stored vectors stay the model's
-own (deduplication and every other reader keep using them), it runs the same on the embedded store
-and a server, and it costs one fetch of that many vectors per query. Nothing but vectors is used at
-query time. Measured in docs/benchmarks_recommender.md ("The supervised projection in the product").
+own (deduplication and every other reader keep using them) and it runs the same on the embedded store
+and a server. Every stored point's projected coordinates are saved at fit time (`Coordinates`), so a
+query fetches no vectors; only points stored since are projected from theirs. Nothing but vectors is
+used at query time. Measured in docs/benchmarks_recommender.md ("The supervised projection in the product").
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import uuid
@@ -28,6 +30,7 @@ import numpy as np
 from recommender import payload as P
 from recommender.errors import ConfigError
 from recommender.postprocess import unit
+from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,6 @@ class Projection:
     classes: list[str] = field(default_factory=list)
     cv: dict[str, float] = field(default_factory=dict)  # weight -> precision@10, two-fold inside train
     token: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this fit's coordinate files
-
-    @property
-    def dim(self) -> int:
-        return int(self.matrix.shape[0])
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         return unit(np.asarray(x, dtype=np.float32) @ self.matrix + self.offset)
@@ -111,9 +110,11 @@ def _cv_precision(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, fit: np
         cos[groups[rows][:, None] == groups[None, :]] = -np.inf
         pool = np.argpartition(-cos, min(RERANK_POOL, x.shape[0] - 1) - 1, axis=1)[:, :RERANK_POOL]
         c = np.take_along_axis(cos, pool, 1)
+        own = ~np.isfinite(c)  # the query's duplicates, when the pool reaches them: never answers
+        c[own] = 0.0
         pr = np.einsum("qd,qkd->qk", proj[rows], proj[pool])
         for w in hits:
-            blend = np.where(np.isfinite(c), (1 - w) * np.where(np.isfinite(c), c, 0.0) + w * pr, -np.inf)
+            blend = np.where(own, -np.inf, (1 - w) * c + w * pr)
             top = np.take_along_axis(pool, np.argsort(-blend, axis=1)[:, :CV_K], 1)
             hits[w].extend((labels[top] == labels[rows][:, None]).mean(axis=1).tolist())
     return {w: float(np.mean(v)) for w, v in hits.items()}
@@ -175,11 +176,11 @@ def fit_store(store: Any, label: str, split: str = "train") -> Projection:
     return fit(np.stack(vecs), labels, groups, label, store.model_name() or "", split)
 
 
-def projection_stage(store: Any, settings: Any, changed: bool = True) -> dict[str, Any]:
+def projection_stage(store: Any, settings: Settings, changed: bool = True) -> dict[str, Any]:
     """The ingest's projection stage: refit from `settings.projection_label` when set and the run changed
     the collection (or none is saved yet). Never raises: a missing label is reported, the run completes
     and the previous projection stays in use."""
-    label = getattr(settings, "projection_label", None)
+    label = settings.projection_label
     if not label:
         return {}
     path = path_for(settings.home, settings.collection)
@@ -215,16 +216,10 @@ def save(projection: Projection, path: Path, store: Any | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if store is not None:
         ids, rows = [], []
-        batch: list[tuple[str, np.ndarray]] = []
-        for pid, _, vec in store.scroll(batch=1024, with_vectors=True):
-            batch.append((pid, vec))
-            if len(batch) == 4096:
-                ids += [uuid.UUID(p).bytes for p, _ in batch]
-                rows.append(projection.apply(np.stack([v for _, v in batch])))
-                batch = []
-        if batch:
-            ids += [uuid.UUID(p).bytes for p, _ in batch]
-            rows.append(projection.apply(np.stack([v for _, v in batch])))
+        points = store.scroll(batch=1024, with_vectors=True)
+        while chunk := list(itertools.islice(points, 4096)):
+            ids += [uuid.UUID(pid).bytes for pid, _, _ in chunk]
+            rows.append(projection.apply(np.stack([vec for _, _, vec in chunk])))
         keys = np.array(ids, dtype="S16")
         order = np.argsort(keys)
         id_path, coord_path = _coordinate_paths(path, projection.token)
@@ -234,19 +229,21 @@ def save(projection: Projection, path: Path, store: Any | None = None) -> Path:
     meta = {k: getattr(projection, k) for k in ("label", "weight", "model", "split", "trained_on", "classes", "cv", "token")}
     np.savez(tmp, matrix=projection.matrix, offset=projection.offset, meta=np.array(json.dumps(meta)))
     tmp.replace(path)
-    keep = set(_coordinate_paths(path, projection.token))
-    for old in path.parent.glob("*.npy"):
-        if old not in keep:
-            old.unlink(missing_ok=True)
+    _drop_coordinates(path, keep=_coordinate_paths(path, projection.token))
     return path
+
+
+def _drop_coordinates(path: Path, keep: Iterable[Path] = ()) -> None:
+    """Delete the coordinate files beside `path` but those in `keep` (older fits', or all)."""
+    for old in set(path.parent.glob("*.npy")) - set(keep):
+        old.unlink(missing_ok=True)
 
 
 def remove(path: Path) -> bool:
     """Delete a collection's projection and its coordinate files; False when there was none."""
     existed = path.is_file()
     path.unlink(missing_ok=True)
-    for old in path.parent.glob("*.npy"):
-        old.unlink(missing_ok=True)
+    _drop_coordinates(path)
     return existed
 
 

@@ -311,7 +311,7 @@ class Recommender:
         return self._fitted()[0]
 
     def _fitted(self) -> tuple[proj_mod.Projection | None, proj_mod.Coordinates | None]:
-        if not getattr(self.settings, "use_projection", True):
+        if not self.settings.use_projection:
             return None, None
         path = proj_mod.path_for(self.settings.home, self.settings.collection)
         try:
@@ -402,12 +402,12 @@ class Recommender:
             return hits
         ids = [h.id for h in hits] + ([example] if isinstance(example, str) else [])
         rows, found = coords.lookup(ids)
-        missing = [ids[i] for i in np.flatnonzero(~found)]
-        if missing:
-            vectors = {pid: v for pid, _, v in self.store.get_many(missing, with_vectors=True)}
-            for i in np.flatnonzero(~found):
-                if ids[i] in vectors:  # a point deleted since the search keeps its plain cosine part only
-                    rows[i] = fitted.apply(vectors[ids[i]].reshape(1, -1))[0]
+        missing = np.flatnonzero(~found)
+        if len(missing):
+            vectors = {pid: v for pid, _, v in self.store.get_many([ids[i] for i in missing], with_vectors=True)}
+            have = [i for i in missing if ids[i] in vectors]  # a point deleted since keeps its plain cosine part only
+            if have:
+                rows[have] = fitted.apply(np.stack([vectors[ids[i]] for i in have]))
         query = rows[-1] if isinstance(example, str) else fitted.apply(np.asarray(example).reshape(1, -1))[0]
         scores = fitted.blend(np.array([h.score for h in hits]), query, rows[:len(hits)])
         for h, score in zip(hits, scores):
