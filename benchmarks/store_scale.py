@@ -6,7 +6,8 @@ with the payload an ingest of paintings writes (`ingest_payload`) and a `bucket`
 filter keeps 10 % of:
 
   - ours: `open_store` with `store_backend=edge` through the product's `VectorStore`
-    (upsert batches of 256, `optimize()` = index build, queries by point id);
+    (upsert batches of 256, `optimize()` = search-basis fit and index build, queries by point
+    id); the line ends with the search vector the fit chose (`VectorStore.search_info`);
   - faiss: `IndexHNSWFlat` M 32 (efConstruction 40, faiss' default), inner product on unit
     vectors; efSearch tuned to the smallest value whose recall@10 reaches ours;
   - numpy exact: matrix @ vector + argpartition, the ground truth of the recall figures.
@@ -219,6 +220,7 @@ def bench_ours(x: np.ndarray, folder: Path, queries: np.ndarray, batch: int, reu
     upsert_s = build_s = float("nan")
     if not (reuse and store.exists() and store.count() == len(x)):
         upsert_s, build_s = fill(store, "bench", x, batch)
+    search = store.search_info()
     store.close()
     fresh = fresh_process("ours", folder, int(queries[0]))
     np.save(folder / "queries.npy", queries)
@@ -227,7 +229,7 @@ def bench_ours(x: np.ndarray, folder: Path, queries: np.ndarray, batch: int, reu
                           *(["--filtered-variants", *variants] if variants else [])],
                          capture_output=True, text=True, check=True)
     served = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"upsert_pts_s": len(x) / upsert_s, "build_s": build_s, **fresh, **served}
+    return {"upsert_pts_s": len(x) / upsert_s, "build_s": build_s, "search": search, **fresh, **served}
 
 
 VARIANT_KEYS = {"ef": "FILTERED_EF_FACTOR", "os": "FILTERED_OVERSAMPLING", "acorn": "FILTERED_ACORN"}
@@ -350,6 +352,7 @@ def line(n: int, system: str, r: dict, truth: dict) -> tuple[str, dict]:
     for key in ("upsert_pts_s", "build_s", "warmup_s", "warm_mb", "served_rss_mb", "open_s", "first_query_s", "rss_mb",
                 "rss_after_imports_mb"):
         summary[key] = None if r.get(key) is None else round(r[key], 3)
+    summary["search"] = r.get("search")
     a, f = summary["nofilter"], summary["filter"]
     ups = f"{summary['upsert_pts_s']:,.0f} pts/s" if summary["upsert_pts_s"] else "-"
     text = (f"{n:>9,} {system:<6} p50 {a['p50_ms']:.2f} ms p95 {a['p95_ms']:.2f} ms recall@10 {a['recall@10']:.3f}"
@@ -359,6 +362,9 @@ def line(n: int, system: str, r: dict, truth: dict) -> tuple[str, dict]:
             f" (after imports {summary['rss_after_imports_mb']:,.0f} MB)")
     if system == "faiss":
         text += f" efSearch {a['ef']}/{f['ef']}"
+    if summary["search"] and summary["search"].get("search") in ("pca", "full"):
+        s = summary["search"]
+        text += f" | search {s['search']} {s['dim']}-d pool {s['pool']} (sample recall {s['sample_recall']})"
     if summary["warmup_s"] is not None:
         split = r.get("served_rss_split_mb") or {}
         text += (f" | served: warm-up read {summary['warm_mb']:,.0f} MB in {summary['warmup_s']:.1f} s,"

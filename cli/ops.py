@@ -29,8 +29,20 @@ def check(
             f"{len(report.orphan_points)} orphan points, {len(report.files_missing_points)} files missing points"
             + ("; repaired (run ingest again to restore those files)" if report.repaired else "")
         )
+        err.print(f"search: {_search_line(report.search)}")
     if not report.consistent and not report.repaired:
         raise typer.Exit(1)
+
+
+def _search_line(info: dict) -> str:
+    """One line on how queries find candidates (see VectorStore.search_info)."""
+    from recommender.store.reduce import MIN_FIT
+
+    if info.get("search") in ("pca", "full"):
+        return (f"{info['search']} {info['dim']}-d graph, {info['pool']} candidates scored by the model's vectors "
+                f"(fitted on {info['fitted_on']:,} points; top-10 recall on its sample {info['sample_recall']})")
+    return {"scan": f"exact scan (the graph is built once the collection has {MIN_FIT:,} points)",
+            "hnsw": "HNSW over the model's vectors", "server": "the server's HNSW"}.get(info.get("search"), str(info))
 
 
 def reembed(

@@ -27,6 +27,7 @@ class CheckReport:
     orphan_points: list[str] = field(default_factory=list)
     files_missing_points: list[str] = field(default_factory=list)
     repaired: bool = False
+    search: dict[str, Any] = field(default_factory=dict)  # how queries find candidates (VectorStore.search_info)
 
     @property
     def consistent(self) -> bool:
@@ -44,7 +45,7 @@ def check(settings: Settings, repair: bool = False) -> CheckReport:
     try:
         stored = {pid for pid, _, _ in store.scroll(batch=1024)} if store.exists() else set()
         expected = catalog.point_ids(settings.collection)
-        report = CheckReport(settings.collection, len(stored), len(expected))
+        report = CheckReport(settings.collection, len(stored), len(expected), search=store.search_info())
         report.orphan_points = sorted(stored - expected)
         missing = expected - stored
         files = catalog.files(settings.collection)

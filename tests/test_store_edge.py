@@ -136,6 +136,7 @@ def test_index_files_are_read_on_demand_and_prefetchable(tmp_path):
     and a long-lived process can ask the OS to warm them: `prefetch` must find the engine's files
     (if the engine lays them out differently, this fails instead of the warm-up silently vanishing)."""
     from recommender.store.edge import INDEX_FILES, ORIGINAL_FILES, edge_root, prefetch_index_files
+    from recommender.store.reduce import SEARCH_DIM
 
     def engine_files(patterns):
         return [p for pat in patterns for p in edge_root(cfg).glob(pat) if p.is_file()]
@@ -152,7 +153,7 @@ def test_index_files_are_read_on_demand_and_prefetchable(tmp_path):
     store.close()
     codes = sum(p.stat().st_size for p in engine_files(INDEX_FILES))
     originals = sum(p.stat().st_size for p in engine_files(ORIGINAL_FILES))
-    assert codes >= n * dim and originals >= n * dim * 4  # int8 codes + graph; float32 originals for rescoring
+    assert codes >= n * SEARCH_DIM and originals >= n * dim * 4  # int8 codes + graph of the search vector; float32 originals
     again = open_store(cfg)
     try:
         assert prefetch_index_files(edge_root(cfg)) >= codes + originals  # they fit in memory: all asked for
@@ -160,5 +161,121 @@ def test_index_files_are_read_on_demand_and_prefetchable(tmp_path):
         again.prefetch()                                                   # the background form the API and dashboard use
         for i in range(0, n, 500):
             assert again.query(x[i], 1)[0].id == ids[i]        # rescored from the originals: exact on itself
+    finally:
+        again.close()
+
+
+def _embedding_like(n: int, dim: int, seed: int, decay: float = 1.0, per: int = 40, noise: float = 0.6) -> np.ndarray:
+    """Clusters of about `per` vectors whose variance decays over the dimensions, as image embeddings'
+    does (a PCA of MobileNetV2 vectors keeps 81-85 % of it in 128 of 1,280 dimensions); decay 0 is
+    isotropic."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0 + np.arange(dim)) ** (-decay)
+    centres = rng.standard_normal((n // per, dim)) * scale
+    x = centres[rng.integers(0, len(centres), n)] + noise * rng.standard_normal((n, dim)) * scale
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _exact_top(x: np.ndarray, q: int, k: int = 10, keep: np.ndarray | None = None) -> list[int]:
+    s = x @ x[q]
+    s[q] = -np.inf
+    if keep is not None:
+        s[~keep] = -np.inf
+    return list(np.argsort(-s)[:k])
+
+
+def _search_store(tmp_path, x: np.ndarray):
+    from recommender.store.reduce import MIN_FIT
+
+    assert len(x) >= MIN_FIT
+    cfg = get_settings(home=tmp_path / "h", store_backend="edge")
+    ids = [point_id_for(f"s{i}") for i in range(len(x))]
+    store = open_store(cfg)
+    store.ensure_collection("m", x.shape[1], ["room"])
+    for s in range(0, len(x), 256):
+        store.upsert(ids[s:s + 256], x[s:s + 256], [{"path": f"/src/{i}.jpg", "room": f"r{i % 10}"}
+                                                     for i in range(s, min(s + 256, len(x)))])
+    return cfg, store, ids
+
+
+def _check_answers(store, ids: list[str], x: np.ndarray, queries: range) -> float:
+    """Recall@10 against exact cosine, unfiltered and with a 10 % filter; every score is the exact
+    cosine of the model's vectors (candidates are only picked by the search vector)."""
+    row = {pid: i for i, pid in enumerate(ids)}
+    rooms = np.array([i % 10 for i in range(len(x))])
+    found = total = 0
+    for q in queries:
+        for must, keep in ((None, None), ({"room": "r3"}, rooms == 3)):
+            hits = store.query(ids[q], 10, must=must)
+            got = [row[h.id] for h in hits]
+            for h, i in zip(hits, got):
+                assert h.score == pytest.approx(float(x[i] @ x[q]), abs=2e-5)
+                assert keep is None or keep[i]
+            found += len(set(got) & set(_exact_top(x, q, keep=keep)))
+            total += 10
+    return found / total
+
+
+def test_queries_walk_a_pca_search_vector_and_score_with_the_models_vectors(tmp_path):
+    """At MIN_FIT points optimize() fits the basis; answers keep exact scores and (nearly) exact top 10s,
+    points written later get their search vector, a reopened store answers the same, and a
+    recommendation with a negative example matches the exact scan's."""
+    x = _embedding_like(2_400, 256, 0)
+    cfg, store, ids = _search_store(tmp_path, x[:2_000])
+    try:
+        assert store.search_info()["search"] == "scan"          # before the fit: an exact scan
+        before = _check_answers(store, ids, x[:2_000], range(0, 2_000, 100))
+        assert before == 1.0
+        store.optimize()
+        info = store.search_info()
+        assert info["search"] == "pca" and info["dim"] == 128 and info["fitted_on"] == 2_000
+        assert _check_answers(store, ids, x[:2_000], range(0, 2_000, 50)) >= 0.97
+        late = [point_id_for(f"s{i}") for i in range(2_000, 2_400)]
+        store.upsert(late, x[2_000:], [{"path": f"/src/{i}.jpg", "room": f"r{i % 10}"} for i in range(2_000, 2_400)])
+        ids += late
+        assert _check_answers(store, ids, x, range(2_000, 2_400, 20)) >= 0.97  # found through the graph too
+        store.optimize()                                         # built into the graph; no refit
+        assert store.search_info()["fitted_on"] == 2_000
+        rec = [h.id for h in store.query([ids[5], ids[7]], 10, negative=[ids[9]])]
+        assert rec == [h.id for h in store.query([ids[5], ids[7]], 10, negative=[ids[9]], exact=True)]
+    finally:
+        store.close()
+    again = open_store(cfg)
+    try:
+        assert again.search_info()["search"] == "pca"
+        assert _check_answers(again, ids, x, range(1, 2_400, 120)) >= 0.97
+        _, vec = again.get(ids[3], with_vector=True)
+        assert vec.shape == (256,) and np.allclose(vec, x[3], atol=1e-6)   # callers read the model's vector
+    finally:
+        again.close()
+
+
+def test_vectors_without_a_dominant_subspace_search_their_full_vector(tmp_path):
+    """Isotropic vectors fail the fit's self-check at every pool: the search vector becomes the model's
+    vector (resized, reopened with int8 codes), answers stay right; a store whose record of that
+    resize was lost (a crash between the two) reopens with the shard's size and is fitted again."""
+    import json
+
+    from recommender.store.edge import edge_root
+
+    x = _embedding_like(1_500, 512, 1, decay=0.0, per=5, noise=1.0)  # small, loose clusters, no subspace
+    cfg, store, ids = _search_store(tmp_path, x)
+    try:
+        store.optimize()
+        info = store.search_info()
+        assert info["search"] == "full" and info["dim"] == 512 and info["sample_recall"] < 0.99
+        assert _check_answers(store, ids, x, range(0, 1_500, 75)) >= 0.97
+    finally:
+        store.close()
+    (meta_path,) = edge_root(cfg).glob("collections/*/meta.json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "search_dim"}))  # the lost record
+    again = open_store(cfg)
+    try:
+        assert again.search_info()["search"] == "scan"      # basis dropped: exact until fitted again
+        assert _check_answers(again, ids, x, range(3, 1_500, 150)) == 1.0
+        again.optimize()
+        assert again.search_info()["search"] == "full"
+        assert json.loads(meta_path.read_text())["search_dim"] == 512
     finally:
         again.close()

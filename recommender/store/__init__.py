@@ -514,6 +514,15 @@ class VectorStore:
         threading.Thread(target=fn, kwargs={"read": True}, name="store-prefetch", daemon=True).start()
         return 0
 
+    def search_info(self) -> dict[str, Any]:
+        """How queries find their candidates: on the embedded engine, its layout and search vector
+        (a PCA basis with its candidate pool, the full vector, or a scan before the first fit);
+        a server's own HNSW; local mode's brute force."""
+        fn = getattr(self.client, "search_info", None) if self.is_edge() else None
+        if fn is not None and self.exists():
+            return fn(self.collection)
+        return {"search": "scan" if self.is_embedded() else "server"}
+
     def optimize(self) -> None:
         """Build the approximate index (HNSW + quantization) for what was written; a no-op on a
         server (which builds it in the background) and in local mode (which has none). Called at

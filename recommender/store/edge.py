@@ -2,8 +2,15 @@
 
 Why: qdrant-client's local mode loads every vector into Python at open and searches by
 brute force; the edge engine is the Qdrant server's engine as a library: HNSW (m 16,
-ef_construct 100), int8 scalar quantization and original vectors memory-mapped
-(memory-mapped, read only to rescore), payload indexes, a write-ahead log.
+ef_construct 100), int8 scalar quantization, original vectors memory-mapped (read only to
+score candidates), payload indexes, a write-ahead log.
+
+Two named vectors per point (layout 2, every collection created since): the model's vector
+(`image`, float32 on disk, no graph) and a 128-d PCA of it (`search`, HNSW + int8), see
+`reduce.py`. A query walks the `search` graph for a pool of candidates and scores them by the
+model's vectors (the engine's prefetch), so scores are the raw cosines. Until a collection has a
+basis (fitted by `optimize` once it holds `reduce.MIN_FIT` points) queries scan the raw vectors.
+Collections created before (no `layout` in meta.json) keep one HNSW vector as they were built.
 
 `EdgeClient` implements the part of the `QdrantClient` API that `VectorStore` calls, so the
 store class, its retries and its filter translation are shared with the server backend and
@@ -28,11 +35,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import qdrant_edge as E
 from qdrant_client import models
 
 from recommender import payload as P
 from recommender.errors import NotFoundError, StoreLockedError
+from recommender.store import reduce as R
 
 HNSW_M, HNSW_EF_CONSTRUCT, FULL_SCAN_KB = 16, 100, 10_000
 PAYLOAD_M: int | None = None  # links per point within each value of a filtered field (None: HNSW_M)
@@ -41,6 +50,9 @@ FILTERED_EF_FACTOR = 8  # filtered walks need a wider beam: ef 512 (1M, 10 % fil
 FILTERED_OVERSAMPLING = OVERSAMPLING  # int8 candidates rescored per hit on a filtered walk
 FILTERED_ACORN: float | None = None  # ACORN (neighbours of filtered-out neighbours) up to this filter selectivity; None = off
 MAX_DROP_IN_PYTHON = 256
+LAYOUT = 2  # meta.json "layout" of new collections: model vector + PCA search vector (absent: one vector)
+SEARCH_VECTOR = "search"
+PREFETCH_RESCORE = False  # the pool is scored by the raw vectors anyway: int8 order is enough to pick it
 _SCHEMA = {
     "keyword": E.PayloadSchemaType.Keyword, "integer": E.PayloadSchemaType.Integer,
     "float": E.PayloadSchemaType.Float, "bool": E.PayloadSchemaType.Bool,
@@ -73,8 +85,16 @@ def edge_root(settings: Any) -> Path:
     return Path(settings.qdrant_path) / "edge"
 
 
-def edge_config(dim: int, vector: str) -> E.EdgeConfig:
-    """The shard configuration: HNSW + int8 codes for search, float32 originals on disk for rescoring.
+def search_size(meta: dict[str, Any]) -> int:
+    """Dimension of a layout-2 collection's search vector: `reduce.SEARCH_DIM` (or the model's, if
+    smaller) until a fit chooses the full vector (`search_dim` in meta.json)."""
+    return int(meta.get("search_dim") or min(meta["dim"], R.SEARCH_DIM))
+
+
+def edge_config(dim: int, vector: str, layout: int = 1, search_dim: int | None = None) -> E.EdgeConfig:
+    """The shard configuration. Layout 1: the model's vector with HNSW + int8 codes, float32
+    originals on disk for rescoring. Layout 2: the model's vector on disk without a graph (read to
+    score candidates) and the `search` vector (`reduce.SEARCH_DIM`) with HNSW + int8 codes.
 
     The int8 codes are memory-mapped and read on demand (`Memory.Cold`). Why: the engine drops a
     shard's files from the page cache when it closes the shard, so with the codes copied into the
@@ -84,12 +104,18 @@ def edge_config(dim: int, vector: str) -> E.EdgeConfig:
     long-lived process (API, dashboard) asks the OS to read the rest in the background
     (`prefetch_index_files`)."""
     quant = E.ScalarQuantizationConfig(type=E.ScalarType.Int8, quantile=0.99, memory=E.Memory.Cold)
-    return E.EdgeConfig(
-        vectors={vector: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine, memory=E.Memory.Cold,
-                                            quantization_config=quant)},
-        hnsw_config=E.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB,
-                                      payload_m=PAYLOAD_M),
-    )
+    hnsw = E.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB,
+                             payload_m=PAYLOAD_M)
+    if layout == 1:
+        vectors = {vector: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine, memory=E.Memory.Cold,
+                                              quantization_config=quant)}
+    else:
+        no_graph = E.HnswIndexConfig(m=0, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB)
+        vectors = {vector: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine, memory=E.Memory.Cold,
+                                              hnsw_config=no_graph),
+                   SEARCH_VECTOR: E.EdgeVectorParams(size=search_dim or min(dim, R.SEARCH_DIM), distance=E.Distance.Cosine,
+                                                     memory=E.Memory.Cold, quantization_config=quant)}
+    return E.EdgeConfig(vectors=vectors, hnsw_config=hnsw)
 
 
 INDEX_FILES = ("collections/*/shard/segments/*/vector_storage-*/quantized.data",
@@ -179,6 +205,9 @@ class EdgeClient:
         self._lock = threading.RLock()  # guards the open-shard table and the JSON files, not the engine
         self._aliases_path = self.root / "aliases.json"
         self._alias_cache: dict[str, str] | None = None
+        self._bases: dict[str, R.SearchBasis | None] = {}  # physical collection -> its search basis (layout 2)
+        self._layouts: dict[str, tuple[int, str]] = {}  # physical collection -> (layout, model vector name)
+        self._write_lock = threading.RLock()  # upserts wait while a basis is fitted (every point gets a search vector)
         try:
             for name in self._names():  # lock every shard now: a second process fails at open, as in local mode
                 self._shard(name)
@@ -212,14 +241,21 @@ class EdgeClient:
             raise NotFoundError(f"Collection '{name}' does not exist.")
         return json.loads(path.read_text())
 
+    def _layout(self, name: str) -> tuple[int, str]:
+        """(layout, name of the model's vector), read from meta.json once per collection."""
+        physical = self._resolve(name)
+        if physical not in self._layouts:
+            meta = self._meta(physical)
+            self._layouts[physical] = (int(meta.get("layout", 1)), meta["vector"])
+        return self._layouts[physical]
+
     def _shard(self, name: str) -> E.EdgeShard:
         with self._lock:  # resolve and open as one step: an alias switch can't drop the target in between
             physical = self._resolve(name)
             shard = self._shards.get(physical)
             if shard is None:
-                meta = self._meta(physical)
                 try:
-                    shard = E.EdgeShard.load(str(self._dir(physical) / "shard"), edge_config(meta["dim"], meta["vector"]))
+                    shard = self._load(physical)
                 except Exception as exc:
                     if "WouldBlock" in str(exc):
                         raise StoreLockedError(
@@ -228,6 +264,23 @@ class EdgeClient:
                         ) from exc
                     raise
                 self._shards[physical] = shard
+            return shard
+
+    def _load(self, physical: str) -> E.EdgeShard:
+        """Open a shard with the configuration meta.json records. A layout-2 shard whose search vector
+        was resized by a fit that stopped before recording it opens with the other size, and the
+        record is corrected (the fit is redone: its basis file is written last)."""
+        meta, folder = self._meta(physical), str(self._dir(physical) / "shard")
+        layout = meta.get("layout", 1)
+        try:
+            return E.EdgeShard.load(folder, edge_config(meta["dim"], meta["vector"], layout, search_size(meta)))
+        except Exception as exc:
+            if layout < 2 or "ncompatible" not in str(exc):
+                raise
+            other = meta["dim"] if search_size(meta) != meta["dim"] else min(meta["dim"], R.SEARCH_DIM)
+            shard = E.EdgeShard.load(folder, edge_config(meta["dim"], meta["vector"], layout, other))
+            (self._dir(physical) / "search_basis.npz").unlink(missing_ok=True)
+            _atomic_json(self._dir(physical) / "meta.json", {**meta, "search_dim": other})
             return shard
 
     def collection_exists(self, name: str) -> bool:
@@ -247,8 +300,11 @@ class EdgeClient:
             if folder.exists():
                 shutil.rmtree(folder)  # a half-created leftover (meta.json is written last)
             folder.mkdir(parents=True)
-            self._shards[name] = E.EdgeShard.create(str(folder / "shard"), edge_config(params.size, vector))
-            _atomic_json(folder / "meta.json", {"dim": params.size, "vector": vector, "metadata": metadata or {}})
+            self._shards[name] = E.EdgeShard.create(str(folder / "shard"), edge_config(params.size, vector, LAYOUT))
+            self._bases.pop(name, None)
+            self._layouts.pop(name, None)
+            _atomic_json(folder / "meta.json", {"dim": params.size, "vector": vector, "layout": LAYOUT,
+                                                "metadata": metadata or {}})
         return True
 
     def update_collection(self, name: str, metadata: dict[str, Any] | None = None, **_: Any) -> bool:
@@ -263,6 +319,8 @@ class EdgeClient:
             # Not closed here: a query that resolved the alias just before a switch may still be using
             # it; the engine closes it when the last reference goes (its files stay readable until then).
             self._shards.pop(name, None)
+            self._bases.pop(name, None)
+            self._layouts.pop(name, None)
             aliases = {a: c for a, c in self._aliases().items() if c != name}
             self._write_aliases(aliases)
             folder = self._dir(name)
@@ -293,12 +351,77 @@ class EdgeClient:
             shard.update(E.UpdateOperation.create_field_index(field_name, _index_params(str(kind), field_name)))
 
     def optimize(self, name: str) -> bool:
-        """Merge segments and build HNSW + quantization (blocking; call it off the query path), then
-        flush, so the next open loads the built segments instead of replaying the write-ahead log."""
+        """Fit the search basis if the collection is due one, merge segments and build HNSW +
+        quantization (blocking; call it off the query path), then flush, so the next open loads the
+        built segments instead of replaying the write-ahead log."""
+        fitted = self._fit_search(name)
         shard = self._shard(name)
         changed = shard.optimize()
         shard.flush()
-        return changed
+        return changed or fitted
+
+    # -- the search vector (layout 2) ------------------------------------------
+    def _basis(self, name: str) -> R.SearchBasis | None:
+        """The collection's search basis, or None (layout 1, or not fitted yet: queries scan)."""
+        physical = self._resolve(name)
+        if physical not in self._bases:
+            self._bases[physical] = R.SearchBasis.load(self._dir(physical) / "search_basis.npz")
+        return self._bases[physical]
+
+    def _fit_search(self, name: str) -> bool:
+        """Fit the basis once the collection holds `reduce.MIN_FIT` points and give every point its
+        search vector. The basis file is written last, so a crash in between leaves a collection
+        that scans (correct, slower) and is fitted again by the next optimize."""
+        layout, vector = self._layout(name)
+        if layout < 2 or self._basis(name) is not None:
+            return False
+        count = self.count(name).count
+        if count < R.MIN_FIT:
+            return False
+        with self._write_lock:
+            sample, _ = self._shard(name).scroll(E.ScrollRequest(limit=R.FIT_SAMPLE, with_payload=False,
+                                                                 with_vector=[vector]))
+            basis = R.fit_basis(np.array([r.vector[vector] for r in sample], dtype=np.float32), count)
+            if basis.dim != search_size(self._meta(name)):
+                self._resize_search(name, basis.dim)
+            offset = None
+            while True:
+                recs, offset = self._shard(name).scroll(E.ScrollRequest(
+                    offset=offset, limit=1024, with_payload=False, with_vector=[vector]))
+                if recs:
+                    y = basis.project(np.array([r.vector[vector] for r in recs], dtype=np.float32))
+                    self._shard(name).update(E.UpdateOperation.update_vectors(
+                        [E.PointVectors(r.id, {SEARCH_VECTOR: v}) for r, v in zip(recs, y)]))
+                if offset is None:
+                    break
+            self._shard(name).flush()
+            physical = self._resolve(name)
+            basis.save(self._dir(physical) / "search_basis.npz")
+            self._bases[physical] = basis
+        return True
+
+    def _resize_search(self, name: str, size: int) -> None:
+        """Give the search vector another dimension (a full basis: the model's), then reopen the shard
+        so the new vector gets its int8 codes. Called under the write lock, at the end of a run."""
+        physical = self._resolve(name)
+        shard = self._shard(name)
+        shard.update(E.UpdateOperation.delete_vector_name(SEARCH_VECTOR))
+        shard.update(E.UpdateOperation.create_dense_vector(SEARCH_VECTOR, size, E.Distance.Cosine))
+        shard.flush()
+        with self._lock:
+            _atomic_json(self._dir(physical) / "meta.json", {**self._meta(physical), "search_dim": size})
+            self._shards.pop(physical, None)
+            shard.close()
+        self._shard(name)
+
+    def search_info(self, name: str) -> dict[str, Any]:
+        """What a query walks: the layout, and for a fitted basis its dimension, pool and self-check."""
+        layout = self._layout(name)[0]
+        basis = self._basis(name) if layout >= 2 else None
+        if basis is None:
+            return {"layout": layout, "search": "hnsw" if layout == 1 else "scan"}
+        return {"layout": layout, "search": "full" if basis.full else "pca", "dim": basis.dim, "pool": basis.pool,
+                "fitted_on": basis.fitted_on, "sample_recall": round(basis.recall, 4)}
 
     def version_stamp(self, name: str) -> tuple:
         """Size and mtime of the shard's files. Only this process can write the
@@ -324,11 +447,21 @@ class EdgeClient:
 
     # -- writes --------------------------------------------------------------
     def upsert(self, collection_name: str, points: Sequence[models.PointStruct], **_: Any) -> None:
-        self._shard(collection_name).update(E.UpdateOperation.upsert_points(
-            [E.Point(p.id, p.vector, p.payload or {}) for p in points]))
+        """Points with their search vectors when the collection has a basis (projected here, in one batch)."""
+        with self._write_lock:
+            basis = self._basis(collection_name)
+            if basis is None:
+                edge_points = [E.Point(p.id, p.vector, p.payload or {}) for p in points]
+            else:
+                vector = self._layout(collection_name)[1]
+                raw = np.asarray([p.vector[vector] for p in points], dtype=np.float32)
+                edge_points = [E.Point(p.id, {vector: v, SEARCH_VECTOR: y}, p.payload or {})
+                               for p, v, y in zip(points, raw, basis.project(raw))]
+            self._shard(collection_name).update(E.UpdateOperation.upsert_points(edge_points))
 
     def delete(self, collection_name: str, points_selector: models.PointIdsList, **_: Any) -> None:
-        self._shard(collection_name).update(E.UpdateOperation.delete_points(list(points_selector.points)))
+        with self._write_lock:  # not between a fit's scroll and its vector updates
+            self._shard(collection_name).update(E.UpdateOperation.delete_points(list(points_selector.points)))
 
     def set_payload(self, collection_name: str, payload: dict[str, Any], points: Sequence[Any], **_: Any) -> None:
         self._shard(collection_name).update(E.UpdateOperation.set_payload(list(points), payload))
@@ -337,20 +470,25 @@ class EdgeClient:
         self._shard(collection_name).update(E.UpdateOperation.delete_payload(list(points), list(keys)))
 
     # -- reads ---------------------------------------------------------------
+    def _model_vector(self, name: str, with_vectors: Any) -> Any:
+        """`with_vectors=True` asks for the model's vector only: the search vector is the store's own."""
+        return [self._layout(name)[1]] if with_vectors is True else with_vectors
+
     def count(self, collection_name: str, count_filter: models.Filter | None = None, exact: bool = True) -> Any:
         return SimpleNamespace(count=self._shard(collection_name).count(
             E.CountRequest(exact=True, filter=to_edge_filter(count_filter))))
 
     def retrieve(self, collection_name: str, ids: Sequence[Any], with_payload: bool = True,
                  with_vectors: Any = False) -> list[Any]:
-        recs = self._shard(collection_name).retrieve(list(ids), with_payload=with_payload, with_vector=with_vectors)
+        recs = self._shard(collection_name).retrieve(list(ids), with_payload=with_payload,
+                                                     with_vector=self._model_vector(collection_name, with_vectors))
         return [_record(r) for r in recs]
 
     def scroll(self, collection_name: str, scroll_filter: models.Filter | None = None, limit: int = 10,
                offset: Any = None, with_payload: bool = True, with_vectors: Any = False) -> tuple[list[Any], Any]:
         recs, nxt = self._shard(collection_name).scroll(E.ScrollRequest(
             offset=offset, limit=limit, filter=to_edge_filter(scroll_filter),
-            with_payload=with_payload, with_vector=with_vectors))
+            with_payload=with_payload, with_vector=self._model_vector(collection_name, with_vectors)))
         return [_record(r) for r in recs], (None if nxt is None else _id(nxt))
 
     def facet(self, collection_name: str, key: str, facet_filter: models.Filter | None = None,
@@ -382,7 +520,8 @@ class EdgeClient:
         answer rather than sent as a has-id filter: the engine's filtered HNSW path costs ~1.5 ms
         more per query at 10k x 1280 than the plain one, and a few extra hits cost nothing."""
         shard = self._shard(collection_name)
-        edge_query, mentioned = self._query(shard, query, using)
+        pos, neg, mentioned = self._examples(shard, query, using)
+        recommend = isinstance(query, models.RecommendQuery)
         query_filter, excluded = _split_excluded(query_filter)
         drop = {str(i) for i in [*mentioned, *excluded]}
         if len(drop) > MAX_DROP_IN_PYTHON:
@@ -391,10 +530,22 @@ class EdgeClient:
             flt = to_edge_filter(query_filter)
         start, fetch = offset or 0, (offset or 0) + limit + len(drop)
         exact = bool(search_params and search_params.exact)
-        params = E.SearchParams(exact=True) if exact else _search_params(flt is not None, fetch)
+        layout = self._layout(collection_name)[0]
+        basis = None if exact or layout < 2 else self._basis(collection_name)
+        prefetches = None
+        if basis is not None:  # candidates from the search graph, scored by the model's vectors
+            pool = max(basis.pool, 2 * fetch)
+            prefetches = [E.Prefetch(limit=pool, filter=flt, params=_search_params(flt is not None, pool, PREFETCH_RESCORE),
+                                     query=_edge_query(_project(basis, pos), _project(basis, neg), recommend, SEARCH_VECTOR))]
+            params = None
+        elif exact or layout >= 2:  # layout 2 without a basis: the model's vectors have no graph, scan them
+            params = E.SearchParams(exact=True)
+        else:
+            params = _search_params(flt is not None, fetch)
+        with_vectors = self._model_vector(collection_name, with_vectors)
         pts = shard.query(E.QueryRequest(
-            limit=fetch, query=edge_query, filter=flt, score_threshold=score_threshold,
-            with_payload=with_payload, with_vector=with_vectors, params=params))
+            limit=fetch, query=_edge_query(pos, neg, recommend, using), prefetches=prefetches, filter=flt,
+            score_threshold=score_threshold, with_payload=with_payload, with_vector=with_vectors, params=params))
         kept = [p for p in pts if str(p.id) not in drop][start:start + limit]
         return SimpleNamespace(points=[
             SimpleNamespace(id=_id(p.id), score=p.score, payload=p.payload or {}, vector=p.vector) for p in kept])
@@ -423,9 +574,10 @@ class EdgeClient:
         chosen = list(groups.items())[:limit]  # dicts keep first-seen order: groups by their best hit
         return SimpleNamespace(groups=[SimpleNamespace(id=g, hits=h) for g, h in chosen])
 
-    def _query(self, shard: E.EdgeShard, query: Any, using: str) -> tuple[Any, list[Any]]:
-        """An edge query from a qdrant_client query input; point ids become their vectors and are
-        excluded from the results (the server's rule for examples given by id)."""
+    def _examples(self, shard: E.EdgeShard, query: Any, using: str) -> tuple[list[Any], list[Any], list[Any]]:
+        """Positive and negative example vectors of a qdrant_client query input, and the point ids
+        among them: ids become their vectors and are excluded from the results (the server's rule
+        for examples given by id)."""
         if isinstance(query, models.RecommendQuery):
             pos, neg = list(query.recommend.positive or []), list(query.recommend.negative or [])
         else:
@@ -442,17 +594,25 @@ class EdgeClient:
         def vec(q: Any) -> list[float]:
             return vectors[str(q)] if isinstance(q, (str, int, uuid.UUID)) else list(q)
 
-        if isinstance(query, models.RecommendQuery):
-            rq = E.RecommendQuery(positives=[vec(q) for q in pos], negatives=[vec(q) for q in neg])
-            return E.Query.RecommendBestScore(rq, using=using), mentioned
-        return E.Query.Nearest(vec(query), using=using), mentioned
+        return [vec(q) for q in pos], [vec(q) for q in neg], mentioned
 
 
-def _search_params(filtered: bool, fetch: int) -> E.SearchParams:
+def _edge_query(pos: list[Any], neg: list[Any], recommend: bool, using: str) -> Any:
+    """Nearest to the one example, or the engine's best-score recommendation from several."""
+    if recommend:
+        return E.Query.RecommendBestScore(E.RecommendQuery(positives=pos, negatives=neg), using=using)
+    return E.Query.Nearest(pos[0], using=using)
+
+
+def _project(basis: R.SearchBasis, vectors: list[Any]) -> list[list[float]]:
+    return basis.project(np.asarray(vectors, dtype=np.float32)).tolist() if vectors else []
+
+
+def _search_params(filtered: bool, fetch: int, rescore: bool = True) -> E.SearchParams:
     """HNSW beam, int8 rescoring and ACORN for one query: a filtered walk gets its own (wider) beam,
     oversampling and, when set, ACORN, chosen with `benchmarks/store_scale.py --filtered-variants`."""
     ef = max(HNSW_EF * (FILTERED_EF_FACTOR if filtered else 1), fetch)
-    quant = E.QuantizationSearchParams(rescore=True, oversampling=FILTERED_OVERSAMPLING if filtered else OVERSAMPLING)
+    quant = E.QuantizationSearchParams(rescore=rescore, oversampling=FILTERED_OVERSAMPLING if filtered else OVERSAMPLING)
     acorn = E.AcornSearchParams(enable=True, max_selectivity=FILTERED_ACORN) if filtered and FILTERED_ACORN else None
     return E.SearchParams(hnsw_ef=ef, quantization=quant, acorn=acorn)
 
