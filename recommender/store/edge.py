@@ -41,7 +41,7 @@ from qdrant_client import models
 
 from recommender import payload as P
 from recommender.errors import NotFoundError, StoreLockedError
-from recommender.store import reduce as R
+from recommender.store.reduce import FIT_SAMPLE, MIN_FIT, SEARCH_DIM, SearchBasis, fit_basis
 
 HNSW_M, HNSW_EF_CONSTRUCT, FULL_SCAN_KB = 16, 100, 10_000
 PAYLOAD_M: int | None = None  # links per point within each value of a filtered field (None: HNSW_M)
@@ -88,7 +88,7 @@ def edge_root(settings: Any) -> Path:
 def search_size(meta: dict[str, Any]) -> int:
     """Dimension of a layout-2 collection's search vector: `reduce.SEARCH_DIM` (or the model's, if
     smaller) until a fit chooses the full vector (`search_dim` in meta.json)."""
-    return int(meta.get("search_dim") or min(meta["dim"], R.SEARCH_DIM))
+    return int(meta.get("search_dim") or min(meta["dim"], SEARCH_DIM))
 
 
 def edge_config(dim: int, vector: str, layout: int = 1, search_dim: int | None = None) -> E.EdgeConfig:
@@ -113,7 +113,7 @@ def edge_config(dim: int, vector: str, layout: int = 1, search_dim: int | None =
         no_graph = E.HnswIndexConfig(m=0, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB)
         vectors = {vector: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine, memory=E.Memory.Cold,
                                               hnsw_config=no_graph),
-                   SEARCH_VECTOR: E.EdgeVectorParams(size=search_dim or min(dim, R.SEARCH_DIM), distance=E.Distance.Cosine,
+                   SEARCH_VECTOR: E.EdgeVectorParams(size=search_dim or min(dim, SEARCH_DIM), distance=E.Distance.Cosine,
                                                      memory=E.Memory.Cold, quantization_config=quant)}
     return E.EdgeConfig(vectors=vectors, hnsw_config=hnsw)
 
@@ -205,7 +205,7 @@ class EdgeClient:
         self._lock = threading.RLock()  # guards the open-shard table and the JSON files, not the engine
         self._aliases_path = self.root / "aliases.json"
         self._alias_cache: dict[str, str] | None = None
-        self._bases: dict[str, R.SearchBasis | None] = {}  # physical collection -> its search basis (layout 2)
+        self._bases: dict[str, SearchBasis | None] = {}  # physical collection -> its search basis (layout 2)
         self._layouts: dict[str, tuple[int, str]] = {}  # physical collection -> (layout, model vector name)
         self._write_lock = threading.RLock()  # upserts wait while a basis is fitted (every point gets a search vector)
         try:
@@ -277,7 +277,7 @@ class EdgeClient:
         except Exception as exc:
             if layout < 2 or "ncompatible" not in str(exc):
                 raise
-            other = meta["dim"] if search_size(meta) != meta["dim"] else min(meta["dim"], R.SEARCH_DIM)
+            other = meta["dim"] if search_size(meta) != meta["dim"] else min(meta["dim"], SEARCH_DIM)
             shard = E.EdgeShard.load(folder, edge_config(meta["dim"], meta["vector"], layout, other))
             (self._dir(physical) / "search_basis.npz").unlink(missing_ok=True)
             _atomic_json(self._dir(physical) / "meta.json", {**meta, "search_dim": other})
@@ -361,11 +361,11 @@ class EdgeClient:
         return changed or fitted
 
     # -- the search vector (layout 2) ------------------------------------------
-    def _basis(self, name: str) -> R.SearchBasis | None:
+    def _basis(self, name: str) -> SearchBasis | None:
         """The collection's search basis, or None (layout 1, or not fitted yet: queries scan)."""
         physical = self._resolve(name)
         if physical not in self._bases:
-            self._bases[physical] = R.SearchBasis.load(self._dir(physical) / "search_basis.npz")
+            self._bases[physical] = SearchBasis.load(self._dir(physical) / "search_basis.npz")
         return self._bases[physical]
 
     def _fit_search(self, name: str) -> bool:
@@ -376,12 +376,12 @@ class EdgeClient:
         if layout < 2 or self._basis(name) is not None:
             return False
         count = self.count(name).count
-        if count < R.MIN_FIT:
+        if count < MIN_FIT:
             return False
         with self._write_lock:
-            sample, _ = self._shard(name).scroll(E.ScrollRequest(limit=R.FIT_SAMPLE, with_payload=False,
+            sample, _ = self._shard(name).scroll(E.ScrollRequest(limit=FIT_SAMPLE, with_payload=False,
                                                                  with_vector=[vector]))
-            basis = R.fit_basis(np.array([r.vector[vector] for r in sample], dtype=np.float32), count)
+            basis = fit_basis(np.array([r.vector[vector] for r in sample], dtype=np.float32), count)
             if basis.dim != search_size(self._meta(name)):
                 self._resize_search(name, basis.dim)
             offset = None
@@ -604,7 +604,7 @@ def _edge_query(pos: list[Any], neg: list[Any], recommend: bool, using: str) -> 
     return E.Query.Nearest(pos[0], using=using)
 
 
-def _project(basis: R.SearchBasis, vectors: list[Any]) -> list[list[float]]:
+def _project(basis: SearchBasis, vectors: list[Any]) -> list[list[float]]:
     return basis.project(np.asarray(vectors, dtype=np.float32)).tolist() if vectors else []
 
 
