@@ -1,7 +1,10 @@
 """The embedded store at scale: our store (edge engine) vs faiss HNSW vs numpy exact, one run.
 
 Issue 12's benchmark. For each scale, 1280-d clustered unit vectors (the default model's
-stored dimension; clusters of varying size and spread, like image embeddings, not uniform)
+stored dimension; clusters of varying size and spread, like image embeddings, not uniform) drawn
+with the covariance spectrum of real MobileNetV2 embeddings (`benchmarks/data/embedding_spectrum.npz`,
+saved from the brain-mri collection: a PCA index picks candidates on them as on the real vectors;
+`--isotropic` for isotropic clusters, the hard case; `--like HOME` for another collection's spectrum),
 with the payload an ingest of paintings writes (`ingest_payload`) and a `bucket` keyword that a
 filter keeps 10 % of:
 
@@ -26,6 +29,8 @@ process's open + first query.
     python benchmarks/store_scale.py --sizes 10000 50000 --queries 200
     python benchmarks/store_scale.py --sizes 200000 --with-1m   # 1M takes long on 2 cores
     python benchmarks/store_scale.py --sizes 50000 --like var     # vectors with the spectrum of an ingested home
+    python benchmarks/store_scale.py --sizes 50000 --isotropic    # isotropic clusters
+    python benchmarks/store_scale.py --save-spectrum HOME         # ship HOME's spectrum as the default
 """
 
 from __future__ import annotations
@@ -73,20 +78,51 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return _mixture(rng, n, rng.standard_normal((max(20, n // 50), dim)).astype(np.float32))
 
 
-def spectral(n: int, like: np.ndarray, seed: int, centre_scale: float = 0.8, spread_scale: float = 1.0) -> np.ndarray:
+SPECTRUM = Path(__file__).resolve().parent / "data" / "embedding_spectrum.npz"
+
+
+def save_spectrum(home: Path, path: Path = SPECTRUM) -> None:
+    """Keep the covariance eigenvalues of the collection in `home`, and its mean in that eigenbasis
+    (10 KB for 1,280 dimensions): all `shipped_spectrum` needs to draw vectors with its geometry."""
+    like = real_vectors(home).astype(np.float64)
+    mean = like.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov((like - mean).T))
+    order = np.argsort(values)[::-1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, eigenvalues=np.clip(values[order], 0.0, None).astype(np.float32),
+             mean_coords=(vectors[:, order].T @ mean).astype(np.float32), source=str(home), count=len(like))
+
+
+def shipped_spectrum(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, root) with `SPECTRUM`'s eigenvalues, in a random orthonormal basis (seeded): the same
+    geometry as the collection it was saved from (cosines are rotation-invariant), not aligned with the
+    axes (which int8 quantization would notice)."""
+    with np.load(SPECTRUM) as f:
+        values, coords = f["eigenvalues"].astype(np.float64), f["mean_coords"].astype(np.float64)
+    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(values), len(values))))
+    q *= np.sign(np.diag(r))
+    return (q @ coords).astype(np.float32), (q * np.sqrt(values)).T.astype(np.float32)
+
+
+def spectral(n: int, like: np.ndarray | None, seed: int, centre_scale: float = 0.8, spread_scale: float = 1.0) -> np.ndarray:
     """Unit vectors clustered as `clustered` draws them, but with the mean and covariance spectrum of real
     embeddings `like` (rows of an ingested collection): centres and spreads are Gaussian in the real
     covariance, so a PCA of them sees the real decay of variance, where `clustered`'s isotropic noise
     spreads it over every dimension (and would understate how well a small PCA index picks candidates).
     The two scales were set so that a PCA-128 index fitted on 512 vectors picks candidates as it does on
-    the real brain-mri vectors (docs/benchmarks.md, "Vectors with a real spectrum")."""
+    the real brain-mri vectors (docs/benchmarks.md, "Vectors with a real spectrum"). `like=None`: the
+    spectrum shipped in `SPECTRUM` (brain-mri's, saved with `--save-spectrum`), the benchmark's default."""
     rng = np.random.default_rng(seed)
-    like = np.asarray(like, dtype=np.float64)
-    mean = like.mean(axis=0)
-    values, vectors = np.linalg.eigh(np.cov((like - mean).T))
-    root = (vectors * np.sqrt(np.clip(values, 0.0, None))).T.astype(np.float32)  # z @ root ~ N(0, cov)
-    z = rng.standard_normal((max(20, n // 50), like.shape[1]), dtype=np.float32)
-    return _mixture(rng, n, mean.astype(np.float32) + centre_scale * z @ root, spread_scale, root)
+    if like is None:
+        mean, root = shipped_spectrum(seed)
+    else:
+        like = np.asarray(like, dtype=np.float64)
+        mean = like.mean(axis=0)
+        values, vectors = np.linalg.eigh(np.cov((like - mean).T))
+        root = (vectors * np.sqrt(np.clip(values, 0.0, None))).T.astype(np.float32)  # z @ root ~ N(0, cov)
+        mean = mean.astype(np.float32)
+    z = rng.standard_normal((max(20, n // 50), root.shape[1]), dtype=np.float32)
+    return _mixture(rng, n, mean + centre_scale * z @ root, spread_scale, root)
 
 
 def real_vectors(home: Path, limit: int = 20_000) -> np.ndarray:
@@ -384,8 +420,13 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=DIM,
                     help="stored dimension (default 1280, MobileNetV2's; 256 = after a PCA-256 reduction)")
     ap.add_argument("--like", type=Path, default=None, metavar="HOME",
-                    help="draw vectors with the spectrum of the collection ingested in HOME (its dimension), "
-                         "instead of isotropic clusters (`spectral`)")
+                    help="draw vectors with the spectrum of the collection ingested in HOME (its dimension) "
+                         "instead of the shipped one")
+    ap.add_argument("--isotropic", action="store_true",
+                    help="isotropic clusters (`clustered`, the hard case for a PCA index; --dim applies) "
+                         "instead of the shipped spectrum")
+    ap.add_argument("--save-spectrum", type=Path, default=None, metavar="HOME",
+                    help=f"save the spectrum of the collection in HOME to {SPECTRUM.relative_to(SPECTRUM.parents[2])} and exit")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "FOLDER", "QUERY"), help=argparse.SUPPRESS)
     ap.add_argument("--served", nargs=2, metavar=("FOLDER", "N"), help=argparse.SUPPRESS)
@@ -405,10 +446,15 @@ def main() -> None:
     if args.served:
         served(args.served[0], int(args.served[1]), args.filtered_ef, args.filtered_variants)
         return
+    if args.save_spectrum:
+        save_spectrum(args.save_spectrum)
+        return
     if args.payload_m is not None:
         from recommender.store import edge as edge_engine
 
         edge_engine.PAYLOAD_M = args.payload_m
+    if args.dim != DIM and not args.isotropic:
+        raise SystemExit("--dim applies to --isotropic vectors only (a spectrum has its own dimension)")
     sizes = args.sizes + ([1_000_000] if args.with_1m else [])
     root = args.home or Path(tempfile.mkdtemp(prefix="store_scale_"))
     print(f"# {platform.platform()} {os.cpu_count()} cpus, python {platform.python_version()}, "
@@ -422,7 +468,7 @@ def main() -> None:
         else:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
-            x = spectral(n, like, seed=n) if like is not None else clustered(n, args.dim, seed=n)
+            x = clustered(n, args.dim, seed=n) if args.isotropic else spectral(n, like, seed=n)
             np.save(folder / "vectors.npy", x)
         queries = np.random.default_rng(1).choice(n, args.queries, replace=False)
         exact, truth = bench_exact(x, folder, queries)
