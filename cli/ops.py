@@ -42,7 +42,8 @@ def _search_line(info: dict) -> str:
         return (f"{info['search']} {info['dim']}-d graph, {info['pool']} candidates scored by the model's vectors "
                 f"(fitted on {info['fitted_on']:,} points; top-10 recall on its sample {info['sample_recall']})")
     return {"scan": f"exact scan (the graph is built once the collection has {MIN_FIT:,} points)",
-            "hnsw": "HNSW over the model's vectors", "server": "the server's HNSW"}.get(info.get("search"), str(info))
+            "hnsw": "HNSW over the model's vectors", "server": "the server's HNSW",
+            "local": "exact scan (qdrant-client local mode; `recommender migrate` moves it to the edge engine)"}.get(info.get("search"), str(info))
 
 
 def reembed(

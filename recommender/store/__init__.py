@@ -249,8 +249,10 @@ class VectorStore:
         vectors = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.where(norms > 0, norms, 1.0)
+        # The edge engine takes numpy rows as they are (it projects them to its search vector too);
+        # a server's client and local mode want lists.
         points = [
-            make(id=pid, vector={VECTOR_NAME: vec.tolist()}, payload=payload)
+            make(id=pid, vector={VECTOR_NAME: vec if self.is_edge() else vec.tolist()}, payload=payload)
             for pid, vec, payload in zip(ids, vectors, payloads)
         ]
         self.index_present(set().union(*(p or {} for p in payloads)))
@@ -521,7 +523,7 @@ class VectorStore:
         fn = getattr(self.client, "search_info", None) if self.is_edge() else None
         if fn is not None and self.exists():
             return fn(self.collection)
-        return {"search": "scan" if self.is_embedded() else "server"}
+        return {"search": "scan" if self.is_edge() else "local" if self.is_embedded() else "server"}
 
     def optimize(self) -> None:
         """Build the approximate index (HNSW + quantization) for what was written; a no-op on a

@@ -87,14 +87,15 @@ def edge_root(settings: Any) -> Path:
 
 def search_size(meta: dict[str, Any]) -> int:
     """Dimension of a layout-2 collection's search vector: `reduce.SEARCH_DIM` (or the model's, if
-    smaller) until a fit chooses the full vector (`search_dim` in meta.json)."""
+    smaller) until a fit chooses the full vector (`search_dim` in meta.json). The one place that
+    default is written."""
     return int(meta.get("search_dim") or min(meta["dim"], SEARCH_DIM))
 
 
-def edge_config(dim: int, vector: str, layout: int = 1, search_dim: int | None = None) -> E.EdgeConfig:
+def edge_config(dim: int, vector: str, layout: int = 1, search_dim: int = 0) -> E.EdgeConfig:
     """The shard configuration. Layout 1: the model's vector with HNSW + int8 codes, float32
     originals on disk for rescoring. Layout 2: the model's vector on disk without a graph (read to
-    score candidates) and the `search` vector (`reduce.SEARCH_DIM`) with HNSW + int8 codes.
+    score candidates) and the `search` vector (`search_dim`, see `search_size`) with HNSW + int8 codes.
 
     The int8 codes are memory-mapped and read on demand (`Memory.Cold`). Why: the engine drops a
     shard's files from the page cache when it closes the shard, so with the codes copied into the
@@ -113,7 +114,7 @@ def edge_config(dim: int, vector: str, layout: int = 1, search_dim: int | None =
         no_graph = E.HnswIndexConfig(m=0, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB)
         vectors = {vector: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine, memory=E.Memory.Cold,
                                               hnsw_config=no_graph),
-                   SEARCH_VECTOR: E.EdgeVectorParams(size=search_dim or min(dim, SEARCH_DIM), distance=E.Distance.Cosine,
+                   SEARCH_VECTOR: E.EdgeVectorParams(size=search_dim, distance=E.Distance.Cosine,
                                                      memory=E.Memory.Cold, quantization_config=quant)}
     return E.EdgeConfig(vectors=vectors, hnsw_config=hnsw)
 
@@ -277,7 +278,8 @@ class EdgeClient:
         except Exception as exc:
             if layout < 2 or "ncompatible" not in str(exc):
                 raise
-            other = meta["dim"] if search_size(meta) != meta["dim"] else min(meta["dim"], SEARCH_DIM)
+            reduced = search_size({"dim": meta["dim"]})
+            other = meta["dim"] if search_size(meta) == reduced else reduced
             shard = E.EdgeShard.load(folder, edge_config(meta["dim"], meta["vector"], layout, other))
             (self._dir(physical) / "search_basis.npz").unlink(missing_ok=True)
             _atomic_json(self._dir(physical) / "meta.json", {**meta, "search_dim": other})
@@ -300,7 +302,8 @@ class EdgeClient:
             if folder.exists():
                 shutil.rmtree(folder)  # a half-created leftover (meta.json is written last)
             folder.mkdir(parents=True)
-            self._shards[name] = E.EdgeShard.create(str(folder / "shard"), edge_config(params.size, vector, LAYOUT))
+            self._shards[name] = E.EdgeShard.create(str(folder / "shard"), edge_config(params.size, vector, LAYOUT,
+                                                                                    search_size({"dim": params.size})))
             self._bases.pop(name, None)
             self._layouts.pop(name, None)
             _atomic_json(folder / "meta.json", {"dim": params.size, "vector": vector, "layout": LAYOUT,
