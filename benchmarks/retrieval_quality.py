@@ -7,6 +7,11 @@ which also checks the results against the full cosine-similarity matrix.
 
     python benchmarks/retrieval_quality.py --home-root /tmp/r5 --out /tmp/r5/eval
 
+Each line gives plain cosine and the product's default pipeline (the supervised projection the ingest fits
+from the metadata's label on the train split, `projection_label=auto`) on the same queries: the test
+split by default (`--split all`: every labelled item asks; those whose labels taught the projection are
+ranked by one refitted without them).
+
 `--ablation` runs issue 16's post-processing variants instead (GeM, scales, PCA and whitening,
 query expansion, database-side augmentation, diffusion; `benchmarks/retrieval_ablation.py`), tuned on the
 train split and reported on the test split:
@@ -55,6 +60,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/retrieval_ablation"), help="Descriptor cache (--ablation).")
     ap.add_argument("--corpora", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--split", default="test", help="Queries: items of this split ('all': every labelled item).")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.ablation:
@@ -77,16 +83,20 @@ def main() -> None:
         ensure_ingested(corpus, home)
         rec = Recommender(get_settings(home=home))
         try:
-            report = evaluate(rec, label, args.k)
+            report = evaluate(rec, label, args.k, split=None if args.split == "all" else args.split)
         finally:
             rec.close()
         if args.out:
             write(report, args.out)
-        overall = report["recommender"]["overall"]
-        summary[corpus] = {"label": label, "points": report["points"], **overall,
-                           "identical_to_cosine_matrix": f"{report['agreement']['identical_lists']}/{report['agreement']['queries']}"}
-        print(f"{corpus}: {label} precision@{args.k} = {overall[f'precision@{args.k}']:.4f}, "
-              f"mAP@{args.k} = {overall[f'map@{args.k}']:.4f} over {overall['queries']} items", flush=True)
+        p = f"precision@{args.k}"
+        overall, pipeline = report["recommender"]["overall"], report.get("pipeline", {}).get("overall")
+        summary[corpus] = {"label": label, "points": report["points"], "split": args.split, **overall,
+                           "identical_to_cosine_matrix": f"{report['agreement']['identical_lists']}/{report['agreement']['queries']}",
+                           "pipeline": pipeline, "pipeline_config": report.get("pipeline_config")}
+        line = f"{corpus}: {label} {p} plain {overall[p]:.4f} {overall[p + '_ci95']}"
+        if pipeline:
+            line += f", pipeline {pipeline[p]:.4f} {pipeline[p + '_ci95']} ({pipeline[p] / overall[p] - 1:+.1%})"
+        print(f"{line}, over {overall['queries']} queries ({args.split})", flush=True)
     print(json.dumps(summary, indent=2))
 
 

@@ -144,15 +144,18 @@ def evaluate_retrieval(
 
 
 def fit_projection(
-    label: Optional[str] = typer.Option(None, "--label", help="Payload field holding the class (e.g. diagnosis, genre)."),
-    split: str = typer.Option("train", "--split", help="Learn from the items whose `split` field has this value."),
+    label: Optional[str] = typer.Option(None, "--label", help="Payload field holding the class (e.g. diagnosis, genre), "
+                                        "or auto: the first of artist, style, genre, diagnosis the items fill."),
+    split: str = typer.Option("train", "--split", help="Learn from the items whose `split` field has this value "
+                              "(a collection without a split field learns from every labelled item)."),
     remove: bool = typer.Option(False, "--remove", help="Delete the collection's projection (queries rank by plain cosine)."),
     collection: Optional[str] = CollectionOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Learn the optional supervised projection from LABEL on the train split: queries then rank their
-    first answers by a blend of cosine and cosine after the projection (weight chosen inside train)."""
+    """Learn the supervised projection from LABEL on the train split (the ingest does it by itself with
+    `projection_label=auto`): queries then rank their first answers by a blend of cosine and cosine after
+    the projection (weight chosen inside train)."""
     from recommender import projection
 
     cfg = settings(home=home, collection=collection)
@@ -169,7 +172,7 @@ def fit_projection(
     try:
         if not store.exists():
             raise ConfigError(f"Collection '{cfg.collection}' does not exist yet; run `recommender ingest SOURCE` first.")
-        fitted = projection.fit_store(store, label.strip(), split)
+        fitted = projection.fit_store(store, *projection.resolve(store, label.strip(), split))
         projection.save(fitted, path, store)
     finally:
         store.close()

@@ -21,7 +21,7 @@ import itertools
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -42,6 +42,23 @@ what re-ranking the whole collection gains (brain-mri 0.865 against 0.868, art-l
 SPLIT_FIELD = "split"
 CV_K = 10
 MIN_PER_CLASS = 2
+AUTO = "auto"
+AUTO_LABELS: tuple[str, ...] = (P.ARTIST, P.STYLE, P.GENRE, P.DIAGNOSIS)
+"""What `projection_label=auto` (the default) learns from: the first of these fields that the collection's
+metadata fills with two classes or more. The finest art label first (neighbours by the same artist are what
+an art analyst looks for before the same genre); diagnosis for medical collections."""
+ALL = "all"
+"""The split a fit records when the collection has no `split` field: it learned from every labelled item."""
+MAX_FIT = 50_000
+"""Labelled items a fit keeps at most, a uniform sample beyond (256 MB of 1,280-d vectors whatever the size of
+the collection; a discriminant of a few dozen classes needs no more)."""
+REFIT_CHANGE = 0.05
+"""The ingest refits when the labelled items it learns from changed by more than this share since the fit
+(points stored meanwhile are projected from their vectors at query time)."""
+
+
+class NoLabel(ConfigError):
+    """`auto` found no field to learn from: the collection ranks by plain cosine (not an error of the run)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,7 @@ class Projection:
     trained_on: int
     classes: list[str] = field(default_factory=list)
     cv: dict[str, float] = field(default_factory=dict)  # weight -> precision@10, two-fold inside train
+    labelled: int = 0  # items of the split that carried the label when it was fitted (trained_on samples them)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this fit's coordinate files
 
     def apply(self, x: np.ndarray) -> np.ndarray:
@@ -120,15 +138,15 @@ def _cv_precision(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, fit: np
     return {w: float(np.mean(v)) for w, v in hits.items()}
 
 
-def _halves(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two halves of the rows with every class split between them (each half learns every class)."""
+def folds(y: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
+    """`n` parts of the rows with every class dealt out among them (each part's complement learns every class)."""
     rng = np.random.default_rng(seed)
-    parts: tuple[list[int], list[int]] = ([], [])
+    parts: list[list[int]] = [[] for _ in range(n)]
     for value in np.unique(y):
         rows = rng.permutation(np.flatnonzero(y == value))
-        parts[0].extend(rows[0::2].tolist())
-        parts[1].extend(rows[1::2].tolist())
-    return np.sort(parts[0]), np.sort(parts[1])
+        for i in range(n):
+            parts[i].extend(rows[i::n].tolist())
+    return [np.sort(np.array(part, dtype=np.int64)) for part in parts]
 
 
 def fit(x: np.ndarray, labels: list[Any], groups: list[Any], label: str, model: str, split: str = "train",
@@ -137,12 +155,14 @@ def fit(x: np.ndarray, labels: list[Any], groups: list[Any], label: str, model: 
     among them. `groups`: one key per row, equal for duplicates (never each other's answers)."""
     y = np.array([str(v) for v in labels])
     classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2 or counts.min() < MIN_PER_CLASS:
+    if (counts >= MIN_PER_CLASS).sum() < 2:
         raise ConfigError(f"Field '{label}' needs at least 2 values with {MIN_PER_CLASS}+ {split} items each to learn a "
-                          f"projection; the {split} split has {dict(zip(classes.tolist(), counts.tolist()))}.")
-    xt = unit(np.asarray(x, dtype=np.float32))
-    g = np.array([str(v) for v in groups])
-    halves = _halves(y, seed)
+                          f"projection; the {split} items have {dict(zip(classes.tolist(), counts.tolist()))}.")
+    learnable = np.isin(y, classes[counts >= MIN_PER_CLASS])  # a value seen once teaches no direction: left out
+    xt = unit(np.asarray(x, dtype=np.float32)[learnable])
+    y, classes = y[learnable], classes[counts >= MIN_PER_CLASS]
+    g = np.array([str(v) for v in groups])[learnable]
+    halves = folds(y, 2, seed)
     scores = {w: 0.0 for w in BLEND}
     for fit_rows, ask in (halves, halves[::-1]):
         for w, p in _cv_precision(xt, y, g, fit_rows, ask, BLEND).items():
@@ -153,33 +173,72 @@ def fit(x: np.ndarray, labels: list[Any], groups: list[Any], label: str, model: 
                       {str(w): round(v, 4) for w, v in scores.items()})
 
 
+def resolve(store: Any, label: str, split: str = "train") -> tuple[str, str]:
+    """The (label, split) a fit learns from, read from the payload indexes (no scroll).
+
+    `label` = AUTO picks the first of AUTO_LABELS with two learnable classes (raises NoLabel when none has).
+    A collection without any `split` value learns from every labelled item (split ALL): those labels are all
+    the user has, and `recommender evaluate-retrieval` then scores the projection by cross-fitting."""
+    split = split if store.facet(SPLIT_FIELD, limit=1) else ALL
+    if label != AUTO:
+        return label, split
+    must = None if split == ALL else {SPLIT_FIELD: split}
+    for name in AUTO_LABELS:
+        if sum(n >= MIN_PER_CLASS for n in store.facet(name, must=must, limit=100_000).values()) >= 2:
+            return name, split
+    where = "labelled items" if split == ALL else f"items with {SPLIT_FIELD}={split}"
+    raise NoLabel(f"No field among {', '.join(AUTO_LABELS)} has 2+ values with {MIN_PER_CLASS}+ {where} each; "
+                  "queries rank by plain cosine (ingest with --metadata FILE holding one of those columns).")
+
+
 def fit_store(store: Any, label: str, split: str = "train") -> Projection:
-    """Fit on a collection's items that carry `label` and `split` (one scroll; only those vectors are kept)."""
-    vecs, labels, groups, seen_splits, labelled = [], [], [], set(), 0
+    """Fit on a collection's items that carry `label` and `split` (`split` = ALL: every labelled item; one
+    scroll; only those vectors are kept)."""
+    rows: list[tuple[np.ndarray, Any, Any]] = []
+    seen_splits, labelled, fit_set, rng = set(), 0, 0, np.random.default_rng(0)
     for pid, payload, vec in store.scroll(batch=1024, with_vectors=True):
         value, part = payload.get(label), payload.get(SPLIT_FIELD)
         seen_splits.add(part)
         labelled += value is not None
-        if value is not None and part == split:
-            vecs.append(vec)
-            labels.append(value)
-            groups.append(payload.get(P.CLUSTER_ID) or pid)
+        if value is not None and (part == split or split == ALL):
+            fit_set += 1
+            row = (vec, value, payload.get(P.CLUSTER_ID) or pid)
+            if len(rows) < MAX_FIT:
+                rows.append(row)
+            elif (at := int(rng.integers(0, fit_set))) < MAX_FIT:  # reservoir: each kept with chance MAX_FIT / fit_set
+                rows[at] = row
     if not seen_splits:
         raise ConfigError("The collection is empty; run `recommender ingest SOURCE --metadata FILE` first.")
     if not labelled:
         raise ConfigError(f"No item carries a '{label}' field; name a metadata column (e.g. --label diagnosis).")
-    if not vecs:
+    if not rows:
         present = sorted(str(s) for s in seen_splits if s is not None)
         raise ConfigError(f"No item has both a '{label}' value and {SPLIT_FIELD}='{split}'; "
                           + (f"{SPLIT_FIELD} values present: {', '.join(present)}." if present else
                              f"ingest with --metadata FILE holding a '{SPLIT_FIELD}' column."))
-    return fit(np.stack(vecs), labels, groups, label, store.model_name() or "", split)
+    vecs, labels, groups = zip(*rows)
+    fitted = fit(np.stack(vecs), list(labels), list(groups), label, store.model_name() or "", split)
+    return replace(fitted, labelled=fit_set)
+
+
+def _unchanged(store: Any, path: Path, label: str, split: str) -> bool:
+    """True when the saved fit learned `label` on `split` for this model and the labelled items it learns
+    from changed by at most REFIT_CHANGE since (a count on the payload index: no scroll)."""
+    try:
+        saved = load(path)
+    except ConfigError:
+        return False
+    if saved is None or (saved.label, saved.split, saved.model) != (label, split, store.model_name() or ""):
+        return False
+    now = store.count_where(None if split == ALL else {SPLIT_FIELD: split}, has=[label])
+    return abs(now - saved.labelled) <= REFIT_CHANGE * saved.labelled
 
 
 def projection_stage(store: Any, settings: Settings, changed: bool = True) -> dict[str, Any]:
-    """The ingest's projection stage: refit from `settings.projection_label` when set and the run changed
-    the collection (or none is saved yet). Never raises: a missing label is reported, the run completes
-    and the previous projection stays in use."""
+    """The ingest's projection stage: refit from `settings.projection_label` (default AUTO) when set and the
+    run changed the collection (or none is saved yet). Never raises: a collection with nothing to learn
+    from is reported as skipped, a failing fit as an error; the run completes and the previous projection
+    stays in use."""
     label = settings.projection_label
     if not label:
         return {}
@@ -187,8 +246,13 @@ def projection_stage(store: Any, settings: Settings, changed: bool = True) -> di
     if not changed and path.is_file():
         return {"label": label, "refit": False}
     try:
-        fitted = fit_store(store, label, settings.projection_split)
+        name, split = resolve(store, label, settings.projection_split)
+        if _unchanged(store, path, name, split):
+            return {"label": name, "refit": False, "why": f"labelled items changed by {REFIT_CHANGE:.0%} or less"}
+        fitted = fit_store(store, name, split)
         save(fitted, path, store)
+    except NoLabel as exc:
+        return {"label": label, "skipped": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a view of the data: never fail the ingest that stored it
         log.warning("projection stage failed, the saved projection is unchanged: %s", exc)
         return {"label": label, "error": f"{type(exc).__name__}: {exc}"}
@@ -226,7 +290,8 @@ def save(projection: Projection, path: Path, store: Any | None = None) -> Path:
         _atomic_save(id_path, keys[order])
         _atomic_save(coord_path, np.concatenate(rows)[order] if rows else np.zeros((0, projection.matrix.shape[1]), np.float32))
     tmp = path.with_name(path.name + ".tmp.npz")
-    meta = {k: getattr(projection, k) for k in ("label", "weight", "model", "split", "trained_on", "classes", "cv", "token")}
+    meta = {k: getattr(projection, k) for k in ("label", "weight", "model", "split", "trained_on", "classes", "cv", "token",
+                                                 "labelled")}
     np.savez(tmp, matrix=projection.matrix, offset=projection.offset, meta=np.array(json.dumps(meta)))
     tmp.replace(path)
     _drop_coordinates(path, keep=_coordinate_paths(path, projection.token))
@@ -263,6 +328,15 @@ def load(path: Path) -> Projection | None:
 class Coordinates:
     """The projected coordinates of the points stored when the projection was fitted, memory-mapped and
     looked up by point id; points stored since are found missing (the caller projects their vectors)."""
+
+    @classmethod
+    def from_rows(cls, point_ids: Sequence[str], rows: np.ndarray) -> "Coordinates":
+        """Coordinates held in memory (a projection that was never saved, e.g. one fold of an evaluation)."""
+        keys = np.array([uuid.UUID(p).bytes for p in point_ids], dtype="S16")
+        order = np.argsort(keys)
+        out = cls.__new__(cls)
+        out.ids, out.rows = keys[order], np.asarray(rows, dtype=np.float32)[order]
+        return out
 
     def __init__(self, path: Path, projection: Projection):
         id_path, coord_path = _coordinate_paths(path, projection.token)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -100,6 +101,7 @@ class Recommender:
         self._feedback: Feedback | None = None
         self._decisions: Decisions | None = None
         self._projection: tuple[Any, ...] | None = None  # (file stamp, Projection | None)
+        self._override: tuple[Any, Any] | None = None  # projection_override
         self._lock = threading.RLock()
 
     def _choose_engine(self) -> str:
@@ -310,7 +312,19 @@ class Recommender:
         `use_projection` is on; re-read when the file changes, ignored when it was fitted on another model."""
         return self._fitted()[0]
 
+    @contextmanager
+    def projection_override(self, fitted: proj_mod.Projection, coords: proj_mod.Coordinates) -> Iterator[None]:
+        """Rank by `fitted` instead of the saved projection inside the block: the retrieval evaluation's
+        cross-fitting (a query ranked by a projection that never saw its label). Not for concurrent callers."""
+        self._override = (fitted, coords)
+        try:
+            yield
+        finally:
+            self._override = None
+
     def _fitted(self) -> tuple[proj_mod.Projection | None, proj_mod.Coordinates | None]:
+        if self._override is not None:
+            return self._override
         if not self.settings.use_projection:
             return None, None
         path = proj_mod.path_for(self.settings.home, self.settings.collection)

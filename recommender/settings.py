@@ -82,8 +82,9 @@ class Settings(BaseSettings):
         "(0 = off; retrieval ablation in docs/benchmarks.md).")
     query_expansion_alpha: float = Field(3.0, ge=0, description="Weight of each expansion answer: similarity ** alpha.")
     projection_label: str | None = Field(
-        None, description="Refit the supervised projection from this label at the end of every ingest that changed "
-        "the collection (train split only, see `recommender fit-projection`); unset = only by that command.")
+        "auto", description="Refit the supervised projection from this label at the end of every ingest that changed "
+        "the collection (train split only, or every labelled item when there is no split; see `recommender "
+        "fit-projection`); auto = the first of artist, style, genre, diagnosis with 2+ classes; none = only by that command.")
     projection_split: str = Field("train", min_length=1, description="The `split` value the projection learns from.")
     use_projection: bool = Field(
         True, description="Rank by the supervised projection when the collection has one (`recommender fit-projection`); "
@@ -104,6 +105,12 @@ class Settings(BaseSettings):
         (".csv", ".parquet", ".md", ".txt", ".json", ".yaml", ".yml"),
         description="File suffixes skipped by the scanner (metadata and docs, not images).",
     )
+
+    @field_validator("projection_label")
+    @classmethod
+    def _no_projection_label(cls, label: str | None) -> str | None:
+        """`none`, `off` or an empty value switch the ingest's projection stage off."""
+        return None if label is None or label.strip().lower() in ("", "none", "off") else label.strip()
 
     @field_validator("home")
     @classmethod

@@ -1,5 +1,5 @@
 """The supervised projection (issue 16) on a collection built by the real ingest: fitted by the ingest's
-projection stage from the train split's labels, queries re-ranked by the blend, checked against
+projection stage from the train split's labels (the label chosen by itself: projection_label=auto), queries re-ranked by the blend, checked against
 scikit-learn's LDA computed here independently; the command, its errors, and the switch-off paths."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def built(tmp_path_factory, prefect_harness) -> tuple[Path, Path, dict]:
     src = tmp_path_factory.mktemp("proj_src") / "samples"
     shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("volumes"))
     home = tmp_path_factory.mktemp("proj_home")
-    cfg = get_settings(home=home, projection_label="genre").model_dump(mode="json")
+    cfg = get_settings(home=home).model_dump(mode="json")  # the default, projection_label=auto
     report = ingest_flow(str(src), str(src / "metadata.csv"), settings=cfg)
     assert report["failed"] == 0
     return home, src, report
@@ -54,7 +54,7 @@ def _by_hand(home: Path, weight: float) -> tuple[list[str], np.ndarray, list]:
 
 def test_the_ingest_fits_it_and_item_queries_rank_by_the_blend(built):
     home, _, report = built
-    assert report["projection"]["label"] == "genre" and report["projection"]["refit"] is True
+    assert report["projection"]["label"] == "genre" and report["projection"]["refit"] is True  # auto: the art label
     fitted = projection.load(projection.path_for(home, "images"))
     assert fitted is not None and fitted.trained_on == 20 and fitted.classes == ["Genre", "Landscape", "Naturmort", "Portrait"]
     assert fitted.weight in projection.BLEND and set(fitted.cv) == {str(w) for w in projection.BLEND}
@@ -211,3 +211,60 @@ def test_the_rest_api_ranks_items_and_uploads_with_the_projection(built):
     assert got.json()[0]["reason"]["projection"]["label"] == "genre"
     assert upload.status_code == 200, upload.text
     assert upload.json()[0]["reason"]["projection"]["label"] == "genre" and upload.json()[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_without_a_split_it_learns_every_label_and_the_evaluation_cross_fits(built, tmp_path):
+    """No `split` column: the default ingest learns from every labelled item, and evaluate-retrieval ranks each
+    query by a projection refitted without the query's fold (checked against the fold fits computed here)."""
+    import pandas as pd
+
+    _, src, _ = built
+    table = tmp_path / "nosplit.csv"
+    pd.read_csv(src / "metadata.csv").drop(columns=["split"]).to_csv(table, index=False)
+    home = tmp_path / "home"
+    report = ingest_flow(str(src), str(table), settings=get_settings(home=home).model_dump(mode="json"))
+    assert report["projection"]["label"] == "genre" and report["projection"]["split"] == projection.ALL
+    assert report["projection"]["trained_on"] == 24  # every genre-labelled painting
+    rec = Recommender(get_settings(home=home))
+    try:
+        got = evaluate(rec, "genre", k=3, compare_classic=False)
+        corpus = load_corpus(rec, "genre", ["genre"])
+    finally:
+        rec.close()
+    assert got["pipeline_config"]["projection"]["cross_fitted"]["queries"] == 24
+    taught = np.array([i for i, lab in enumerate(corpus.labels) if lab is not None])
+    y = np.array([str(corpus.labels[i]) for i in taught])
+    precisions = []
+    for part in projection.folds(y, 5):
+        learn = np.setdiff1d(taught, taught[part])
+        refit = projection.fit(corpus.vectors[learn], [corpus.labels[i] for i in learn],
+                               [corpus.groups[i] for i in learn], "genre", "", projection.ALL)
+        coords = refit.apply(corpus.vectors)
+        for q in taught[part]:
+            cosine = corpus.vectors @ corpus.vectors[q]
+            cosine[corpus.exclude[q]] = -np.inf
+            pool = np.argsort(-cosine, kind="stable")[:projection.RERANK_POOL]  # what the product re-ranks
+            blend = (1 - refit.weight) * cosine[pool] + refit.weight * (coords[pool] @ coords[q])
+            top = pool[np.argsort(-blend, kind="stable")[:3]]
+            precisions.append(np.mean([corpus.labels[j] == corpus.labels[q] for j in top]))
+    assert got["pipeline"]["overall"]["precision@3"] == pytest.approx(np.mean(precisions), abs=1e-4)
+    # an ingest that leaves the labelled items as they were keeps the fit (the new point is projected at query time)
+    extra = tmp_path / "extra"
+    shutil.copytree(src, extra)
+    from PIL import Image, ImageOps
+
+    ImageOps.flip(Image.open(next((extra / "art" / "portrait").iterdir())).convert("RGB")).save(extra / "upside_down.png")
+    again = ingest_flow(str(extra), str(table), settings=get_settings(home=home).model_dump(mode="json"))
+    assert again["new"] >= 1 and again["projection"]["refit"] is False and again["projection"]["label"] == "genre"
+
+
+def test_a_collection_without_labels_skips_the_stage_and_ranks_by_cosine(tmp_path, prefect_harness):
+    src = tmp_path / "src"
+    src.mkdir()
+    for image in sorted((SAMPLES / "art" / "portrait").iterdir())[:4]:
+        shutil.copy(image, src / image.name)
+    home = tmp_path / "home"
+    report = ingest_flow(str(src), settings=get_settings(home=home).model_dump(mode="json"))
+    assert report["status"] == "completed" and report["new"] == 4
+    assert report["projection"]["label"] == "auto" and "plain cosine" in report["projection"]["skipped"]
+    assert not projection.path_for(home, "images").exists()

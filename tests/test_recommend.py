@@ -28,7 +28,7 @@ LANDSCAPE = "art/landscape/cl010052607.jpg"
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("rec_home")
-    cfg = get_settings(home=home)
+    cfg = get_settings(home=home, projection_label="none")  # the plain engine's answers (the projection: test_projection)
     report = ingest_flow(str(SAMPLES), str(SAMPLES / "metadata.csv"), settings=cfg.model_dump(mode="json"))
     assert report["failed"] == 0 and report["points"] > 100
     return home

@@ -27,7 +27,8 @@ def home(tmp_path_factory, prefect_harness) -> Path:
     src = tmp_path_factory.mktemp("eval_src") / "samples"
     shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("volumes"))
     home = tmp_path_factory.mktemp("eval_home")
-    report = ingest_flow(str(src), str(src / "metadata.csv"), settings=get_settings(home=home).model_dump(mode="json"))
+    cfg = get_settings(home=home, projection_label="none")  # query expansion alone here (the projection: test_projection)
+    report = ingest_flow(str(src), str(src / "metadata.csv"), settings=cfg.model_dump(mode="json"))
     assert report["failed"] == 0
     return home
 
