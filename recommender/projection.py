@@ -47,6 +47,10 @@ AUTO_LABELS: tuple[str, ...] = (P.ARTIST, P.STYLE, P.GENRE, P.DIAGNOSIS)
 """What `projection_label=auto` (the default) learns from: the first of these fields that the collection's
 metadata fills with two classes or more. The finest art label first (neighbours by the same artist are what
 an art analyst looks for before the same genre); diagnosis for medical collections."""
+AUTO_COVERAGE = 0.8
+"""`auto` learns only from a field that at least this share of the collection's points carries: a projection
+re-ranks every query, and one learned on part of the collection (the paintings of one that also holds scans)
+would re-rank the rest by axes that mean nothing for them. Name the field to learn from a part anyway."""
 ALL = "all"
 """The split a fit records when the collection has no `split` field: it learned from every labelled item."""
 MAX_FIT = 50_000
@@ -176,16 +180,25 @@ def fit(x: np.ndarray, labels: list[Any], groups: list[Any], label: str, model: 
 def resolve(store: Any, label: str, split: str = "train") -> tuple[str, str]:
     """The (label, split) a fit learns from, read from the payload indexes (no scroll).
 
-    `label` = AUTO picks the first of AUTO_LABELS with two learnable classes (raises NoLabel when none has).
+    `label` = AUTO picks the first of AUTO_LABELS with two learnable classes, provided AUTO_COVERAGE of the
+    points carry it (raises NoLabel otherwise).
     A collection without any `split` value learns from every labelled item (split ALL): those labels are all
     the user has, and `recommender evaluate-retrieval` then scores the projection by cross-fitting."""
     split = split if store.facet(SPLIT_FIELD, limit=1) else ALL
     if label != AUTO:
         return label, split
     must = None if split == ALL else {SPLIT_FIELD: split}
+    points, minority = store.count(), []
     for name in AUTO_LABELS:
-        if sum(n >= MIN_PER_CLASS for n in store.facet(name, must=must, limit=100_000).values()) >= 2:
+        if sum(n >= MIN_PER_CLASS for n in store.facet(name, must=must, limit=100_000).values()) < 2:
+            continue
+        if (carry := store.count_where(has=[name])) >= AUTO_COVERAGE * points:
             return name, split
+        minority.append(f"'{name}' on {carry}")
+    if minority:
+        raise NoLabel(f"Of {points} points only {', '.join(minority)} carry a label (auto needs {AUTO_COVERAGE:.0%}); "
+                      "queries rank by plain cosine. To learn one anyway: RECOMMENDER_PROJECTION_LABEL=FIELD or "
+                      "`recommender fit-projection --label FIELD`.")
     where = "labelled items" if split == ALL else f"items with {SPLIT_FIELD}={split}"
     raise NoLabel(f"No field among {', '.join(AUTO_LABELS)} has 2+ values with {MIN_PER_CLASS}+ {where} each; "
                   "queries rank by plain cosine (ingest with --metadata FILE holding one of those columns).")

@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     projection_label: str | None = Field(
         "auto", description="Refit the supervised projection from this label at the end of every ingest that changed "
         "the collection (train split only, or every labelled item when there is no split; see `recommender "
-        "fit-projection`); auto = the first of artist, style, genre, diagnosis with 2+ classes; none = only by that command.")
+        "fit-projection`); auto = the first of artist, style, genre, diagnosis with 2+ classes that 80 % of the points "
+        "carry; none = only by that command.")
     projection_split: str = Field("train", min_length=1, description="The `split` value the projection learns from.")
     use_projection: bool = Field(
         True, description="Rank by the supervised projection when the collection has one (`recommender fit-projection`); "

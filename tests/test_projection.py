@@ -1,5 +1,5 @@
 """The supervised projection (issue 16) on a collection built by the real ingest: fitted by the ingest's
-projection stage from the train split's labels (the label chosen by itself: projection_label=auto), queries re-ranked by the blend, checked against
+projection stage from the train split's labels (named, or chosen by itself: projection_label=auto), queries re-ranked by the blend, checked against
 scikit-learn's LDA computed here independently; the command, its errors, and the switch-off paths."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def built(tmp_path_factory, prefect_harness) -> tuple[Path, Path, dict]:
     src = tmp_path_factory.mktemp("proj_src") / "samples"
     shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("volumes"))
     home = tmp_path_factory.mktemp("proj_home")
-    cfg = get_settings(home=home).model_dump(mode="json")  # the default, projection_label=auto
+    cfg = get_settings(home=home, projection_label="genre").model_dump(mode="json")  # named: auto leaves a mixed one alone
     report = ingest_flow(str(src), str(src / "metadata.csv"), settings=cfg)
     assert report["failed"] == 0
     return home, src, report
@@ -54,7 +54,7 @@ def _by_hand(home: Path, weight: float) -> tuple[list[str], np.ndarray, list]:
 
 def test_the_ingest_fits_it_and_item_queries_rank_by_the_blend(built):
     home, _, report = built
-    assert report["projection"]["label"] == "genre" and report["projection"]["refit"] is True  # auto: the art label
+    assert report["projection"]["label"] == "genre" and report["projection"]["refit"] is True
     fitted = projection.load(projection.path_for(home, "images"))
     assert fitted is not None and fitted.trained_on == 20 and fitted.classes == ["Genre", "Landscape", "Naturmort", "Portrait"]
     assert fitted.weight in projection.BLEND and set(fitted.cv) == {str(w) for w in projection.BLEND}
@@ -213,14 +213,37 @@ def test_the_rest_api_ranks_items_and_uploads_with_the_projection(built):
     assert upload.json()[0]["reason"]["projection"]["label"] == "genre" and upload.json()[0]["score"] == pytest.approx(1.0, abs=1e-3)
 
 
+def _paintings(src: Path, to: Path, split: bool) -> tuple[Path, Path]:
+    """The sample paintings alone, with their metadata rows (and the `split` column or not)."""
+    import pandas as pd
+
+    shutil.copytree(src / "art", to / "art")
+    rows = pd.read_csv(src / "metadata.csv")
+    rows = rows[rows["path"].str.startswith("art/")]
+    (rows if split else rows.drop(columns=["split"])).to_csv(to / "labels.csv", index=False)
+    return to, to / "labels.csv"
+
+
+def test_the_default_learns_the_label_of_a_collection_of_paintings_and_leaves_a_mixed_one_alone(built, tmp_path):
+    home, src, _ = built
+    folder, table = _paintings(src, tmp_path / "paintings", split=True)
+    report = ingest_flow(str(folder), str(table), settings=get_settings(home=tmp_path / "home").model_dump(mode="json"))
+    assert report["projection"]["label"] == "genre" and report["projection"]["split"] == "train"
+    assert report["projection"]["trained_on"] == 20 and report["projection"]["refit"] is True  # the train paintings
+    # the samples as a whole: 24 of 50 points carry a genre, so the default leaves them to plain cosine
+    rec = Recommender(get_settings(home=home))
+    try:
+        with pytest.raises(projection.NoLabel, match="only 'genre' on 24"):
+            projection.resolve(rec.store, projection.AUTO)
+    finally:
+        rec.close()
+
+
 def test_without_a_split_it_learns_every_label_and_the_evaluation_cross_fits(built, tmp_path):
     """No `split` column: the default ingest learns from every labelled item, and evaluate-retrieval ranks each
     query by a projection refitted without the query's fold (checked against the fold fits computed here)."""
-    import pandas as pd
-
-    _, src, _ = built
-    table = tmp_path / "nosplit.csv"
-    pd.read_csv(src / "metadata.csv").drop(columns=["split"]).to_csv(table, index=False)
+    _, samples, _ = built
+    src, table = _paintings(samples, tmp_path / "paintings", split=False)
     home = tmp_path / "home"
     report = ingest_flow(str(src), str(table), settings=get_settings(home=home).model_dump(mode="json"))
     assert report["projection"]["label"] == "genre" and report["projection"]["split"] == projection.ALL
