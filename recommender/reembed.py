@@ -21,6 +21,7 @@ from recommender.errors import RecommenderError
 from recommender.ingest import EmbeddedChunk, EmbedSpec, SourceFile, embed_files, embedder_for
 from recommender.ingest.stages import chunks
 from recommender.locks import CollectionLock
+from recommender.projection import projection_stage
 from recommender.settings import Settings
 from recommender.store import VectorStore, open_store
 
@@ -63,10 +64,12 @@ def reembed(settings: Settings, model: str, allow_missing: bool = False, keep_ol
             raise RecommenderError(f"Re-embedded collection '{target}' is incomplete; the alias was not switched.")
         store.switch_alias(target, drop_old=not keep_old)
         catalog.set_model(settings.collection, embedder.name)
+        fitted = projection_stage(store, settings)  # the old model's fit no longer applies: learn it again
         return {
             "collection": settings.collection, "from_model": old_model, "to_model": embedder.name,
             "from_collection": old_phys, "to_collection": target, "points": dest.count(),
             "dropped": missing, "seconds": round(time.perf_counter() - started, 3),
+            **({"projection": fitted} if fitted else {}),
         }
     finally:
         if own_store:

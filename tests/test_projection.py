@@ -291,3 +291,29 @@ def test_a_collection_without_labels_skips_the_stage_and_ranks_by_cosine(tmp_pat
     assert report["status"] == "completed" and report["new"] == 4
     assert report["projection"]["label"] == "auto" and "plain cosine" in report["projection"]["skipped"]
     assert not projection.path_for(home, "images").exists()
+
+
+def test_reembed_learns_the_projection_again_for_the_new_model(built, tmp_path):
+    """A fit belongs to one model's vectors: after `reembed` the new generation gets its own."""
+    import torch
+    import torchvision
+
+    from recommender.reembed import reembed
+
+    _, samples, _ = built
+    folder, table = _paintings(samples, tmp_path / "paintings", split=True)
+    cfg = get_settings(home=tmp_path / "home")
+    assert ingest_flow(str(folder), str(table), settings=cfg.model_dump(mode="json"))["projection"]["refit"] is True
+    ckpt = tmp_path / "resnet50.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), ckpt)
+    result = reembed(cfg, f"resnet50:{ckpt}")
+    assert result["projection"]["label"] == "genre" and result["projection"]["refit"] is True
+    fitted = projection.load(projection.path_for(cfg.home, "images"))
+    assert fitted.model == f"resnet50:{ckpt}" and fitted.matrix.shape[0] == 2048
+    rec = Recommender(cfg)
+    try:
+        some = rec.store.query(np.ones(2048, np.float32), 1)[0].id
+        assert rec.similar_to_item(some, k=3)[0].reason["projection"]["label"] == "genre"
+    finally:
+        rec.close()
