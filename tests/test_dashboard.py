@@ -285,6 +285,8 @@ def test_runs_history_and_failures(app, sample_home):
     assert row["images/s"] == rep["images_per_second"]
     assert [m.value for m in at.metric if m.label == "scanned"] == [str(rep["scanned"])]
     assert f"**Failures ({rep['failed']})**" in _markdown(at)
+    # the sample corpus mixes paintings and scans: the default projection is skipped, and the page says why
+    assert "skipped" in rep["projection"] and f"Ranking: plain cosine. {rep['projection']['skipped']}" in _markdown(at)
 
 
 def test_empty_collection_says_how_to_ingest(isolated_home, monkeypatch):

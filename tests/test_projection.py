@@ -69,6 +69,10 @@ def test_the_ingest_fits_it_and_item_queries_rank_by_the_blend(built):
     assert [r.id for r in got] == [ids[j] for j in order]
     assert [r.score for r in got] == pytest.approx([blend[q, j] for j in order], abs=1e-4)
     assert got[0].reason["projection"] == {"label": "genre", "weight": fitted.weight}
+    from dashboard.views.runs import ranking_line  # what the Runs page says of this run
+
+    assert ranking_line(report) == (f"Ranking: projection learned from **genre** on 20 items (split train), "
+                                    f"blend weight {fitted.weight}.")
 
 
 def test_uploads_rank_the_same_way_and_the_switch_restores_plain_cosine(built):

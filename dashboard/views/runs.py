@@ -33,6 +33,21 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ranking_line(report: dict) -> str | None:
+    """What the run did to the ranking (the ingest's projection stage), in one sentence; None when it had none."""
+    p = report.get("projection") or {}
+    if not p:
+        return None
+    if "error" in p:
+        return f"Ranking: learning the projection from **{p['label']}** failed; the previous ranking stays. {p['error']}"
+    if "skipped" in p:
+        return f"Ranking: plain cosine. {p['skipped']}"
+    if p.get("refit") is False:
+        return f"Ranking: the projection from **{p['label']}** was kept" + (f" ({p['why']})." if p.get("why") else ".")
+    return (f"Ranking: projection learned from **{p['label']}** on {p['trained_on']} items (split {p['split']}), "
+            f"blend weight {p['weight']}.")
+
+
 def render() -> None:
     cfg = resources.settings()
     st.title("Ingestion runs")
@@ -55,6 +70,8 @@ def render() -> None:
     cols[2].metric("failed", rep.get("failed", "—"))
     cols[3].metric("images/s", rep.get("images_per_second", "—"))
     cols[4].metric("duration s", rep.get("seconds", "—"))
+    if line := ranking_line(rep):
+        st.markdown(line)
     if rep.get("stage_seconds"):
         st.markdown("**Seconds per stage**")
         st.bar_chart(pd.Series(rep["stage_seconds"], name="seconds"))
