@@ -41,7 +41,9 @@ RERANK_POOL = 50
 what re-ranking the whole collection gains (brain-mri 0.865 against 0.868, art-louvre equal)."""
 SPLIT_FIELD = "split"
 CV_K = 10
-MIN_PER_CLASS = 2
+MIN_PER_CLASS = 4
+"""Items a label value needs to be learned: the weight's two-fold cross-validation then learns it from two
+items in each half (one item gives a class no spread, and the discriminant cannot be solved)."""
 AUTO = "auto"
 AUTO_LABELS: tuple[str, ...] = (P.ARTIST, P.STYLE, P.GENRE, P.DIAGNOSIS)
 """What `projection_label=auto` (the default) learns from: the first of these fields that the collection's
@@ -162,7 +164,7 @@ def fit(x: np.ndarray, labels: list[Any], groups: list[Any], label: str, model: 
     if (counts >= MIN_PER_CLASS).sum() < 2:
         raise ConfigError(f"Field '{label}' needs at least 2 values with {MIN_PER_CLASS}+ {split} items each to learn a "
                           f"projection; the {split} items have {dict(zip(classes.tolist(), counts.tolist()))}.")
-    learnable = np.isin(y, classes[counts >= MIN_PER_CLASS])  # a value seen once teaches no direction: left out
+    learnable = np.isin(y, classes[counts >= MIN_PER_CLASS])  # rarer values are left out
     xt = unit(np.asarray(x, dtype=np.float32)[learnable])
     y, classes = y[learnable], classes[counts >= MIN_PER_CLASS]
     g = np.array([str(v) for v in groups])[learnable]

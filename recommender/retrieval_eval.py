@@ -138,8 +138,13 @@ def neighbours_crossfitted(rec: Recommender, corpus: Corpus, queries: list[int],
         if not fold:
             continue
         learn = np.setdiff1d(taught_rows, taught_rows[part])
-        refit = projection.fit(corpus.vectors[learn], [corpus.extra[fitted.label][i] for i in learn],
-                               [corpus.groups[i] for i in learn], fitted.label, fitted.model, fitted.split)
+        try:
+            refit = projection.fit(corpus.vectors[learn], [corpus.extra[fitted.label][i] for i in learn],
+                                   [corpus.groups[i] for i in learn], fitted.label, fitted.model, fitted.split)
+        except ConfigError as exc:
+            raise ConfigError(f"The projection can't be scored on the items it learned from: a fit on {CROSS_FOLDS - 1} "
+                              f"of {CROSS_FOLDS} folds of its '{fitted.label}' items failed ({exc}). Score it on "
+                              "queries it did not learn from (--split test), or label more items.") from exc
         coords = projection.Coordinates.from_rows(corpus.ids, refit.apply(corpus.vectors))
         with rec.projection_override(refit, coords):
             rows.update(zip(fold, neighbours_pipeline(rec, corpus, fold, k)[0]))

@@ -321,3 +321,23 @@ def test_reembed_learns_the_projection_again_for_the_new_model(built, tmp_path):
         assert rec.similar_to_item(some, k=3)[0].reason["projection"]["label"] == "genre"
     finally:
         rec.close()
+
+
+def test_too_few_labels_to_cross_fit_is_a_clear_error(built, tmp_path):
+    """Twelve paintings, four per genre, no split: the ingest learns from all twelve, but a fit on four fifths
+    of them has three of each genre, too few to learn, so evaluate-retrieval says it can't score them."""
+    import pandas as pd
+
+    _, samples, _ = built
+    src, rows = tmp_path / "twelve", []
+    for genre in ("landscape", "portrait", "naturmort"):
+        (src / genre).mkdir(parents=True)
+        for image in sorted((samples / "art" / genre).iterdir())[:4]:
+            shutil.copy(image, src / genre / image.name)
+            rows.append({"path": f"{genre}/{image.name}", "genre": genre})
+    pd.DataFrame(rows).to_csv(src / "labels.csv", index=False)
+    home = tmp_path / "home"
+    report = ingest_flow(str(src), str(src / "labels.csv"), settings=get_settings(home=home).model_dump(mode="json"))
+    assert report["projection"]["split"] == projection.ALL and report["projection"]["trained_on"] == 12
+    r = CliRunner().invoke(app, ["evaluate-retrieval", "--label", "genre", "--k", "2", "--home", str(home)])
+    assert r.exit_code != 0 and "can't be scored on the items it learned from" in str(r.exception)
