@@ -129,6 +129,25 @@ def _settle(pg) -> None:
     pg.wait_for_timeout(300)
 
 
+def _download(pg, key: str) -> bytes:
+    """The file behind a download button. Each script run registers the button's file anew and
+    releases the last run's, so a click that lands while a run finishes can fetch a released file
+    and start no download (seen once in CI on 2 busy cores); a user would click again, and so does
+    this, once, after the page settles."""
+    from playwright.sync_api import TimeoutError as TimeoutError_
+
+    def click(timeout_ms: int) -> bytes:
+        _settle(pg)
+        with pg.expect_download(timeout=timeout_ms) as info:
+            pg.locator(f".st-key-{key} button").click()
+        return Path(info.value.path()).read_bytes()
+
+    try:
+        return click(30_000)
+    except TimeoutError_:
+        return click(90_000)
+
+
 def _shot(pg, shots: Path, name: str) -> Path:
     path = shots / f"{name}.png"
     pg.wait_for_timeout(1500)  # dataframes and images paint after the run ends

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_browser import CHROMIUM, TIMEOUT_MS, _settle, _shot, dashboard_server
+from test_browser import CHROMIUM, TIMEOUT_MS, _download, _settle, _shot, dashboard_server
 
 pytestmark = pytest.mark.slow
 
@@ -139,25 +139,6 @@ def _choose(pg, key: str, label: str) -> None:
     pg.get_by_role("option", name=re.compile(rf"^{re.escape(label)} \(\d+\)")).first.click()
     pg.keyboard.press("Escape")
     _settle(pg)
-
-
-def _download(pg, key: str) -> bytes:
-    """The file behind a download button. Each script run registers the button's file anew and
-    releases the last run's, so a click that lands while a run finishes can fetch a released file
-    and start no download (seen once in CI on 2 busy cores); a user would click again, and so does
-    this, once, after the page settles."""
-    from playwright.sync_api import TimeoutError as TimeoutError_
-
-    def click(timeout_ms: int) -> bytes:
-        _settle(pg)
-        with pg.expect_download(timeout=timeout_ms) as info:
-            pg.locator(f".st-key-{key} button").click()
-        return Path(info.value.path()).read_bytes()
-
-    try:
-        return click(30_000)
-    except TimeoutError_:
-        return click(90_000)
 
 
 def test_analyst_filters_brain_mri_by_diagnosis_and_split(server, pg, shots):

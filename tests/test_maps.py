@@ -294,7 +294,7 @@ def test_analyst_lassos_points_on_the_map_and_exports_them(pipeline_home, tmp_pa
     import os
 
     from playwright.sync_api import sync_playwright
-    from test_browser import CHROMIUM, TIMEOUT_MS, _settle, _shot, dashboard_server
+    from test_browser import CHROMIUM, TIMEOUT_MS, _download, _settle, _shot, dashboard_server
 
     layout = _layout(pipeline_home)
     with dashboard_server(pipeline_home.home, pipeline_home.collection, tmp_path / "streamlit.log") as url:
@@ -321,9 +321,7 @@ def test_analyst_lassos_points_on_the_map_and_exports_them(pipeline_home, tmp_pa
             shots.mkdir(parents=True, exist_ok=True)
             _shot(pg, shots, "map_selection")
             assert selected > len(layout) // 2  # a lasso, not one click
-            with pg.expect_download() as download:
-                pg.get_by_role("button", name="Export selection (CSV)").click()
-            exported = pd.read_csv(download.value.path())
+            exported = pd.read_csv(io.BytesIO(_download(pg, "map_export_csv")))
             browser.close()
     assert len(exported) == selected and exported["id"].is_unique
     assert set(exported["id"]) <= set(layout["id"])
