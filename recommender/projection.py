@@ -164,9 +164,10 @@ def fit(x: np.ndarray, labels: list[Any], groups: list[Any], label: str, model: 
     if (counts >= MIN_PER_CLASS).sum() < 2:
         raise ConfigError(f"Field '{label}' needs at least 2 values with {MIN_PER_CLASS}+ {split} items each to learn a "
                           f"projection; the {split} items have {dict(zip(classes.tolist(), counts.tolist()))}.")
-    learnable = np.isin(y, classes[counts >= MIN_PER_CLASS])  # rarer values are left out
+    classes = classes[counts >= MIN_PER_CLASS]  # rarer values are left out
+    learnable = np.isin(y, classes)
     xt = unit(np.asarray(x, dtype=np.float32)[learnable])
-    y, classes = y[learnable], classes[counts >= MIN_PER_CLASS]
+    y = y[learnable]
     g = np.array([str(v) for v in groups])[learnable]
     halves = folds(y, 2, seed)
     scores = {w: 0.0 for w in BLEND}
@@ -177,6 +178,12 @@ def fit(x: np.ndarray, labels: list[Any], groups: list[Any], label: str, model: 
     matrix, offset = _discriminant(xt, y)
     return Projection(label, weight, matrix, offset, model, split, len(y), classes.tolist(),
                       {str(w): round(v, 4) for w, v in scores.items()})
+
+
+def in_fit_set(value: Any, part: Any, split: str) -> bool:
+    """Whether an item with label `value` and split `part` is one a fit on `split` learns from (ALL: every
+    labelled item). The fit and the evaluation's cross-fitting read the same rule."""
+    return value is not None and (split == ALL or part == split)
 
 
 def resolve(store: Any, label: str, split: str = "train") -> tuple[str, str]:
@@ -215,7 +222,7 @@ def fit_store(store: Any, label: str, split: str = "train") -> Projection:
         value, part = payload.get(label), payload.get(SPLIT_FIELD)
         seen_splits.add(part)
         labelled += value is not None
-        if value is not None and (part == split or split == ALL):
+        if in_fit_set(value, part, split):
             fit_set += 1
             row = (vec, value, payload.get(P.CLUSTER_ID) or pid)
             if len(rows) < MAX_FIT:
@@ -279,6 +286,11 @@ def path_for(home: Path, collection: str) -> Path:
     return Path(home) / "projections" / collection / "projection.npz"
 
 
+def _keys(point_ids: Sequence[str]) -> np.ndarray:
+    """Point ids as the 16-byte keys the coordinate files are sorted and searched by."""
+    return np.array([uuid.UUID(p).bytes for p in point_ids], dtype="S16")
+
+
 def _coordinate_paths(path: Path, token: str) -> tuple[Path, Path]:
     return path.with_name(f"{token}.ids.npy"), path.with_name(f"{token}.coords.npy")
 
@@ -297,9 +309,9 @@ def save(projection: Projection, path: Path, store: Any | None = None) -> Path:
         ids, rows = [], []
         points = store.scroll(batch=1024, with_vectors=True)
         while chunk := list(itertools.islice(points, 4096)):
-            ids += [uuid.UUID(pid).bytes for pid, _, _ in chunk]
+            ids.append(_keys([pid for pid, _, _ in chunk]))
             rows.append(projection.apply(np.stack([vec for _, _, vec in chunk])))
-        keys = np.array(ids, dtype="S16")
+        keys = np.concatenate(ids) if ids else _keys([])
         order = np.argsort(keys)
         id_path, coord_path = _coordinate_paths(path, projection.token)
         _atomic_save(id_path, keys[order])
@@ -347,7 +359,7 @@ class Coordinates:
     @classmethod
     def from_rows(cls, point_ids: Sequence[str], rows: np.ndarray) -> "Coordinates":
         """Coordinates held in memory (a projection that was never saved, e.g. one fold of an evaluation)."""
-        keys = np.array([uuid.UUID(p).bytes for p in point_ids], dtype="S16")
+        keys = _keys(point_ids)
         order = np.argsort(keys)
         out = cls.__new__(cls)
         out.ids, out.rows = keys[order], np.asarray(rows, dtype=np.float32)[order]
@@ -364,7 +376,7 @@ class Coordinates:
 
     def lookup(self, point_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(rows, found): the coordinates of each id (zeros where not found) and which were found."""
-        keys = np.array([uuid.UUID(p).bytes for p in point_ids], dtype="S16")
+        keys = _keys(point_ids)
         at = np.minimum(np.searchsorted(self.ids, keys), max(len(self.ids) - 1, 0))
         found = (self.ids[at] == keys) if len(self.ids) else np.zeros(len(keys), bool)
         rows = np.zeros((len(keys), self.rows.shape[1]), np.float32)

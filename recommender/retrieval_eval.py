@@ -125,7 +125,7 @@ def neighbours_crossfitted(rec: Recommender, corpus: Corpus, queries: list[int],
     projection learned would only say how well it memorised them."""
     splits = corpus.splits or [None] * len(corpus.ids)
     taught = [i for i, (v, part) in enumerate(zip(corpus.extra[fitted.label], splits))
-              if v is not None and (fitted.split == projection.ALL or part == fitted.split)]
+              if projection.in_fit_set(v, part, fitted.split)]
     asking = set(queries) & set(taught)
     rows: dict[int, list[int]] = {}
     if len(asking) < len(queries):
