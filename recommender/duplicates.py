@@ -28,8 +28,8 @@ import numpy as np
 from recommender import payload as P
 from recommender.decisions import Decisions
 from recommender.decode import DecodeOptions
-from recommender.dedup import (DedupConfig, DedupEngine, Fingerprint, SearchFn, build_pictures, fingerprint_of,
-                               match_new_items, write_reports)
+from recommender.dedup import (DedupConfig, DedupEngine, Fingerprint, SearchFn, build_pictures, candidate_cosine,
+                               fingerprint_of, match_new_items, verification_floors, write_reports)
 from recommender.models.registry import resolve_dedup_thresholds
 from recommender.progress import progress_bar
 from recommender.settings import Settings
@@ -88,9 +88,10 @@ class IngestDeduper:
         existing = self._same_pixels(new)
         thumbnails = self._small_candidates(new, vectors, existing, set(ids))
         self.hashes.add(new)
-        cross = match_new_items(self.engine, new, vectors, existing, self._search(existing, set(ids)), k=self.k,
-                                forbidden=apart, candidates=thumbnails)
-        within = self.engine.find_duplicates(new, vectors, forbidden=apart).pairs
+        search, floors = self._candidates(existing, set(ids), vectors)
+        cross = match_new_items(self.engine, new, vectors, existing, search, k=self.k,
+                                forbidden=apart, candidates=thumbnails, floor=floors)
+        within = self.engine.find_duplicates(new, vectors, forbidden=apart, floor=floors).pairs
         near = int((cross[P.TIER] == P.Tier.NEAR.value).sum() + (within[P.TIER] == P.Tier.NEAR.value).sum())
         cross = cross[cross[P.TIER].isin(SAME_PICTURE)]
         within = within[within[P.TIER].isin(SAME_PICTURE)]
@@ -155,6 +156,22 @@ class IngestDeduper:
         hashes = sorted({it.pixel_hash for it in new if it.pixel_hash})
         rows, _ = self.store.scroll_where({P.PIXEL_HASH: hashes}, limit=1000) if hashes else ([], None)
         return [self._with_cluster(fingerprint_of(pid, p), p) for pid, p, _ in rows]
+
+    def _candidates(self, existing: list[Fingerprint], skip: set[str],
+                    vectors: np.ndarray) -> tuple[SearchFn, np.ndarray | None]:
+        """The store search for this batch, its answers read once, and each new item's verification
+        floor over the batch and those answers (`verification_floors`): one budget of
+        `max_verify_per_item` verifications per new item across its chunk and the collection."""
+        search = self._search(existing, skip)
+        if not self.engine.verifying():
+            return search, None
+        c = self.engine.config
+        low = candidate_cosine(c, True)
+        hits = search(np.asarray(vectors, np.float32), low, self.k)
+
+        def answered(batch: np.ndarray, threshold: float, k: int) -> list[list[tuple[int, float]]]:
+            return hits if (threshold, k) == (low, self.k) and len(batch) == len(hits) else search(batch, threshold, k)
+        return answered, verification_floors(c, vectors, [[cos for _, cos in found] for found in hits])
 
     def _search(self, existing: list[Fingerprint], skip: set[str]) -> SearchFn:
         """A SearchFn backed by the store's nearest-neighbour queries; hits join `existing`."""

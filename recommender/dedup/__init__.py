@@ -24,19 +24,19 @@ See docs/dedup.md for the design and the measured thresholds.
 from recommender.dedup.cluster import build_members, build_pictures, choose_canonical, connected_labels
 from recommender.dedup.config import DedupConfig
 from recommender.dedup.embed import EmbedFn
-from recommender.dedup.engine import DedupEngine, DedupResult, match_new_items
+from recommender.dedup.engine import DedupEngine, DedupResult, match_new_items, verification_floors
 from recommender.dedup.hashing import (Fingerprint, fingerprint_file, fingerprint_files, fingerprint_image,
                                        fingerprint_of, fingerprint_payload)
 from recommender.dedup.leakage import field_leakage, leakage_report
 from recommender.dedup.methods import EmbeddingCosine, ExactHash, PairSet, PerceptualHash
 from recommender.dedup.report import write_reports
 from recommender.dedup.sweep import SearchFn, cosine_pairs, hamming_pairs, match_new, numpy_search
-from recommender.dedup.tiers import TIER_RANK, TIERS, decide_tiers, needs_verification
+from recommender.dedup.tiers import TIER_RANK, TIERS, candidate_cosine, decide_tiers, needs_verification
 
 __all__ = [
     "TIERS", "TIER_RANK", "DedupConfig", "DedupEngine", "DedupResult", "EmbedFn", "Fingerprint", "PairSet",
     "SearchFn", "ExactHash", "PerceptualHash", "EmbeddingCosine", "build_members", "build_pictures", "choose_canonical",
     "connected_labels", "cosine_pairs", "decide_tiers", "field_leakage", "fingerprint_file", "fingerprint_files",
     "fingerprint_image", "fingerprint_of", "fingerprint_payload", "hamming_pairs", "leakage_report", "match_new",
-    "match_new_items", "needs_verification", "numpy_search", "write_reports",
+    "match_new_items", "needs_verification", "verification_floors", "candidate_cosine", "numpy_search", "write_reports",
 ]

@@ -197,7 +197,8 @@ class DedupEngine:
         return (_vkey(items[a]), src_a, _vkey(items[b]), src_b, mirror)
 
     def _verify(self, items: Sequence[Fingerprint], ci: np.ndarray, cj: np.ndarray, cos: np.ndarray,
-                dist: np.ndarray, tiers: np.ndarray, images: dict[int, Image.Image] | None) -> np.ndarray:
+                dist: np.ndarray, tiers: np.ndarray, images: dict[int, Image.Image] | None,
+                floor: np.ndarray | None = None) -> np.ndarray:
         """Inlier counts of the ambiguous pairs (-1 = not verified), for `decide_tiers`.
 
         Pairs are visited by descending cosine and skipped once both ends already sit in one
@@ -220,7 +221,8 @@ class DedupEngine:
         component = connected_labels(len(items), ci[strong], cj[strong]).tolist()
         joined = DisjointSet(sorted(set(component)))  # components merged by verified copies during this loop
         small = small_pairs(c, items, ci, cj)
-        amb = np.nonzero(needs_verification(c, tiers, cos, dist, other_slices(items, ci, cj), small=small))[0]
+        amb = np.nonzero(needs_verification(c, tiers, cos, dist, other_slices(items, ci, cj), small=small)
+                         & above_floor(c, floor, ci, cj, cos, dist, small))[0]
         big, little = amb[~small[amb]], amb[small[amb]]
         order = [*big[np.argsort(-cos[big], kind="stable")].tolist(), *little[np.argsort(dist[little], kind="stable")].tolist()]
         counts = {False: np.zeros(len(items), np.int32), True: np.zeros(len(items), np.int32)}
@@ -292,10 +294,13 @@ class DedupEngine:
                               lambda todo: self.pair_tiers(items, embeddings, todo), forbidden)
 
     def find_duplicates(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None = None,
-                        images: dict[int, Image.Image] | None = None, forbidden: Forbidden = ()) -> DedupResult:
+                        images: dict[int, Image.Image] | None = None, forbidden: Forbidden = (),
+                        floor: np.ndarray | None = None) -> DedupResult:
         """Tiered pairs and clusters. `embeddings` (aligned, L2-normalised) are computed if an
         embed function is set and none are given; with neither, only exact and pHash copies.
-        `forbidden` id pairs are left out of the pairs (a curator said they differ)."""
+        `forbidden` id pairs are left out of the pairs (a curator said they differ). With `floor`
+        (per item, `verification_floors`), a pair is verified for its cosine only when that cosine
+        reaches the floor of both items."""
         c = self.config
         items = list(items)
         n = len(items)
@@ -347,7 +352,7 @@ class DedupEngine:
         inliers = np.full(len(ci), -1, np.int32)
         if cos is not None and verifying:
             t = time.perf_counter()
-            inliers = self._verify(items, ci, cj, cos, dist, tiers, images)
+            inliers = self._verify(items, ci, cj, cos, dist, tiers, images, floor)
             tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)
             timings["verify"] = time.perf_counter() - t
             timings["verified_pairs"] = float((inliers >= 0).sum())
@@ -384,6 +389,45 @@ class DedupEngine:
         return self.find_duplicates(items, emb, images=dict(enumerate(images)))
 
 
+def verification_floors(config: DedupConfig, embeddings: np.ndarray,
+                        outside: Sequence[Sequence[float]] = (), block: int = 1024) -> np.ndarray:
+    """Per item, the least cosine at which a candidate is still verified for its cosine: the
+    `max_verify_per_item`-th highest of its cosines >= `verify_cosine` to the other rows of
+    `embeddings` and to its candidates elsewhere (`outside[i]`: the stored collection's), or -inf
+    when it has fewer such candidates.
+
+    Why: dedupe on ingest meets a new item's candidates twice, in its own chunk
+    (`find_duplicates`) and in the collection (`match_new_items`), and each visit had its own cap,
+    so on brain-mri an item was verified 21 times on median where the batch engine's one count
+    allows 12. One floor read by both visits keeps each item to its most similar candidates,
+    wherever they are."""
+    cap, low = config.max_verify_per_item, config.verify_cosine
+    x = np.asarray(embeddings, np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    floors = np.full(len(x), -np.inf, np.float32)
+    for s in range(0, len(x), block):
+        sims = x[s:s + block] @ x.T
+        sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf  # not itself
+        for r, row in enumerate(sims):
+            q = s + r
+            vals = np.concatenate([row[row >= low], np.asarray(outside[q] if len(outside) else (), np.float32)])
+            vals = vals[vals >= low]
+            if len(vals) >= cap:
+                floors[q] = np.partition(vals, len(vals) - cap)[len(vals) - cap]
+    return floors
+
+
+def above_floor(config: DedupConfig, floor: np.ndarray | None, ci: np.ndarray, cj: np.ndarray | None,
+                cos: np.ndarray, dist: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """Which pairs the floors let through: all when there are none; thumbnail pairs and pairs within
+    `phash_strict` bits always (they are verified for their pHash, not their cosine); the others when
+    the cosine reaches the floor of item ci (and of cj when given)."""
+    if floor is None:
+        return np.ones(len(ci), bool)
+    need = floor[ci] if cj is None else np.maximum(floor[ci], floor[cj])
+    return small | (dist <= config.phash_strict) | (cos >= need)
+
+
 def _vkey(item: Fingerprint) -> tuple[str, str, str]:
     return (item.id, item.path, item.sha256)
 
@@ -391,7 +435,8 @@ def _vkey(item: Fingerprint) -> tuple[str, str, str]:
 def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_emb: np.ndarray | None,
                     existing_items: Sequence[Fingerprint], search: SearchFn | None = None,
                     k: int = 10, forbidden: Forbidden = (),
-                    candidates: Sequence[tuple[int, int, float]] = ()) -> pd.DataFrame:
+                    candidates: Sequence[tuple[int, int, float]] = (),
+                    floor: np.ndarray | None = None) -> pd.DataFrame:
     """Dedupe-on-ingest: tiered matches of each new item against an existing collection.
 
     Exact by byte/pixel hash lookup, then embedding candidates from `search` (numpy
@@ -403,7 +448,8 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     (new, existing, cosine) pairs to decide, found otherwise: the thumbnail pairs the caller found
     by pHash among the stored items (`recommender.stored_hashes`), which the cosine search misses.
     Small pairs are verified with their own per-item count, as in `find_duplicates`. A `forbidden`
-    (new id, existing id) pair is never a match.
+    (new id, existing id) pair is never a match. With `floor` (per new item, `verification_floors`),
+    a pair is verified for its cosine only when that cosine reaches the new item's floor.
     """
     c = engine.config
     verifying = new_emb is not None and engine.verifying()
@@ -449,7 +495,9 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
         small = small_pairs(c, both, q_arr, e_arr + len(new_items))
         rows = []  # in order, at most max_verify_per_item per new item (and as many small pairs):
         # no verdict changes which pairs run
-        for r in np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small)).tolist():
+        due = needs_verification(c, tiers, cos, dist, slices, small=small) & above_floor(c, floor, q_arr, None, cos,
+                                                                                        dist, small)
+        for r in np.flatnonzero(due).tolist():
             count = tries[bool(small[r])]
             if count[qs[r]] < c.max_verify_per_item:
                 count[qs[r]] += 1
