@@ -404,16 +404,16 @@ def verification_floors(config: DedupConfig, embeddings: np.ndarray,
     cap, low = config.max_verify_per_item, config.verify_cosine
     x = np.asarray(embeddings, np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    far = np.full((len(x), max((len(o) for o in outside), default=0)), -np.inf, np.float32)
+    for q, cosines in enumerate(outside):
+        far[q, :len(cosines)] = cosines
     floors = np.full(len(x), -np.inf, np.float32)
     for s in range(0, len(x), block):
-        sims = x[s:s + block] @ x.T
+        sims = np.hstack([x[s:s + block] @ x.T, far[s:s + block]])
         sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf  # not itself
-        for r, row in enumerate(sims):
-            q = s + r
-            vals = np.concatenate([row[row >= low], np.asarray(outside[q] if len(outside) else (), np.float32)])
-            vals = vals[vals >= low]
-            if len(vals) >= cap:
-                floors[q] = np.partition(vals, len(vals) - cap)[len(vals) - cap]
+        if sims.shape[1] >= cap:  # the cap-th highest counts only from verify_cosine up (else fewer candidates)
+            kth = np.partition(sims, -cap, axis=1)[:, -cap]
+            floors[s:s + block] = np.where(kth >= low, kth, -np.inf)
     return floors
 
 
