@@ -6,7 +6,8 @@ import itertools
 
 import numpy as np
 
-from recommender.dedup.cluster import build_members, build_pictures, choose_canonical, connected_labels
+from recommender.dedup.cluster import (EVERY_CANONICAL_UP_TO, OTHER_CANONICALS, build_members, build_pictures,
+                                       choose_canonical, connected_labels)
 from recommender.dedup.hashing import Fingerprint
 
 
@@ -87,7 +88,8 @@ def test_same_picture_clusters_do_not_chain_look_alikes():
     # the policy's canonical (a, the largest) would keep only b; b keeps a and c, each linked to it
     # directly, and d, which matches neither b nor a, is split off: no member rests on a chain
     assert _stars(df) == {"b": {"a", "b", "c"}}
-    assert sorted(asked) == [(0, 2), (2, 0), (3, 0), (3, 1)]    # only pairs no edge joins are asked about
+    # only pairs no edge joins are asked about; in a small group every member is tried as the canonical
+    assert sorted(asked) == [(0, 2), (0, 3), (1, 3), (2, 0), (3, 0), (3, 1)]
     assert set(df[df.canonical]["id"]) == {"b"} and set(df["tier"]) == {"copy"}
     assert _stars(build_pictures(items, i, j, tiers)) == _stars(df)   # no evidence function: split as well
     everyone = build_pictures(items, i, j, tiers, lambda pairs: ["copy"] * len(pairs))
@@ -95,6 +97,44 @@ def test_same_picture_clusters_do_not_chain_look_alikes():
     for perm in itertools.permutations(range(4)):               # deterministic in the set of edges
         p = list(perm)
         assert _stars(build_pictures(items, i[p], j[p], [tiers[k] for k in p], never)) == _stars(df)
+
+
+def test_a_poorly_linked_original_keeps_its_edits_together():
+    """The original matches every edit, but the edits link to each other more than to it: the bordered
+    copy (largest, best linked) and the next best-linked edits would each split the two thumbnails off,
+    so the star is built around the original, the one canonical that keeps the whole picture."""
+    names = ["orig", "border", "e2", "e3", "e4", "thumb1", "thumb2"]
+    items = [fp("orig"), fp("border", 40, 40), fp("e2", 20, 20), fp("e3", 20, 20), fp("e4", 20, 20),
+             fp("thumb1", 5, 5), fp("thumb2", 5, 5)]
+    edges = [(1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4), (0, 1), (0, 5), (0, 6)]
+    i, j = np.array([a for a, _ in edges]), np.array([b for _, b in edges])
+
+    def original_matches_all(pairs):
+        return ["copy" if 0 in pair else "" for pair in pairs]
+
+    df = build_pictures(items, i, j, ["copy"] * len(edges), original_matches_all)
+    assert _stars(df) == {"orig": set(names)}
+
+
+def test_large_groups_try_only_the_best_linked_canonicals():
+    """Trying every member is quadratic in a group's size: a small group tries them all, a group larger
+    than EVERY_CANONICAL_UP_TO the hub and OTHER_CANONICALS more."""
+    def canonicals_tried(n: int) -> int:
+        items = [fp(f"m{k}", 10 + k, 10 + k) for k in range(n)]
+        calls: list[int] = []
+
+        def never(pairs):
+            calls.append(len(pairs))
+            return [""] * len(pairs)
+
+        # a path: every canonical keeps at most its two neighbours; a star over the whole group asks
+        # about at least n - 3 members, one over a part split off about fewer
+        build_pictures(items, np.arange(n - 1), np.arange(1, n), ["copy"] * (n - 1), never)
+        return sum(c >= n - 3 for c in calls)
+
+    assert canonicals_tried(6) == 6
+    assert canonicals_tried(EVERY_CANONICAL_UP_TO) == EVERY_CANONICAL_UP_TO
+    assert canonicals_tried(EVERY_CANONICAL_UP_TO + 4) == 1 + OTHER_CANONICALS
 
 
 def test_star_tiers_come_from_the_canonical_pair():
