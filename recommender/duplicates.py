@@ -167,10 +167,12 @@ class IngestDeduper:
             return search, None
         c = self.engine.config
         low = candidate_cosine(c, True)
-        hits = search(np.asarray(vectors, np.float32), low, self.k)
+        query = np.asarray(vectors, np.float32)
+        hits = search(query, low, self.k)
 
         def answered(batch: np.ndarray, threshold: float, k: int) -> list[list[tuple[int, float]]]:
-            return hits if (threshold, k) == (low, self.k) and len(batch) == len(hits) else search(batch, threshold, k)
+            same = (threshold, k) == (low, self.k) and np.array_equal(batch, query)  # not just as many rows
+            return hits if same else search(batch, threshold, k)
         return answered, verification_floors(c, vectors, [[cos for _, cos in found] for found in hits])
 
     def _search(self, existing: list[Fingerprint], skip: set[str]) -> SearchFn:

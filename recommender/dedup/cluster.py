@@ -51,10 +51,26 @@ def allowed(items: Sequence[Fingerprint], i: np.ndarray, j: np.ndarray, forbidde
                     bool)
 
 
+OTHER_CANONICALS = 2
+"""Further canonicals tried, best-linked first, when the hub would split members off a large group."""
+
+EVERY_CANONICAL_UP_TO = 16
+"""In a group of at most this many members every member is tried as the canonical when the hub would
+split members off; larger groups try the hub and OTHER_CANONICALS more. Why: the member that keeps
+the picture together is often one that few others link to (the original among its edits: a bordered
+copy is larger, a text copy better linked). On the tuning families (groups of 15: an original and its
+14 edits; benchmarks/ingest_dedup_eval.py, art-louvre) the star clusters' copy recall was 0.9726 with
+2 or 5 more canonicals, 0.9773 with 10 and 0.9809 with every member. Each option costs the direct
+checks of the members it has no link with, so trying all is quadratic in the group's size: on a
+brain-mri ingest every member of every group asked 8,409 checks against 2,185, 6,658 of them in
+groups of 17 or more; the bound keeps that quadratic cost to small groups."""
+
+
 CANONICAL_POLICY = ("largest width x height, then least compressed (most file bits per pixel), "
                     "then earliest ingested, then path, among the members linked to the most others; "
                     "another member when that keeps more of the cluster (any member in a group of up to "
-                    "16, else the next two best-linked; every member must match the canonical)")
+                    f"{EVERY_CANONICAL_UP_TO}, else the next {OTHER_CANONICALS} best-linked; every member "
+                    "must match the canonical)")
 
 
 def canonical_key(item: Fingerprint) -> tuple:
@@ -164,21 +180,6 @@ def _hub_canonical(group: Sequence[int], links: dict[int, int], items: Sequence[
     when a decision removes one link of a small cluster."""
     most = max(links.values())
     return choose_canonical([m for m in group if links[m] >= most - 1], items)
-
-
-OTHER_CANONICALS = 2
-"""Further canonicals tried, best-linked first, when the hub would split members off a large group."""
-
-EVERY_CANONICAL_UP_TO = 16
-"""In a group of at most this many members every member is tried as the canonical when the hub would
-split members off; larger groups try the hub and OTHER_CANONICALS more. Why: the member that keeps
-the picture together is often one that few others link to (the original among its edits: a bordered
-copy is larger, a text copy better linked). On the tuning families (groups of 15: an original and its
-14 edits; benchmarks/ingest_dedup_eval.py, art-louvre) the star clusters' copy recall was 0.9726 with
-2 or 5 more canonicals, 0.9773 with 10 and 0.9809 with every member. Each option costs the direct
-checks of the members it has no link with, so trying all is quadratic in the group's size: on a
-brain-mri ingest every member of every group asked 8,409 checks against 2,185, 6,658 of them in
-groups of 17 or more; the bound keeps that quadratic cost to small groups."""
 
 
 def _canonical_options(group: Sequence[int], adj: dict[int, set[int]], items: Sequence[Fingerprint]) -> list[int]:
