@@ -83,6 +83,20 @@ def test_pairs_verified_on_threads_count_as_one_by_one():
     assert sum(np.array(expected) >= one.min_inliers) >= len(PAINTINGS)  # each painting and its mirror
 
 
+def test_mirrored_features_are_those_of_the_mirrored_image():
+    """The mirror is described at the image's own keypoints mirrored, not detected again; that is only
+    right if it gives what detecting the mirrored image gives: the same keypoints (to float rounding,
+    on every pyramid level) and bit for bit the same descriptors."""
+    v = LocalFeatureVerifier()
+    for p in PAINTINGS:
+        mirrored = v.mirrored_features(str(p), lambda p=p: Image.open(p))
+        fresh = v.features(f"{p}-flip", Image.open(p).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+        assert mirrored[0] == fresh[0] and len(mirrored[1]) == len(fresh[1]) > 100
+        near = np.abs(mirrored[1][:, None, :] - fresh[1][None, :, :]).max(axis=2) < 0.05  # the same place
+        same = (mirrored[2][:, None, :] == fresh[2][None, :, :]).all(axis=2)  # the same descriptor
+        assert (near & same).any(axis=1).all(), p.name
+
+
 def test_a_small_cache_budget_bounds_memory_and_changes_no_count():
     """The verifier's caches are bounded (an ingest meets the whole collection); evicted images are
     detected again, with the same features, so the budget never changes a verdict."""
