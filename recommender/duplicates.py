@@ -181,9 +181,9 @@ class IngestDeduper:
 
         def search(vectors: np.ndarray, threshold: float, k: int) -> list[list[tuple[int, float]]]:
             out = []
-            for vec in vectors:
+            for hits in self.store.query_many(vectors, limit=k, score_threshold=threshold):
                 found = []
-                for hit in self.store.query(vec, limit=k, score_threshold=threshold):
+                for hit in hits:
                     if hit.id in skip or P.PHASH not in hit.payload:
                         continue
                     if hit.id not in position:

@@ -187,6 +187,20 @@ def test_query_by_vector_keeps_the_point_itself_and_honours_threshold(store: Vec
     assert_hits(store.query(data.x[11], 50, must={"genre": ["a", "c"]}, score_threshold=threshold), want[:5])
 
 
+def test_query_many_answers_each_row_as_one_query_would(store: VectorStore, data: Data) -> None:
+    """The ingest's batched check against the store: batches of any size, a threshold, before and
+    after the index is built, each row answered exactly as numpy ranks it."""
+    rows = list(range(0, N, 7))
+    for _ in ("before", "after"):
+        for batch in (1, 16, 256):
+            got = store.query_many(data.x[rows], K, score_threshold=0.2, batch=batch)
+            assert len(got) == len(rows)
+            for hits, q in zip(got, rows):
+                assert_hits(hits, [w for w in ranked(data, data.cos(data.x[q])) if w[1] >= 0.2][:K])
+        store.optimize()
+    assert store.query_many(data.x[:0], K) == []
+
+
 def test_positive_and_negative_examples_follow_best_score(store: VectorStore, data: Data) -> None:
     for pos, neg in (([0, 1], [2]), ([3], [4, 5]), ([6, 7, 8], [])):
         want = ranked(data, best_score(data, pos, neg), exclude={data.ids[i] for i in pos + neg})

@@ -72,6 +72,10 @@ def _use_in_child(home, queue):
     try:
         seen = store.count()
         store.upsert([point_id_for("child")], np.ones((1, DIM), np.float32), [{"path": "/child.jpg", "genre": "z"}])
+        probe = np.ones((3, DIM), np.float32) * np.arange(1, 4, dtype=np.float32)[:, None]
+        batched = [[h.id for h in hits] for hits in store.query_many(probe, 5)]  # one call through the owner
+        one_by_one = [[h.id for h in store.query(v, 5)] for v in probe]
+        assert batched == one_by_one and batched[0][0] == point_id_for("child")
         queue.put((store.client.owns, seen, store.count(), store.facet("genre").get("z")))
     finally:
         store.close()

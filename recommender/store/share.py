@@ -46,7 +46,7 @@ _CALLS = frozenset({  # the EdgeClient calls a client may make (never close: tha
     "collection_exists", "get_collection", "create_collection", "update_collection", "delete_collection",
     "get_aliases", "update_collection_aliases", "create_payload_index", "optimize", "version_stamp",
     "upsert", "delete", "set_payload", "delete_payload", "count", "retrieve", "scroll", "facet",
-    "query_points", "query_points_groups", "search_info",
+    "query_points", "query_batch_points", "query_points_groups", "search_info",
 })
 _GONE = (EOFError, ConnectionError, BrokenPipeError, OSError)
 
