@@ -458,11 +458,12 @@ def _mirror_keypoints(table: np.ndarray, pts: np.ndarray, width: int, scale_fact
     ORB finds a keypoint at level L of its pyramid, where the image is round(width / s) px wide
     (s = scale_factor ** L), and reports it times s; the mirror of column x there is (w_L - 1 - x),
     not (width - 1) minus the reported x. The intensity-centroid angle a becomes 180 - a."""
-    out = []
-    for (level, angle, size), (x, y) in zip(table.tolist(), pts.tolist()):
-        s = scale_factor ** int(level)
-        out.append(cv2.KeyPoint((round(width / s) - 1 - x / s) * s, y, size, (180.0 - angle) % 360.0, 0.0, int(level)))
-    return out
+    level = table[:, 0].astype(np.int64)
+    s = scale_factor ** level
+    x = (np.round(width / s) - 1 - pts[:, 0] / s) * s  # numpy rounds half to even, as OpenCV's cvRound
+    angle = (180.0 - table[:, 1]) % 360.0
+    return [cv2.KeyPoint(*k, 0.0, o) for *k, o in zip(x.tolist(), pts[:, 1].tolist(), table[:, 2].tolist(),
+                                                       angle.tolist(), level.tolist())]
 
 
 def _wh(g: np.ndarray) -> tuple[int, int]:
