@@ -53,10 +53,11 @@ def scatter(paths: list[str], dest: Path) -> list[Path]:
     return out
 
 
-def ingest_labels(home: Path, files: list[Path], chunk: int) -> tuple[np.ndarray, float]:
+def ingest_labels(home: Path, files: list[Path], chunk: int, keypoint_grid: int = 1) -> tuple[np.ndarray, float]:
     """Copy-level cluster label of each file after a real ingest at this chunk size, and the
     ingest's cluster-stage seconds."""
-    cfg = get_settings(home=home, collection="eval", chunk_items=chunk, progress=False)
+    cfg = get_settings(home=home, collection="eval", chunk_items=chunk, progress=False,
+                       dedup_keypoint_grid=keypoint_grid)
     report = run_ingest(cfg, files[0].parent)
     store = open_store(cfg)
     label_of: dict[str, str] = {}
@@ -96,7 +97,7 @@ def main() -> None:
     embed, options = model_embedder("mobilenet_v2")
     with tempfile.TemporaryDirectory(prefix="ingest-dedup-") as tmp:
         work = Path(tmp)
-        engine = DedupEngine(DedupConfig(), embed, options=options)
+        engine = DedupEngine(DedupConfig(keypoint_grid=args.keypoint_grid), embed, options=options)
         planted, items, emb, _, _ = planted_set(engine, args.source, args.originals, args.distractors, args.seed,
                                                 work / "planted", family=args.families)
         res = engine.find_duplicates(items, emb)
@@ -108,7 +109,7 @@ def main() -> None:
                  res.timings.get("verify", 0.0))]
         files = scatter([p.path for p in planted], work / "corpus")
         for chunk in args.chunks:
-            labels, seconds = ingest_labels(work / f"home{chunk}", files, chunk)
+            labels, seconds = ingest_labels(work / f"home{chunk}", files, chunk, args.keypoint_grid)
             rows.append((f"ingest, chunks of {chunk}", score_partition(planted, labels, truth), seconds))
     print(f"{args.source.name}, {args.families} families: {len(items)} files "
           f"({args.originals} originals, {args.distractors} distractors), copy tier")

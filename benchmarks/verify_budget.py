@@ -39,8 +39,9 @@ def planted_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("source", type=Path)
     ap.add_argument("--originals", type=int, default=100)
     ap.add_argument("--distractors", type=int, default=150)
-    ap.add_argument("--families", choices=["tuning", "heldout", "framed"], default="tuning")
+    ap.add_argument("--families", choices=["tuning", "heldout", "framed", "heldout2", "overlay"], default="tuning")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keypoint-grid", type=int, default=1, help="the verifier's keypoint grid (DedupConfig.keypoint_grid)")
 
 
 def main() -> None:
@@ -51,7 +52,7 @@ def main() -> None:
                          "`max_candidates_per_item`, 'all' for every pair; default the config's)")
     args = ap.parse_args()
     embed, options = model_embedder("mobilenet_v2")
-    base = DedupConfig()
+    base = DedupConfig(keypoint_grid=args.keypoint_grid)
     with tempfile.TemporaryDirectory(prefix="verify-budget-") as work:
         engine = DedupEngine(base, embed, options=options)
         planted, items, emb, _, _ = planted_set(engine, args.source, args.originals, args.distractors, args.seed,

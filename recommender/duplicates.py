@@ -46,7 +46,7 @@ def dedup_config(settings: Settings) -> DedupConfig:
     t = resolve_dedup_thresholds(settings)
     return DedupConfig().with_overrides(
         phash_strict=t.phash_strict, copy_cosine=t.copy_cosine, near_cosine=t.near_cosine,
-        verify=settings.dedup_verify, workers=0,
+        verify=settings.dedup_verify, keypoint_grid=settings.dedup_keypoint_grid, workers=0,
     )
 
 

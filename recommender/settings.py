@@ -99,6 +99,10 @@ class Settings(BaseSettings):
         None, ge=0, le=1, description="near tier: embedding cosine for near-identical shots / adjacent slices; unset = measured for the model.")
     dedup_verify: bool = Field(True, description="copy tier: confirm ambiguous pairs by ORB+RANSAC geometric verification.")
     dedup_candidates: int = Field(10, ge=1, description="Nearest neighbours checked per new item when deduplicating on ingest.")
+    dedup_keypoint_grid: int = Field(
+        1, ge=1, le=9, description="copy tier: spread the verifier's ORB keypoints over an N x N grid (odd N; 1 = off, "
+        "5 for collections with stamps, logos or burned-in annotations: more of their copies verify, at about 20 % "
+        "more verification time; docs/dedup.md).")
     map_layout: Literal["umap", "pca", "off"] = Field(
         "umap", description="2-D map of the collection computed after each ingest and dedupe (dashboard Map page, "
         "`recommender map`): umap, pca (instant, coarser) or off; under 10 points, or if UMAP fails, PCA is used and recorded.")
@@ -112,6 +116,14 @@ class Settings(BaseSettings):
     def _no_projection_label(cls, label: str | None) -> str | None:
         """`none`, `off` or an empty value switch the ingest's projection stage off."""
         return None if label is None or label.strip().lower() in ("", "none", "off") else label.strip()
+
+    @field_validator("dedup_keypoint_grid")
+    @classmethod
+    def _odd_grid(cls, grid: int) -> int:
+        if grid % 2 == 0:
+            raise ValueError(f"{grid} is even; use an odd number (1 = off, 5): the keypoints of a picture and of "
+                             "its mirror image must fall in mirrored cells")
+        return grid
 
     @field_validator("home")
     @classmethod

@@ -260,3 +260,17 @@ def test_framed_families_are_a_second_held_out_set(embedder, tmp_path):
     assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(FRAMED)
     slides = sorted((tmp_path / "slide").iterdir())
     assert slides and Image.open(slides[0]).size == (1024, 768)
+
+
+def test_third_held_out_set_is_apart_from_every_other(embedder, tmp_path):
+    """`--families heldout2` (session 36) plants edits that no other set has, with no sweep."""
+    from recommender.dedup.evaluate import evaluate
+    from recommender.dedup.transforms import FRAMED, HELDOUT, HELDOUT2, OVERLAY
+
+    assert not set(HELDOUT2) & (set(TRANSFORMS) | set(HELDOUT) | set(FRAMED) | set(OVERLAY))
+    r = evaluate(CORPORA / "art-louvre", embedder, n_originals=2, n_distractors=1, seed=3, work=tmp_path,
+                 sweep=True, log=lambda _: None, config=DedupConfig(workers=0), family="heldout2")
+    assert r["family"] == "heldout2" and "sweep" not in r
+    assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(HELDOUT2)
+    thumbs = sorted((tmp_path / "thumb80_q30").iterdir())
+    assert thumbs and max(Image.open(thumbs[0]).size) == 80

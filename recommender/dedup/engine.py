@@ -166,7 +166,8 @@ class DedupEngine:
         if self.verifier is None:
             c = self.config
             self.verifier = LocalFeatureVerifier(mirror=c.flip_invariant, min_inliers=c.min_inliers,
-                                                 small_side=c.small_side, small_min_corr=c.small_min_corr)
+                                                 small_side=c.small_side, small_min_corr=c.small_min_corr,
+                                                 keypoint_grid=c.keypoint_grid)
         return self.verifier
 
     def source(self, item: Fingerprint) -> Source:

@@ -382,16 +382,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-screen", action="store_true", help="sample without removing the corpus's own duplicates")
     ap.add_argument("--json", type=Path, help="write the full result as JSON here")
     ap.add_argument("--model", default="mobilenet_v2")
-    ap.add_argument("--families", choices=["tuning", "heldout", "framed", "both"], default="tuning",
+    ap.add_argument("--keypoint-grid", type=int, default=1,
+                    help="the verifier's keypoints spread over an N x N grid (odd; 1 = off): DedupConfig.keypoint_grid")
+    ap.add_argument("--families", choices=["tuning", "heldout", "framed", "heldout2", "overlay", "both"], default="tuning",
                     help="planted edits: the tuning set, the held-out set (never tuned on), the framed held-out set "
-                         "(poster, slide), or both of the first two, reported apart")
+                         "(poster, slide), the third held-out set (session 36), the tuning edits with a stamp (overlay), or both "
+                         "of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 
     embed, options = model_embedder(args.model)
     families = ["tuning", "heldout"] if args.families == "both" else [args.families]
-    runs = {f: evaluate(args.source, embed, args.originals, args.distractors, args.seed, sweep=not args.no_sweep,
-                        screen=not args.no_screen, options=options, family=f) for f in families}
+    config = DedupConfig(keypoint_grid=args.keypoint_grid)
+    runs = {f: evaluate(args.source, embed, args.originals, args.distractors, args.seed, config=config,
+                        sweep=not args.no_sweep, screen=not args.no_screen, options=options, family=f) for f in families}
     res = runs[families[0]] if len(runs) == 1 else runs
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

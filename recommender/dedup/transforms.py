@@ -57,6 +57,22 @@ def _text(img: Image.Image, rng: random.Random) -> Image.Image:
     return img
 
 
+def _stamp(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A translucent two-line stamp across the picture at 30 degrees, as a draft or a proof is marked:
+    large letters whose corners outshine the picture's own (tuning side; the held-out watermark is a
+    different overlay)."""
+    w, h = img.size
+    layer = Image.new("RGBA", (w * 2, h * 2), (0, 0, 0, 0))
+    size = max(12, w // 7)
+    ink = (0, 0, 0, 120) if rng.random() < 0.3 else (255, 255, 255, 120)
+    words = rng.choice(["DRAFT 0042\nNOT FOR USE", "COPY ONLY\nref 7731"])
+    ImageDraw.Draw(layer).multiline_text((w // 2, h - size), words, fill=ink, font=ImageFont.load_default(size=size),
+                                         spacing=4)
+    layer = layer.rotate(rng.choice([-30, 30]), resample=Image.Resampling.BICUBIC)
+    layer = layer.crop((w // 2, h // 2, w // 2 + w, h // 2 + h))
+    return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+
+
 TRANSFORMS: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "png_resave": lambda im, rng: im,  # saved losslessly: same pixels, different bytes
     "resize50": lambda im, rng: im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.LANCZOS),
@@ -72,9 +88,8 @@ TRANSFORMS: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
 }
 
 
-def _tuning_thumb(side: int, resample: Image.Resampling) -> Callable[[Image.Image, random.Random], Image.Image]:
-    """A thumbnail for the tuning set: larger and better encoded than the held-out ones, and made
-    with another filter, so the small-image rule is tuned on one thing and read on another."""
+def _thumb(side: int, resample: Image.Resampling = Image.Resampling.LANCZOS
+           ) -> Callable[[Image.Image, random.Random], Image.Image]:
     def thumb(img: Image.Image, rng: random.Random) -> Image.Image:
         out = img.copy()
         out.thumbnail((side, side), resample)
@@ -83,20 +98,17 @@ def _tuning_thumb(side: int, resample: Image.Resampling) -> Callable[[Image.Imag
     return thumb
 
 
+def _tuning_thumb(side: int, resample: Image.Resampling) -> Callable[[Image.Image, random.Random], Image.Image]:
+    """A thumbnail for the tuning set: larger and better encoded than the held-out ones, and made
+    with another filter, so the small-image rule is tuned on one thing and read on another."""
+    return _thumb(side, resample)
+
+
 TRANSFORMS.update({  # thumbnails, tuning side (issue 15): 96-192 px at JPEG quality 50-85
     "thumb192_q85": _tuning_thumb(192, Image.Resampling.BICUBIC),
     "thumb144_q70": _tuning_thumb(144, Image.Resampling.BILINEAR),
     "thumb96_q50": _tuning_thumb(96, Image.Resampling.BOX),
 })
-
-
-def _thumb(side: int) -> Callable[[Image.Image, random.Random], Image.Image]:
-    def thumb(img: Image.Image, rng: random.Random) -> Image.Image:
-        out = img.copy()
-        out.thumbnail((side, side), Image.Resampling.LANCZOS)
-        return out
-
-    return thumb
 
 
 def _screenshot(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -207,13 +219,62 @@ def _slide(img: Image.Image, rng: random.Random) -> Image.Image:
 # the picture inside a larger frame. The slides share their text, so they also test precision.
 FRAMED: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"poster": _poster, "slide": _slide}
 
-FAMILIES: dict[str, list[str]] = {"tuning": list(TRANSFORMS), "heldout": list(HELDOUT), "framed": list(FRAMED)}
-ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED}
+
+def _annotation(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A viewer's burned-in annotations: a label in each corner and a scale bar, as on exported slices."""
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    w, h = out.size
+    size = max(8, h // 18)
+    font = ImageFont.load_default(size=size)
+    for (x, y), label in zip([(4, 4), (w - 5 * size, 4), (4, h - size - 6), (w - 6 * size, h - size - 6)],
+                             ["R", rng.choice(["Im 12/40", "Se 3"]), "W 400 L 40", rng.choice(["5 cm", "x1.5"])]):
+        draw.text((x, y), label, fill=(255, 255, 255), font=font)
+    draw.line((w // 3, h - 3 * size, w // 3 + w // 5, h - 3 * size), fill=(255, 255, 255), width=max(1, size // 6))
+    return out
+
+
+def _logo(img: Image.Image, rng: random.Random) -> Image.Image:
+    """An opaque box with a name in one corner, 22 % of the width, as an archive brands its exports."""
+    out = img.copy()
+    w, h = out.size
+    bw, bh = round(0.22 * w), round(0.08 * w)
+    x = rng.choice([6, w - bw - 6])
+    y = rng.choice([6, h - bh - 6])
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((x, y, x + bw, y + bh), fill=rng.choice([(20, 40, 90), (200, 200, 200)]))
+    draw.text((x + 4, y + 2), rng.choice(["MUSEUM", "PACS 7"]), fill=(250, 250, 250),
+              font=ImageFont.load_default(size=max(8, bh * 2 // 3)))
+    return out
+
+
+# A third held-out set (session 36), made to score the keypoint grid (`verify._grid_select`) once:
+# the first held-out set had already been read with an earlier form of it, so it could not judge the
+# form chosen after that reading. None of these edits was used to choose anything.
+HELDOUT2: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "thumb80_q30": _thumb(80, Image.Resampling.BICUBIC),
+    "annotation": _annotation,
+    "logo": _logo,
+    "sharpen_q60": lambda im, rng: im.filter(ImageFilter.UnsharpMask(radius=2, percent=150, threshold=2)),
+    "blur2": lambda im, rng: im.filter(ImageFilter.GaussianBlur(2)),
+    "crop25_q50": _crop(0.25),
+}
+
+# A tuning-side edit for the keypoint grid (DedupConfig.keypoint_grid, off by default): `--families overlay`
+# plants the tuning edits with the stamp after the text overlay, as the grid was chosen on (session 36).
+OVERLAY: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"stamp": _stamp}
+_TUNING = list(TRANSFORMS)
+
+FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "framed": list(FRAMED),
+                                  "heldout2": list(HELDOUT2),
+                                  "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
+ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
 _QUALITY = {"jpeg30": 30, "thumb192_q85": 85, "thumb144_q70": 70, "thumb96_q50": 50,
-            "thumb128_q40": 40, "thumb64_q25": 25, "thumb32_q10": 10}
+            "thumb128_q40": 40, "thumb64_q25": 25, "thumb32_q10": 10,
+            "thumb80_q30": 30, "sharpen_q60": 60, "crop25_q50": 50}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:

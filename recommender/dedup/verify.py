@@ -81,6 +81,7 @@ class LocalFeatureVerifier:
                  ransac_px: float = 4.0, min_spread: float = 0.15, min_contained: float = 0.5, zoom_scale: float = 0.75,
                  mirror: bool = True, min_inliers: int = 40,
                  small_side: int | None = None, small_min_corr: float | None = None, small_work_side: int = 48,
+                 keypoint_grid: int = 1, keypoint_pool: int = 3, cell_share: float = 2.0, keypoint_cell: int = 32,
                  cache_mb: float = 256, cached_pairs: int = 200_000):
         if cv2 is None:
             raise ImportError("LocalFeatureVerifier needs opencv-python-headless")
@@ -97,6 +98,12 @@ class LocalFeatureVerifier:
         self.mirror = mirror
         self.min_inliers = min_inliers
         self.n_features = n_features
+        if keypoint_grid % 2 == 0:
+            raise ValueError(f"keypoint_grid={keypoint_grid}: must be odd (the selection must commute with the mirror)")
+        self.keypoint_grid = keypoint_grid  # 1 = ORB's own choice of keypoints (`_keypoints`)
+        self.keypoint_pool = keypoint_pool
+        self.cell_share = cell_share
+        self.keypoint_cell = keypoint_cell
         self._local = threading.local()  # an ORB detector and a matcher per thread (`inliers_many`)
         # verification is most of dedupe-on-ingest's time on look-alike collections (brain-mri); OpenCV
         # releases the GIL, so pairs are verified on every core the process may use
@@ -124,7 +131,7 @@ class LocalFeatureVerifier:
         prepared = self._prepare(g)
         if prepared is None:
             return _Seen(_NO_FEATURES, img.size, small)
-        kp, des = self.orb.detectAndCompute(prepared, None)
+        kp, des = self._keypoints(prepared)
         return _Seen((_wh(prepared), _points(kp), des), img.size, small, keypoints=_keypoint_table(kp))
 
     def _entry(self, key: Any, source: Source) -> "_Seen":
@@ -186,8 +193,33 @@ class LocalFeatureVerifier:
         return self._local.orb
 
     def _detect(self, g: np.ndarray) -> tuple[np.ndarray, Any]:
-        kp, des = self.orb.detectAndCompute(g, None)
+        kp, des = self._keypoints(g)
         return _points(kp), des
+
+    def _keypoints(self, g: np.ndarray) -> tuple[Sequence[Any], Any]:
+        """ORB keypoints of `g` and their descriptors: per pyramid level ORB's own number of them, the
+        strongest with at most `cell_share` times an even share in each cell of a grid of up to
+        `keypoint_grid` x `keypoint_grid` cells of `keypoint_cell` px or more, picked from `keypoint_pool`
+        times as many candidates (`_grid_select`); an image too small for a 3 x 3 grid gets ORB's own.
+
+        Why: ORB keeps the strongest corners wherever they are, and an overlay (a stamp, a burned-in
+        annotation, a logo) has the strongest corners of all: on 150 brain-mri slices under a large
+        translucent stamp, its letters took most of the 300 keypoints and 26 % of the copies fell below
+        the inlier mark; spread over the grid, the picture keeps its share and 10 % did
+        (docs/benchmarks_dedup.md, "Keypoints spread over a grid")."""
+        if self.keypoint_grid <= 1 or min(g.shape) < 3 * self.keypoint_cell:
+            return self.orb.detectAndCompute(g, None)  # no level has room for a grid: ORB's own choice
+        kp = _grid_select(self.pool_orb.detect(g, None), _wh(g), self.n_features, self.keypoint_grid,
+                          self.cell_share, self.orb.getScaleFactor(), self.orb.getNLevels(), self.keypoint_cell)
+        return self.orb.compute(g, kp)
+
+    @property
+    def pool_orb(self) -> Any:
+        """This thread's ORB detector of the candidate keypoints (`_keypoints`)."""
+        if not hasattr(self._local, "pool_orb"):
+            self._local.pool_orb = cv2.ORB_create(nfeatures=self.keypoint_pool * self.n_features, fastThreshold=10,
+                                                  edgeThreshold=15, patchSize=15)
+        return self._local.pool_orb
 
     @staticmethod
     def _load(source: Source) -> Image.Image | None:
@@ -464,6 +496,62 @@ def _mirror_keypoints(table: np.ndarray, pts: np.ndarray, width: int, scale_fact
     angle = (180.0 - table[:, 1]) % 360.0
     return [cv2.KeyPoint(*k, 0.0, o) for *k, o in zip(x.tolist(), pts[:, 1].tolist(), table[:, 2].tolist(),
                                                        angle.tolist(), level.tolist())]
+
+
+def _grid_select(kp: Sequence[Any], size: tuple[int, int], n: int, grid: int, share: float,
+                 scale_factor: float, levels: int, min_cell: int) -> list[Any]:
+    """Per pyramid level, as many keypoints as ORB keeps there for `n` in all (`_level_quotas`): the
+    strongest, with at most ceil(share * quota / g^2) in any cell of a g x g grid of that level, g the
+    largest odd number up to `grid` whose cells are at least `min_cell` px at the level (`_level_grid`).
+
+    Why per level: Harris responses are not comparable across levels, and a selection across them
+    would change the mix of scales ORB's own choice has. Why a smallest cell: a small image (a
+    thumbnail, or a coarse level) has few corners per cell, and a cap there swaps its strongest corners
+    for weak ones. A keypoint's cell is read at its own level, from its pixel's centre, so a keypoint
+    and its mirror image fall in mirrored cells and the selection commutes with the mirror
+    (`LocalFeatureVerifier._mirrored` describes the image's own keypoints mirrored). That needs an odd
+    grid: with an even one, the middle column of an odd-width level lies on a cell edge and is its own
+    mirror image, so no rule can put it in mirrored cells."""
+    if not len(kp):
+        return []
+    pts = cv2.KeyPoint_convert(kp).astype(np.float64)
+    level = np.minimum(np.fromiter((k.octave for k in kp), np.int64, len(kp)), levels - 1)
+    response = np.fromiter((k.response for k in kp), np.float64, len(kp))
+    s = scale_factor ** level
+    sides = [np.round(side / s) for side in size]  # each keypoint's level, width and height
+    g = _level_grid(np.minimum(*sides), grid, min_cell)
+    cells = level.copy()  # level first: cells of different levels never mix
+    for axis, side in enumerate(sides):  # x, y
+        at = np.round(pts[:, axis] / s) + 0.5  # the pixel's centre at its level
+        cells = cells * grid + np.minimum(np.floor(at * g / side), g - 1).astype(np.int64)
+    order = np.lexsort((-response, cells))  # by level and cell, strongest first
+    first = np.searchsorted(cells[order], cells[order], side="left")
+    rank = np.empty(len(kp), np.int64)
+    rank[order] = np.arange(len(kp)) - first
+    quota = _level_quotas(n, scale_factor, levels)[level]
+    ok = np.flatnonzero(rank < np.ceil(share * quota / g**2))
+    ok = ok[np.lexsort((-response[ok], level[ok]))]  # by level, strongest first
+    at_level = np.arange(len(ok)) - np.searchsorted(level[ok], level[ok], side="left")
+    return [kp[i] for i in ok[at_level < quota[ok]]]
+
+
+def _level_grid(short_side: np.ndarray, grid: int, min_cell: int) -> np.ndarray:
+    """The largest odd number up to `grid` of cells of at least `min_cell` px along `short_side` (1 at least)."""
+    g = np.clip(short_side // min_cell, 1, grid).astype(np.int64)
+    return g - (g % 2 == 0)
+
+
+def _level_quotas(n: int, scale_factor: float, levels: int) -> np.ndarray:
+    """How many of `n` keypoints ORB keeps on each pyramid level (OpenCV's `ORB_Impl::detectAndCompute`:
+    a geometric share per level, each 1 / scale_factor of the one before, the rest on the last)."""
+    factor = 1.0 / scale_factor
+    per = n * (1 - factor) / (1 - factor ** levels)
+    quota = np.zeros(levels, np.int64)
+    for level in range(levels - 1):
+        quota[level] = round(per)
+        per *= factor
+    quota[-1] = max(n - int(quota[:-1].sum()), 0)
+    return quota
 
 
 def _wh(g: np.ndarray) -> tuple[int, int]:
