@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from recommender.dedup import DedupConfig, DedupEngine  # noqa: E402
 from recommender.dedup.embed import model_embedder  # noqa: E402
 from recommender.dedup.evaluate import planted_set, score_engine  # noqa: E402
+from recommender.dedup.transforms import FAMILIES  # noqa: E402
 
 
 def planted_arguments(ap: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def planted_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("source", type=Path)
     ap.add_argument("--originals", type=int, default=100)
     ap.add_argument("--distractors", type=int, default=150)
-    ap.add_argument("--families", choices=["tuning", "heldout", "framed", "heldout2", "overlay"], default="tuning")
+    ap.add_argument("--families", choices=list(FAMILIES), default="tuning")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keypoint-grid", type=int, default=1, help="the verifier's keypoint grid (DedupConfig.keypoint_grid)")
 

@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", default="mobilenet_v2")
     ap.add_argument("--keypoint-grid", type=int, default=1,
                     help="the verifier's keypoints spread over an N x N grid (odd; 1 = off): DedupConfig.keypoint_grid")
-    ap.add_argument("--families", choices=["tuning", "heldout", "framed", "heldout2", "overlay", "both"], default="tuning",
+    ap.add_argument("--families", choices=[*FAMILIES, "both"], default="tuning",
                     help="planted edits: the tuning set, the held-out set (never tuned on), the framed held-out set "
                          "(poster, slide), the third held-out set (session 36), the tuning edits with a stamp (overlay), or both "
                          "of the first two, reported apart")
