@@ -46,7 +46,8 @@ def dedup_config(settings: Settings) -> DedupConfig:
     t = resolve_dedup_thresholds(settings)
     return DedupConfig().with_overrides(
         phash_strict=t.phash_strict, copy_cosine=t.copy_cosine, near_cosine=t.near_cosine,
-        verify=settings.dedup_verify, keypoint_grid=settings.dedup_keypoint_grid, workers=0,
+        verify=settings.dedup_verify, keypoint_grid=settings.dedup_keypoint_grid,
+        template_members=settings.dedup_template_members, workers=0,
     )
 
 
@@ -74,6 +75,11 @@ class IngestDeduper:
         self.engine = _engine(settings)
         self.k = settings.dedup_candidates
         self.hashes = StoredHashes(store, self.engine.config.small_side)
+
+    def templates(self) -> dict[str, float]:
+        """Image sizes whose template the verifier learned ("WxH" -> share of the sample's keypoints that recur)."""
+        shares = getattr(self.engine.verifier, "template_shares", None)
+        return shares() if shares is not None else {}
 
     def assign(self, ids: Sequence[str], payloads: list[dict[str, Any]], vectors: np.ndarray) -> dict[str, int]:
         """Add cluster fields to the new payloads (in place) and update affected stored points.

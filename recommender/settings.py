@@ -103,6 +103,10 @@ class Settings(BaseSettings):
         1, ge=1, le=9, description="copy tier: spread the verifier's ORB keypoints over an N x N grid (odd N; 1 = off, "
         "5 for collections with stamps, logos or burned-in annotations: more of their copies verify, at about 20 % "
         "more verification time; docs/dedup.md).")
+    dedup_template_members: int = Field(
+        16, ge=0, description="copy tier: when at least this many images of one size are verified together, learn "
+        "what they share at the same place (a slide deck's text, a viewer's frame) and leave it out of matching, so two "
+        "pictures in one template are not copies (0 = off; docs/dedup.md).")
     map_layout: Literal["umap", "pca", "off"] = Field(
         "umap", description="2-D map of the collection computed after each ingest and dedupe (dashboard Map page, "
         "`recommender map`): umap, pca (instant, coarser) or off; under 10 points, or if UMAP fails, PCA is used and recorded.")

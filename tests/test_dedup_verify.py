@@ -22,6 +22,7 @@ from recommender.dedup.verify import Features, LocalFeatureVerifier, available
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 PAINTINGS = sorted((SAMPLES / "art" / "genre").glob("*.jpg"))
+ART = sorted((SAMPLES / "art").rglob("*.jpg"))  # every sample painting (24): enough for one size's template
 EDITS = ["crop20", "rotate5", "border", "hflip", "resize50", "text"]
 
 pytestmark = pytest.mark.skipif(not available() or len(PAINTINGS) < 3, reason="needs OpenCV and samples/art")
@@ -197,7 +198,7 @@ def test_keypoints_are_spread_over_the_grid_strongest_first():
     g = v._prepare(np.asarray(Image.open(PAINTINGS[0]).convert("L")))
     h, w = g.shape
     pool = v.pool_orb.detect(g, None)
-    chosen = _grid_select(pool, (w, h), 300, 5, 2.0, 1.2, 8, 32)
+    chosen = [pool[i] for i in _grid_select(pool, (w, h), 300, 5, 2.0, 1.2, 8, 32)]
     quota = _level_quotas(300, 1.2, 8)
     assert quota.sum() == 300 and len(chosen) == 300 < len(pool)
     level0 = [k for k in chosen if k.octave == 0]
@@ -247,3 +248,102 @@ def test_the_keypoint_grid_is_a_setting_off_by_default(tmp_path):
     assert _engine(get_settings(home=tmp_path, dedup_keypoint_grid=5)).local_verifier().keypoint_grid == 5
     with pytest.raises(ValidationError, match="dedup_keypoint_grid"):
         get_settings(home=tmp_path, dedup_keypoint_grid=4)
+
+
+def _deck(paths: list[Path], size: tuple[int, int] = (1024, 768)) -> list[Image.Image]:
+    """Slides of one deck: each painting at two thirds of the height on the left, the same title, bullet
+    text and footer on every slide (a layout unlike the tuning set's catalogue pages)."""
+    from PIL import ImageDraw, ImageFont
+
+    slides = []
+    for path in paths:
+        img = Image.open(path).convert("RGB")
+        pic = img.resize((round(img.width * size[1] * 0.62 / img.height), round(size[1] * 0.62)))
+        slide = Image.new("RGB", size, (248, 248, 252))
+        slide.paste(pic, (40, 150))
+        draw = ImageDraw.Draw(slide)
+        draw.text((40, 40), "Quarterly acquisitions review", fill=(10, 30, 80), font=ImageFont.load_default(size=44))
+        for i in range(6):
+            draw.text((size[0] // 2 + 60, 170 + 56 * i), f"* item {i + 1}: provenance checked",
+                      fill=(20, 20, 20), font=ImageFont.load_default(size=22))
+        draw.text((40, size[1] - 50), "internal - do not circulate", fill=(120, 120, 120),
+                  font=ImageFont.load_default(size=20))
+        slides.append(slide)
+    return slides
+
+
+def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def test_pictures_in_one_template_are_not_copies_but_a_reencoded_slide_is():
+    """Slides of one deck share their text at the same pixels, so ORB matches two slides of different
+    paintings as well as two copies (the template hole). Once the verifier has learned the deck's template
+    from the slides of that size, matching reads only the pictures: no two slides of different paintings
+    pass, and a slide re-encoded at JPEG quality 60 still does."""
+    import itertools
+
+    slides = [_jpeg(s, 85) for s in _deck(ART[:20])]
+    size = slides[0].size
+    pairs = list(itertools.combinations(range(12), 2))
+    blind = LocalFeatureVerifier()
+    assert sum(blind.inliers(a, slides[a], b, slides[b], mirror=False) >= blind.min_inliers for a, b in pairs) >= 30
+
+    v = LocalFeatureVerifier()
+    v.learn_templates({size: slides})
+    assert v.template_of(size) is not None
+    assert all(v.inliers(a, slides[a], b, slides[b], mirror=False) < v.min_inliers for a, b in pairs)
+    again = [v.inliers(k, slides[k], f"{k}-q60", _jpeg(slides[k], 60)) for k in range(12)]
+    assert all(n >= v.min_inliers for n in again), again
+
+
+def test_pictures_of_one_size_without_a_template_keep_orb_keypoints():
+    """Ordinary paintings of one size share nothing at the same place: no template is learned, and every
+    image keeps the keypoints ORB itself chooses (the verdicts of collections without templates do not move)."""
+    imgs = [Image.open(p).convert("RGB").resize((320, 320)) for p in ART]
+    v, plain = LocalFeatureVerifier(), LocalFeatureVerifier(template_members=0)
+    v.learn_templates({(320, 320): imgs})
+    plain.learn_templates({(320, 320): imgs})
+    assert (320, 320) in v._templates and v.template_of((320, 320)) is None
+    assert plain._templates == {}
+    for k, img in enumerate(imgs[:6]):
+        (_, pa, da), (_, pb, db) = v.features(k, img), plain.features(k, img)
+        assert np.array_equal(pa, pb) and np.array_equal(da, db)
+
+
+def test_an_ingested_deck_forms_no_cluster_of_different_slides(tmp_path):
+    """The real ingest: a folder of slides of one deck (20 paintings) and one slide saved again at JPEG
+    quality 60. The ingest's verifier learns the deck's template, so the re-saved slide joins its own slide
+    and no two slides of different paintings share a cluster; with templates off (RECOMMENDER_DEDUP_TEMPLATE_
+    MEMBERS=0) slides of different paintings are merged."""
+    from recommender.ingest import run_ingest
+    from recommender.settings import get_settings
+    from recommender.store import open_store
+
+    folder = tmp_path / "deck"
+    folder.mkdir()
+    slides = _deck(ART[:20])
+    for k, slide in enumerate(slides):
+        slide.save(folder / f"slide{k:02d}.jpg", quality=85)
+    slides[3].save(folder / "slide03-resaved.jpg", quality=60)
+
+    def clusters(members: int) -> dict[str, str | None]:
+        cfg = get_settings(home=tmp_path / f"home{members}", map_layout="off", dedup_template_members=members)
+        report = run_ingest(cfg, folder)
+        assert set(report.templates) == ({"1024x768"} if members else set())  # the run says what it left out
+        store = open_store(cfg)
+        try:
+            return {Path(p["path"]).stem: p.get("cluster_id") for _, p, _ in store.scroll()}
+        finally:
+            store.close()
+
+    found = clusters(16)
+    assert found["slide03-resaved"] is not None and found["slide03-resaved"] == found["slide03"]
+    others = [found[f"slide{k:02d}"] for k in range(20) if k != 3]
+    assert all(c is None or (c != found["slide03"] and others.count(c) == 1) for c in others), sorted(found.items(), key=lambda kv: str(kv[1]))
+    blind = clusters(0)
+    assert any(c is not None and [blind[f"slide{k:02d}"] for k in range(20)].count(c) > 1 for c in blind.values())

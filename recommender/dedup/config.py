@@ -59,6 +59,10 @@ class DedupConfig:
     # third held-out set), but it costs about 20 % more verification time, and the brain-mri ingest
     # fell below 2x the plain script (1.74x against 2.03x), so it is off by default
     keypoint_grid: int = 1
+    # templates (session 37, docs/dedup.md "Templates"): when at least this many images of one size are
+    # verified together, the keypoints that recur at the same place in a quarter of a sample of them
+    # (a slide deck's text, a viewer's frame) are left out of matching; 0 = off
+    template_members: int = 16
     # near tier: embedding cosine only, higher recall
     near_cosine: float = 0.90
     # sweep

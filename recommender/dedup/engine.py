@@ -167,7 +167,7 @@ class DedupEngine:
             c = self.config
             self.verifier = LocalFeatureVerifier(mirror=c.flip_invariant, min_inliers=c.min_inliers,
                                                  small_side=c.small_side, small_min_corr=c.small_min_corr,
-                                                 keypoint_grid=c.keypoint_grid)
+                                                 keypoint_grid=c.keypoint_grid, template_members=c.template_members)
         return self.verifier
 
     def source(self, item: Fingerprint) -> Source:
@@ -183,6 +183,23 @@ class DedupEngine:
         dist = hamming_of(h, ci, cj, hm) if len(ci) else np.zeros(0, np.int16)
         cos = np.einsum("ij,ij->i", embeddings[ci], embeddings[cj]) if embeddings is not None and len(ci) else None
         return dist, cos, other_slices(items, ci, cj)
+
+    def learn_templates(self, items: Sequence[Fingerprint], images: dict[int, Image.Image] | None = None) -> None:
+        """Let the verifier learn the templates of the image sizes among `items` it has not learned yet
+        (`LocalFeatureVerifier.learn_templates`), each size's images in SHA-256 order: a sample the order
+        of arrival does not choose. Sizes already learned cost one look-up per item."""
+        verifier = self.local_verifier()
+        if verifier.template_members <= 0:
+            return
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, it in enumerate(items):
+            if not it.error and it.width > 0 and it.height > 0:
+                groups.setdefault((it.width, it.height), []).append(k)
+        todo = {size: sorted(ks, key=lambda k: (items[k].sha256, items[k].key)) for size, ks in groups.items()
+                if len(ks) >= verifier.template_members and not verifier.learned(size)}
+        if todo:
+            verifier.learn_templates({size: [images[k] if images is not None and k in images else self.source(items[k])
+                                             for k in ks] for size, ks in todo.items()})
 
     def _job(self, items: Sequence[Fingerprint], a: int, b: int, images: dict[int, Image.Image] | None) -> Job:
         """The verifier's arguments for items a and b: their images, or loaders of their files
@@ -228,6 +245,8 @@ class DedupEngine:
         order = [*big[np.argsort(-cos[big], kind="stable")].tolist(), *little[np.argsort(dist[little], kind="stable")].tolist()]
         counts = {False: np.zeros(len(items), np.int32), True: np.zeros(len(items), np.int32)}
         verifier = self.local_verifier()
+        if len(amb):
+            self.learn_templates(items, images)
         width = GUESS_PER_WORKER * verifier.workers
 
         def due(k: int, extra: dict[tuple[bool, int], int]) -> bool:
@@ -504,6 +523,8 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
                 count[qs[r]] += 1
                 rows.append(r)
         jobs = [engine._job(both, qs[r], len(new_items) + es[r], None) for r in rows]
+        if jobs:
+            engine.learn_templates(both)
         inliers[rows] = engine.local_verifier().inliers_many(jobs)
         tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)
     keep = tiers != ""

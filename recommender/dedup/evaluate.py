@@ -384,16 +384,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", default="mobilenet_v2")
     ap.add_argument("--keypoint-grid", type=int, default=1,
                     help="the verifier's keypoints spread over an N x N grid (odd; 1 = off): DedupConfig.keypoint_grid")
+    ap.add_argument("--template-members", type=int, default=DedupConfig.template_members,
+                    help="images of one size verified together that learn a template (0 = off): DedupConfig.template_members")
     ap.add_argument("--families", choices=[*FAMILIES, "both"], default="tuning",
                     help="planted edits: the tuning set, the held-out set (never tuned on), the framed held-out set "
-                         "(poster, slide), the third held-out set (session 36), the tuning edits with a stamp (overlay), or both "
+                         "(poster, slide), the third held-out set (session 36), the tuning edits with a stamp (overlay), "
+                         "every original on one catalogue page layout (template, tuning side), or both "
                          "of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 
     embed, options = model_embedder(args.model)
     families = ["tuning", "heldout"] if args.families == "both" else [args.families]
-    config = DedupConfig(keypoint_grid=args.keypoint_grid)
+    config = DedupConfig(keypoint_grid=args.keypoint_grid, template_members=args.template_members)
     runs = {f: evaluate(args.source, embed, args.originals, args.distractors, args.seed, config=config,
                         sweep=not args.no_sweep, screen=not args.no_screen, options=options, family=f) for f in families}
     res = runs[families[0]] if len(runs) == 1 else runs

@@ -260,15 +260,38 @@ HELDOUT2: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "crop25_q50": _crop(0.25),
 }
 
+def _page(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The picture on a catalogue page: the same header, side column and footer on every page (one
+    template), the picture at half the page's width beside the column (tuning side for templates; the
+    held-out slides and posters of `FRAMED` are another layout)."""
+    width, height = 900, 1100
+    s = 0.5 * width / img.width
+    pic = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))))
+    page = Image.new("RGB", (width, height), (250, 248, 240))
+    page.paste(pic, (300 + rng.randint(-20, 20), 220 + rng.randint(-20, 20)))
+    draw = ImageDraw.Draw(page)
+    draw.text((40, 50), "Collection catalogue, plate", fill=(60, 30, 20), font=ImageFont.load_default(size=44))
+    draw.line((40, 130, width - 40, 130), fill=(60, 30, 20), width=3)
+    for i in range(8):
+        draw.text((40, 220 + 60 * i), f"Lot {101 + i}: oil on canvas", fill=(40, 40, 40), font=ImageFont.load_default(size=18))
+    draw.text((40, height - 80), "Printed for the collection - not for sale", fill=(90, 90, 90),
+              font=ImageFont.load_default(size=22))
+    return page
+
+
+# A tuning-side template (the verifier's `templates`): `--families template` plants every original on
+# one catalogue page layout, so two pages of different pictures are the negatives it is tuned on.
+TEMPLATE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"page": _page}
+
 # A tuning-side edit for the keypoint grid (DedupConfig.keypoint_grid, off by default): `--families overlay`
 # plants the tuning edits with the stamp after the text overlay, as the grid was chosen on (session 36).
 OVERLAY: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"stamp": _stamp}
 _TUNING = list(TRANSFORMS)
 
 FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "framed": list(FRAMED),
-                                  "heldout2": list(HELDOUT2),
+                                  "heldout2": list(HELDOUT2), "template": list(TEMPLATE),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
-ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY}
+ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 

@@ -34,6 +34,7 @@ from PIL import Image
 
 from recommender.decode import DecodeError
 from recommender.dedup.config import DedupConfig
+from recommender.dedup.templates import SIGNIFICANT, Template, learn as learn_template, share as template_share
 from recommender.models.device import usable_cores
 
 try:
@@ -82,6 +83,7 @@ class LocalFeatureVerifier:
                  mirror: bool = True, min_inliers: int = 40,
                  small_side: int | None = None, small_min_corr: float | None = None, small_work_side: int = 48,
                  keypoint_grid: int = 1, keypoint_pool: int = 3, cell_share: float = 2.0, keypoint_cell: int = 32,
+                 template_members: int | None = None, template_sample: int = 32, template_share: float = 0.25,
                  cache_mb: float = 256, cached_pairs: int = 200_000):
         if cv2 is None:
             raise ImportError("LocalFeatureVerifier needs opencv-python-headless")
@@ -104,6 +106,12 @@ class LocalFeatureVerifier:
         self.keypoint_pool = keypoint_pool
         self.cell_share = cell_share
         self.keypoint_cell = keypoint_cell
+        # templates (`learn_templates`): images of one size learn one when at least this many are verified
+        # together (0 = never); learned once per size, from `template_sample` of them
+        self.template_members = defaults.template_members if template_members is None else template_members
+        self.template_sample = template_sample
+        self.template_share = template_share
+        self._templates: dict[tuple[int, int], Template | None] = {}
         self._local = threading.local()  # an ORB detector and a matcher per thread (`inliers_many`)
         # verification is most of dedupe-on-ingest's time on look-alike collections (brain-mri); OpenCV
         # releases the GIL, so pairs are verified on every core the process may use
@@ -128,16 +136,68 @@ class LocalFeatureVerifier:
             return _Seen(_NO_FEATURES, None, None)
         g = np.asarray(img.convert("L"))
         small = _shrink(g, self.small_keep_side()) if min(g.shape) >= 8 else None
-        prepared = self._prepare(g)
-        if prepared is None:
-            return _Seen(_NO_FEATURES, img.size, small)
-        kp, des = self._keypoints(prepared)
-        return _Seen((_wh(prepared), _points(kp), des), img.size, small, keypoints=_keypoint_table(kp))
+        working = self._working(g)
+        template = self._templates.get(img.size)
+        if working is None:
+            return _Seen(_NO_FEATURES, img.size, small, template=template)
+        prepared = cv2.equalizeHist(working)
+        kp, des = self._keypoints(prepared, template, working)
+        return _Seen((_wh(prepared), _points(kp), des), img.size, small, keypoints=_keypoint_table(kp),
+                     template=template)
 
     def _entry(self, key: Any, source: Source) -> "_Seen":
-        """The image's cached `_Seen`, computed when missing or evicted."""
-        return self._once(key, lambda: self._seen.get(key), lambda: self._look(source),
-                          lambda seen: self._put(key, seen))
+        """The image's cached `_Seen`, computed when missing, evicted, or seen before its size's template
+        was learned."""
+        def ready() -> "_Seen | None":
+            seen = self._seen.get(key)
+            return seen if seen is not None and seen.template is self._templates.get(seen.size) else None
+        return self._once(key, ready, lambda: self._look(source), lambda seen: self._put(key, seen))
+
+    def learn_templates(self, groups: dict[tuple[int, int], Sequence[Source]]) -> None:
+        """Learn the template (`recommender.dedup.templates`) of each image size not learned yet from the
+        images of that size about to be verified (`groups`, size -> sources in a stable order: the first
+        `template_sample` are read), when there are at least `template_members` of them. A size whose
+        images share nothing is remembered as having none, and its images are detected as before.
+
+        Why per size: a template (a slide deck, a viewer's frame) repeats at the same pixels, so only images
+        of one size can share one. Pair verdicts computed before a template was learned are dropped."""
+        if self.template_members <= 0:
+            return
+        for size, sources in groups.items():
+            if size in self._templates or len(sources) < self.template_members:
+                continue
+            seen = [self._pool_features(src) for src in sources[:TEMPLATE_PROBE]]
+            template = None
+            if template_share([f for _, f in seen], self.template_share) >= SIGNIFICANT / 2:
+                # a first look found something shared: learn it from the whole sample
+                seen += [self._pool_features(src) for src in sources[TEMPLATE_PROBE: self.template_sample]]
+                template = learn_template([g for g, _ in seen], [f for _, f in seen], min_share=self.template_share)
+            with self._lock:
+                self._templates[size] = template
+                if template is not None:
+                    self._pairs.clear()
+
+    def _pool_features(self, source: Source) -> tuple[np.ndarray | None, tuple[np.ndarray, Any]]:
+        """One image to learn from: its working grey (`_working`), and the coordinates and descriptors of
+        its candidate keypoints (`pool_orb`)."""
+        img = self._load(source)
+        g = self._working(np.asarray(img.convert("L"))) if img is not None else None
+        if g is None:
+            return None, (np.zeros((0, 2), np.float32), None)
+        kp, des = self.pool_orb.detectAndCompute(cv2.equalizeHist(g), None)
+        return g, (_points(kp), des)
+
+    def template_shares(self) -> dict[str, float]:
+        """The sizes with a template, as "WxH" -> the share of the sample's keypoints that recur (for reports)."""
+        return {f"{w}x{h}": round(t.share, 3) for (w, h), t in sorted(self._templates.items()) if t is not None}
+
+    def learned(self, size: tuple[int, int]) -> bool:
+        """Whether images of `size` have been looked at for a template (whether or not they have one)."""
+        return size in self._templates
+
+    def template_of(self, size: tuple[int, int]) -> "Template | None":
+        """The template learned for images of `size` (None: none learned, or they share none)."""
+        return self._templates.get(size)
 
     def _once(self, key: Any, ready: Callable[[], Any], compute: Callable[[], Any], keep: Callable[[Any], None]) -> Any:
         """`ready()` if it is there, else `compute()`, kept by `keep`: computed by the first thread that asks
@@ -178,12 +238,17 @@ class LocalFeatureVerifier:
 
     def _prepare(self, g: np.ndarray) -> np.ndarray | None:
         """The grey image ORB sees: longer side at most `max_side`, histogram equalised (None when too small)."""
+        g = self._working(g)
+        return None if g is None else cv2.equalizeHist(g)  # colour and contrast edits move intensities, not corners
+
+    def _working(self, g: np.ndarray) -> np.ndarray | None:
+        """`g` with its longer side at most `max_side`, not equalised (None when too small)."""
         if min(g.shape) < 8:
             return None
         s = self.max_side / max(g.shape)
         if s < 1:
             g = cv2.resize(g, (round(g.shape[1] * s), round(g.shape[0] * s)), interpolation=cv2.INTER_AREA)
-        return cv2.equalizeHist(g)  # colour and contrast edits move intensities, not corners
+        return g
 
     @property
     def orb(self) -> Any:
@@ -196,7 +261,8 @@ class LocalFeatureVerifier:
         kp, des = self._keypoints(g)
         return _points(kp), des
 
-    def _keypoints(self, g: np.ndarray) -> tuple[Sequence[Any], Any]:
+    def _keypoints(self, g: np.ndarray, template: "Template | None" = None,
+                   working: np.ndarray | None = None) -> tuple[Sequence[Any], Any]:
         """ORB keypoints of `g` and their descriptors: per pyramid level ORB's own number of them, the
         strongest with at most `cell_share` times an even share in each cell of a grid of up to
         `keypoint_grid` x `keypoint_grid` cells of `keypoint_cell` px or more, picked from `keypoint_pool`
@@ -206,12 +272,32 @@ class LocalFeatureVerifier:
         annotation, a logo) has the strongest corners of all: on 150 brain-mri slices under a large
         translucent stamp, its letters took most of the 300 keypoints and 26 % of the copies fell below
         the inlier mark; spread over the grid, the picture keeps its share and 10 % did
-        (docs/benchmarks_dedup.md, "Keypoints spread over a grid")."""
+        (docs/benchmarks_dedup.md, "Keypoints spread over a grid").
+
+        With a `template` (`learn_templates`; `working` is `g` before equalisation), the candidates it
+        explains are left out first, so the picture beside a slide's text keeps ORB's whole count of keypoints."""
+        if template is not None and working is not None:
+            return self._beside_template(g, template, working)
         if self.keypoint_grid <= 1 or min(g.shape) < 3 * self.keypoint_cell:
             return self.orb.detectAndCompute(g, None)  # no level has room for a grid: ORB's own choice
-        kp = _grid_select(self.pool_orb.detect(g, None), _wh(g), self.n_features, self.keypoint_grid,
-                          self.cell_share, self.orb.getScaleFactor(), self.orb.getNLevels(), self.keypoint_cell)
-        return self.orb.compute(g, kp)
+        pool = self.pool_orb.detect(g, None)
+        chosen = _grid_select(pool, _wh(g), self.n_features, self.keypoint_grid, self.cell_share,
+                              self.orb.getScaleFactor(), self.orb.getNLevels(), self.keypoint_cell)
+        return self.orb.compute(g, [pool[i] for i in chosen])
+
+    def _beside_template(self, g: np.ndarray, template: "Template",
+                         working: np.ndarray) -> tuple[Sequence[Any], Any]:
+        """`_keypoints` for an image of a size with a template: the candidates it does not explain, chosen
+        per level as `_grid_select` does (with the grid, or with one cell when it is off)."""
+        kp, des = self.pool_orb.detectAndCompute(g, None)
+        if des is None or not len(kp):
+            return [], None
+        sizes = np.fromiter((k.size for k in kp), np.float64, len(kp))
+        free = np.flatnonzero(~template.explains(working, _points(kp), sizes))
+        grid = self.keypoint_grid if min(g.shape) >= 3 * self.keypoint_cell else 1
+        chosen = free[_grid_select([kp[i] for i in free], _wh(g), self.n_features, grid, self.cell_share,
+                                   self.orb.getScaleFactor(), self.orb.getNLevels(), self.keypoint_cell)]
+        return [kp[i] for i in chosen], des[chosen]
 
     @property
     def pool_orb(self) -> Any:
@@ -465,6 +551,8 @@ class _Seen:
     keypoints: np.ndarray | None = None
     """(n, 3) float32 per keypoint of `features`: pyramid level, angle (degrees), size: what ORB needs
     to describe the same keypoints in the mirrored image (`LocalFeatureVerifier._mirrored`)."""
+    template: Template | None = None
+    """The template of the image's size its keypoints were chosen beside (`LocalFeatureVerifier.learn_templates`)."""
 
     def nbytes(self) -> int:
         """Bytes held (the cache's budget is in bytes)."""
@@ -499,8 +587,8 @@ def _mirror_keypoints(table: np.ndarray, pts: np.ndarray, width: int, scale_fact
 
 
 def _grid_select(kp: Sequence[Any], size: tuple[int, int], n: int, grid: int, share: float,
-                 scale_factor: float, levels: int, min_cell: int) -> list[Any]:
-    """Per pyramid level, as many keypoints as ORB keeps there for `n` in all (`_level_quotas`): the
+                 scale_factor: float, levels: int, min_cell: int) -> np.ndarray:
+    """Indices into `kp` of, per pyramid level, as many keypoints as ORB keeps there for `n` in all (`_level_quotas`): the
     strongest, with at most ceil(share * quota / g^2) in any cell of a g x g grid of that level, g the
     largest odd number up to `grid` whose cells are at least `min_cell` px at the level (`_level_grid`).
 
@@ -513,7 +601,7 @@ def _grid_select(kp: Sequence[Any], size: tuple[int, int], n: int, grid: int, sh
     grid: with an even one, the middle column of an odd-width level lies on a cell edge and is its own
     mirror image, so no rule can put it in mirrored cells."""
     if not len(kp):
-        return []
+        return np.zeros(0, np.int64)
     pts = cv2.KeyPoint_convert(kp).astype(np.float64)
     level = np.minimum(np.fromiter((k.octave for k in kp), np.int64, len(kp)), levels - 1)
     response = np.fromiter((k.response for k in kp), np.float64, len(kp))
@@ -532,7 +620,7 @@ def _grid_select(kp: Sequence[Any], size: tuple[int, int], n: int, grid: int, sh
     ok = np.flatnonzero(rank < np.ceil(share * quota / g**2))
     ok = ok[np.lexsort((-response[ok], level[ok]))]  # by level, strongest first
     at_level = np.arange(len(ok)) - np.searchsorted(level[ok], level[ok], side="left")
-    return [kp[i] for i in ok[at_level < quota[ok]]]
+    return ok[at_level < quota[ok]]
 
 
 def _level_grid(short_side: np.ndarray, grid: int, min_cell: int) -> np.ndarray:
@@ -621,6 +709,10 @@ def _shrink(g: np.ndarray, side: int) -> np.ndarray:
         return g
     return cv2.resize(g, (max(1, round(g.shape[1] * s)), max(1, round(g.shape[0] * s))), interpolation=cv2.INTER_AREA)
 
+
+TEMPLATE_PROBE = 12
+"""Images of a size read first when learning its template (`LocalFeatureVerifier.learn_templates`): most sizes
+share nothing, and a look at 12 of them says so for 30 ms instead of 80 ms."""
 
 REFINE_GAIN = 0.15
 """How far below the pass mark a coarse score may be and still be refined (`aligned_correlation(need=...)`)."""

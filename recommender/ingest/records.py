@@ -108,6 +108,9 @@ class RunReport:
     metadata_issues: list[dict[str, Any]] = field(default_factory=list)  # table rows reported under the policy
     resumes: list[dict[str, Any]] = field(default_factory=list)  # interrupted runs this one picks up
     duplicates_by_tier: dict[str, int] = field(default_factory=dict)  # new items that joined a cluster
+    # image sizes whose shared template (a slide deck's text, a viewer's frame) the verifier learned and
+    # left out of matching: "WxH" -> share of the sample's keypoints that recur (recommender.dedup.templates)
+    templates: dict[str, float] = field(default_factory=dict)
     points: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0

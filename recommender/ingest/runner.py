@@ -114,6 +114,7 @@ class IngestRun:
                        else np.zeros((0, chunk.dim), np.float32))
             for tier, n in self.writer.cluster(ids, payloads, vectors).items():
                 self.report.duplicates_by_tier[tier] = self.report.duplicates_by_tier.get(tier, 0) + n
+            self.report.templates = self.writer.templates()
         with self.timer.stage("upsert"):
             self.writer.upsert(ids, vectors, payloads)
             self.writer.record(files, statuses, self._known, self.metadata.rows, chunk.model, self.run_id)

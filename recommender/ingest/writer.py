@@ -120,6 +120,10 @@ class IngestWriter:
             return {}
         return self._deduper.assign(ids, payloads, vectors)
 
+    def templates(self) -> dict[str, float]:
+        """The templates the deduper's verifier has learned so far ("WxH" -> share of keypoints recurring)."""
+        return self._deduper.templates() if self._deduper is not None else {}
+
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         step = self.settings.upsert_batch
         for s in range(0, len(ids), step):
