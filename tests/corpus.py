@@ -73,6 +73,28 @@ def mirrored(src: Path, dst: Path) -> None:
     ImageOps.mirror(_rgb(src)).save(dst, "JPEG", quality=90)
 
 
+def slide_deck(paths: list[Path], size: tuple[int, int] = (1024, 768)) -> list[Image.Image]:
+    """Slides of one deck: each painting at two thirds of the height on the left, the same title, bullet
+    text and footer on every slide (a layout unlike the tuning set's catalogue pages)."""
+    from PIL import ImageDraw, ImageFont
+
+    slides = []
+    for path in paths:
+        img = Image.open(path).convert("RGB")
+        pic = img.resize((round(img.width * size[1] * 0.62 / img.height), round(size[1] * 0.62)))
+        slide = Image.new("RGB", size, (248, 248, 252))
+        slide.paste(pic, (40, 150))
+        draw = ImageDraw.Draw(slide)
+        draw.text((40, 40), "Quarterly acquisitions review", fill=(10, 30, 80), font=ImageFont.load_default(size=44))
+        for i in range(6):
+            draw.text((size[0] // 2 + 60, 170 + 56 * i), f"* item {i + 1}: provenance checked",
+                      fill=(20, 20, 20), font=ImageFont.load_default(size=22))
+        draw.text((40, size[1] - 50), "internal - do not circulate", fill=(120, 120, 120),
+                  font=ImageFont.load_default(size=20))
+        slides.append(slide)
+    return slides
+
+
 @dataclass(frozen=True)
 class Plant:
     """A planted file: where it lies, what it was made from and how, the tier the engine must give

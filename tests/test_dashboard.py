@@ -289,6 +289,24 @@ def test_runs_history_and_failures(app, sample_home):
     assert "skipped" in rep["projection"] and f"Ranking: plain cosine. {rep['projection']['skipped']}" in _markdown(at)
 
 
+def test_runs_page_names_the_templates_a_run_left_out(isolated_home, monkeypatch, tmp_path):
+    """A run over a slide deck learns the deck's template; the Runs page says which image size it was
+    and that its duplicates were judged on the pictures (read from the report the real ingest wrote)."""
+    from corpus import slide_deck
+    from recommender.ingest import run_ingest
+
+    folder = tmp_path / "deck"
+    folder.mkdir()
+    for k, slide in enumerate(slide_deck(sorted((SAMPLES / "art").rglob("*.jpg"))[:18])):
+        slide.save(folder / f"slide{k:02d}.jpg", quality=85)
+    cfg = get_settings(home=tmp_path / "home", map_layout="off")
+    assert set(run_ingest(cfg, folder).templates) == {"1024x768"}
+    monkeypatch.setenv("RECOMMENDER_HOME", str(cfg.home))
+    monkeypatch.setenv("RECOMMENDER_COLLECTION", cfg.collection)
+    at = _open(AppTest.from_file(str(APP), default_timeout=120), "Runs")
+    assert re.search(r"\*\*Templates left out of matching\*\*: 1024x768 px \(\d+% of keypoints\)", _markdown(at))
+
+
 def test_empty_collection_says_how_to_ingest(isolated_home, monkeypatch):
     monkeypatch.setenv("RECOMMENDER_COLLECTION", "nothing_here")
     at = AppTest.from_file(str(APP), default_timeout=60)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from corpus import slide_deck
 from recommender.dedup.transforms import ALL_TRANSFORMS, TRANSFORMS
 from recommender.dedup.verify import Features, LocalFeatureVerifier, available
 
@@ -250,28 +251,6 @@ def test_the_keypoint_grid_is_a_setting_off_by_default(tmp_path):
         get_settings(home=tmp_path, dedup_keypoint_grid=4)
 
 
-def _deck(paths: list[Path], size: tuple[int, int] = (1024, 768)) -> list[Image.Image]:
-    """Slides of one deck: each painting at two thirds of the height on the left, the same title, bullet
-    text and footer on every slide (a layout unlike the tuning set's catalogue pages)."""
-    from PIL import ImageDraw, ImageFont
-
-    slides = []
-    for path in paths:
-        img = Image.open(path).convert("RGB")
-        pic = img.resize((round(img.width * size[1] * 0.62 / img.height), round(size[1] * 0.62)))
-        slide = Image.new("RGB", size, (248, 248, 252))
-        slide.paste(pic, (40, 150))
-        draw = ImageDraw.Draw(slide)
-        draw.text((40, 40), "Quarterly acquisitions review", fill=(10, 30, 80), font=ImageFont.load_default(size=44))
-        for i in range(6):
-            draw.text((size[0] // 2 + 60, 170 + 56 * i), f"* item {i + 1}: provenance checked",
-                      fill=(20, 20, 20), font=ImageFont.load_default(size=22))
-        draw.text((40, size[1] - 50), "internal - do not circulate", fill=(120, 120, 120),
-                  font=ImageFont.load_default(size=20))
-        slides.append(slide)
-    return slides
-
-
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
     import io
 
@@ -287,7 +266,7 @@ def test_pictures_in_one_template_are_not_copies_but_a_reencoded_slide_is():
     pass, and a slide re-encoded at JPEG quality 60 still does."""
     import itertools
 
-    slides = [_jpeg(s, 85) for s in _deck(ART[:20])]
+    slides = [_jpeg(s, 85) for s in slide_deck(ART[:20])]
     size = slides[0].size
     pairs = list(itertools.combinations(range(12), 2))
     blind = LocalFeatureVerifier()
@@ -326,7 +305,7 @@ def test_an_ingested_deck_forms_no_cluster_of_different_slides(tmp_path):
 
     folder = tmp_path / "deck"
     folder.mkdir()
-    slides = _deck(ART[:20])
+    slides = slide_deck(ART[:20])
     for k, slide in enumerate(slides):
         slide.save(folder / f"slide{k:02d}.jpg", quality=85)
     slides[3].save(folder / "slide03-resaved.jpg", quality=60)

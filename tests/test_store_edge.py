@@ -283,3 +283,34 @@ def test_vectors_without_a_dominant_subspace_search_their_full_vector(tmp_path):
         assert json.loads(meta_path.read_text())["search_dim"] == 512
     finally:
         again.close()
+
+
+def test_a_query_by_id_stays_on_one_generation_when_the_alias_switches_mid_query(tmp_path, monkeypatch):
+    """A re-embed switches the alias while queries run. A query by point id reads the example's vector,
+    then searches: if the switch lands in between, the old model's vector met the new model's collection
+    ("expected dim: 2048, got 1280", seen in CI). The whole query now reads one generation: here the
+    switch (to a collection of another dimension, the old one dropped) happens right after the example's
+    vector is read, and the query still answers from the generation it started on."""
+    cfg = get_settings(home=tmp_path / "e", store_backend="edge")
+    store, ids, x, _ = _fill(cfg)
+    from recommender.store.edge import EdgeClient
+
+    real = EdgeClient._examples
+    switched = []
+
+    def examples_then_switch(self, shard, query, using):
+        found = real(self, shard, query, using)
+        if not switched:
+            switched.append(store.create_generation("m2", DIM * 2))
+            store.switch_alias(switched[0])  # drops the old generation too
+        return found
+
+    try:
+        want = [h.id for h in store.query(ids[0], 5, exact=True)]
+        monkeypatch.setattr(EdgeClient, "_examples", examples_then_switch)
+        got = [h.id for h in store.query(ids[0], 5, exact=True)]
+        monkeypatch.undo()
+        assert switched and got == want
+        assert store.model_name() == "m2" and store.count() == 0  # later queries see the new generation
+    finally:
+        store.close()

@@ -72,6 +72,11 @@ def render() -> None:
     cols[4].metric("duration s", rep.get("seconds", "—"))
     if line := ranking_line(rep):
         st.markdown(line)
+    if rep.get("templates"):
+        sizes = ", ".join(f"{size} px ({share:.0%} of keypoints)" for size, share in rep["templates"].items())
+        st.markdown(f"**Templates left out of matching**: {sizes}. Images of these sizes share text or a frame at "
+                    "the same place (a slide deck, a viewer's window); their duplicates were judged on the rest of "
+                    "each picture.")
     if rep.get("stage_seconds"):
         st.markdown("**Seconds per stage**")
         st.bar_chart(pd.Series(rep["stage_seconds"], name="seconds"))

@@ -298,6 +298,8 @@ class DedupEngine:
             inliers = np.full(len(ci), -1, np.int32)
             small = small_pairs(c, items, ci, cj)
             todo = np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small))
+            if len(todo):
+                self.learn_templates(items, images)
             inliers[todo] = self.local_verifier().inliers_many([self._job(items, int(ci[k]), int(cj[k]), images)
                                                                 for k in todo.tolist()])
             tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)

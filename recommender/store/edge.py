@@ -522,9 +522,9 @@ class EdgeClient:
         """Excluded ids (the query item, examples, `exclude_ids`) are dropped from a slightly longer
         answer rather than sent as a has-id filter: the engine's filtered HNSW path costs ~1.5 ms
         more per query at 10k x 1280 than the plain one, and a few extra hits cost nothing."""
-        request, keep = self._request(collection_name, query, using, limit, offset, query_filter, score_threshold,
-                                      with_payload, with_vectors, search_params)
-        return keep(self._shard(collection_name).query(request))
+        request, keep, shard = self._request(collection_name, query, using, limit, offset, query_filter,
+                                             score_threshold, with_payload, with_vectors, search_params)
+        return keep(shard.query(request))
 
     def query_batch_points(self, collection_name: str, requests: Sequence[models.QueryRequest],
                            **_: Any) -> list[Any]:
@@ -534,20 +534,30 @@ class EdgeClient:
         against the store before the collection has its index (built once, at the end of the run),
         so every query scans; 2,048 such queries on brain-mri (6,593 points, 1,280-d) took 3.4 s
         one by one and 1.3 s as batches, with the same answers (docs/benchmarks_dedup.md)."""
-        built = [self._request(collection_name, r.query, r.using, r.limit or 10, r.offset or 0, r.filter,
-                               r.score_threshold, True if r.with_payload is None else r.with_payload,
-                               r.with_vector or False, r.params) for r in requests]
+        with self._lock:  # every request of the batch on one generation of an alias
+            built = [self._request(collection_name, r.query, r.using, r.limit or 10, r.offset or 0, r.filter,
+                                   r.score_threshold, True if r.with_payload is None else r.with_payload,
+                                   r.with_vector or False, r.params) for r in requests]
         if not built:
             return []
-        answers = self._shard(collection_name).query_batch(E.QueryBatchRequest(queries=[q for q, _ in built]))
-        return [keep(points) for (_, keep), points in zip(built, answers)]
+        answers = built[0][2].query_batch(E.QueryBatchRequest(queries=[q for q, _, _ in built]))
+        return [keep(points) for (_, keep, _), points in zip(built, answers)]
 
     def _request(self, collection_name: str, query: Any, using: str, limit: int, offset: int,
                  query_filter: models.Filter | None, score_threshold: float | None, with_payload: bool,
-                 with_vectors: Any, search_params: models.SearchParams | None) -> tuple[Any, Any]:
-        """The engine's request for one qdrant-client query, and the function that turns the engine's
-        points into `query_points`' answer (excluded ids dropped, the offset applied)."""
-        shard = self._shard(collection_name)
+                 with_vectors: Any, search_params: models.SearchParams | None) -> tuple[Any, Any, E.EdgeShard]:
+        """The engine's request for one qdrant-client query, the function that turns the engine's points
+        into `query_points`' answer (excluded ids dropped, the offset applied), and the shard to ask.
+
+        The alias is resolved once: the examples' vectors, the layout, the search basis and the shard all
+        come from one generation, so a re-embed switching the alias mid-query cannot send one model's
+        vector to another model's collection (it did: "expected dim: 2048, got 1280")."""
+        with self._lock:
+            physical = self._resolve(collection_name)
+            shard = self._shard(physical)
+            layout = self._layout(physical)[0]
+            basis = None if (search_params and search_params.exact) or layout < 2 else self._basis(physical)
+            with_vector = self._model_vector(physical, with_vectors)
         pos, neg, mentioned = self._examples(shard, query, using)
         recommend = isinstance(query, models.RecommendQuery)
         query_filter, excluded = _split_excluded(query_filter)
@@ -558,8 +568,6 @@ class EdgeClient:
             flt = to_edge_filter(query_filter)
         start, fetch = offset or 0, (offset or 0) + limit + len(drop)
         exact = bool(search_params and search_params.exact)
-        layout = self._layout(collection_name)[0]
-        basis = None if exact or layout < 2 else self._basis(collection_name)
         prefetches = None
         if basis is not None:  # candidates from the search graph, scored by the model's vectors
             pool = max(basis.pool, 2 * fetch)
@@ -573,13 +581,13 @@ class EdgeClient:
         request = E.QueryRequest(
             limit=fetch, query=_edge_query(pos, neg, recommend, using), prefetches=prefetches, filter=flt,
             score_threshold=score_threshold, with_payload=with_payload,
-            with_vector=self._model_vector(collection_name, with_vectors), params=params)
+            with_vector=with_vector, params=params)
 
         def keep(pts: Sequence[Any]) -> Any:
             kept = [p for p in pts if str(p.id) not in drop][start:start + limit]
             return SimpleNamespace(points=[
                 SimpleNamespace(id=_id(p.id), score=p.score, payload=p.payload or {}, vector=p.vector) for p in kept])
-        return request, keep
+        return request, keep, shard
 
     def query_points_groups(self, collection_name: str, group_by: str, query: Any, using: str, limit: int = 10,
                             group_size: int = 1, **kwargs: Any) -> Any:
