@@ -18,6 +18,11 @@ the smaller image of a pair has a side below `small_side`, the pair is also chec
 at the small image's own scale (`aligned_correlation`: the larger image shrunk to
 match, a search over a few scales and every shift, normalised correlation) and
 passes when that correlation reaches `small_min_corr`.
+
+Templates (issue 15, `recommender.dedup.templates`): images of one size that share text or a frame at
+the same place (slides of one deck, screenshots of one viewer) learn that template from a sample of
+them, and their keypoints that it explains are left out of matching, so two pictures in one template
+are compared on the pictures.
 """
 
 from __future__ import annotations
