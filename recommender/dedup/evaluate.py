@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-screen", action="store_true", help="sample without removing the corpus's own duplicates")
     ap.add_argument("--json", type=Path, help="write the full result as JSON here")
     ap.add_argument("--model", default="mobilenet_v2")
-    ap.add_argument("--keypoint-grid", type=int, default=1,
+    ap.add_argument("--keypoint-grid", type=int, default=DedupConfig.keypoint_grid,
                     help="the verifier's keypoints spread over an N x N grid (odd; 1 = off): DedupConfig.keypoint_grid")
     ap.add_argument("--template-members", type=int, default=DedupConfig.template_members,
                     help="images of one size verified together that learn a template (0 = off): DedupConfig.template_members")

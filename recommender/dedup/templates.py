@@ -11,11 +11,12 @@ A template is learned from a sample of the images of one size, in two steps:
 - whether there is one: keypoints with a close descriptor (`max_hamming` bits) at the same place
   (`radius` px) in at least `min_share` of the other samples make up `significant` of the sample's
   keypoints (catalogue pages 0.6; ordinary pictures of one size, and the tuning edits, under 0.01);
-- what it covers, pixel by pixel: an image's pixel is the template's when at least `min_share` of
-  the sample have the same grey there (within `tolerance`). A keypoint is explained when at least
-  `patch_share` of its patch is, so the edges where a pasted picture meets the template go too.
-  Descriptors alone missed part of the template: next to a picture, ORB's orientation and JPEG's
-  blocks move a text corner's descriptor by more than 32 bits on some slides.
+- what it explains, patch by patch: a keypoint of an image of that size whose patch looks the same
+  at the same place in at least `min_share` of the sample (mean grey difference within `tolerance`
+  of the patch's own standard deviation, plus 2 levels), so the edges where a pasted picture meets
+  the template go too. Descriptors alone missed part of the template (next to a picture, ORB's
+  orientation and JPEG's blocks move a text corner's descriptor by more than 32 bits on some
+  slides), and single pixels explained too much (dark paintings agree by chance).
 """
 
 from __future__ import annotations
@@ -31,14 +32,12 @@ SIGNIFICANT = 0.1
 """The share of a sample's keypoints that must recur for the size to have a template: catalogue pages
 (tuning side) 0.61-0.64; ordinary pictures and the tuning edits of one size 0.000-0.009 (radius 2 px, 32 bits)."""
 
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
-
 
 @dataclass(frozen=True)
 class Template:
     """The sample's grey images (working size, not equalised) and the rule that reads them."""
 
-    greys: np.ndarray  # (n, h, w) uint8
+    greys: np.ndarray  # (n, h, w) float32: converted once, compared with every image of the size
     need: int  # sample images whose patch must look the same for a keypoint to be the template's
     tolerance: float
     share: float  # the sample's keypoints that recur (reported)
@@ -62,14 +61,14 @@ class Template:
         def box(table: np.ndarray) -> np.ndarray:
             return table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
 
-        g = grey.astype(np.float64)
-        total, squares = cv2.integral2(g)
+        g32 = grey.astype(np.float32)
+        total, squares = cv2.integral2(grey.astype(np.float64))
         mean = box(total) / area
         std = np.sqrt(np.maximum(box(squares) / area - mean**2, 0.0))
         bound = self.tolerance * std + 2.0
         agree = np.zeros(len(pts), np.int64)
         for sample in self.greys:
-            diff = cv2.integral(np.abs(sample.astype(np.float64) - g))
+            diff = cv2.integral(np.abs(sample - g32))
             agree += box(diff) / area <= bound
         return agree >= self.need
 
@@ -85,7 +84,7 @@ def learn(greys: Sequence[np.ndarray], samples: Sequence[tuple[np.ndarray, np.nd
     if recurring < significant or len(kept) < 4:
         return None
     need = max(2, int(np.ceil(min_share * len(kept))))
-    return Template(np.stack(kept), need, tolerance, recurring)
+    return Template(np.stack(kept).astype(np.float32), need, tolerance, recurring)
 
 
 def share(samples: Sequence[tuple[np.ndarray, np.ndarray]], min_share: float = 0.25, radius: float = 2.0,
@@ -109,7 +108,7 @@ def _recurrence(pts: np.ndarray, des: np.ndarray, owner: np.ndarray, radius: flo
     if not len(near):
         return np.zeros(len(pts), np.int64)
     i, j = near[:, 0], near[:, 1]
-    alike = (_POPCOUNT[np.bitwise_xor(des[i], des[j])].sum(axis=1) <= max_hamming) & (owner[i] != owner[j])
+    alike = (np.bitwise_count(des[i] ^ des[j]).sum(axis=1) <= max_hamming) & (owner[i] != owner[j])
     i, j = i[alike], j[alike]
     owners = int(owner.max()) + 1
     found = np.unique(np.concatenate([i * owners + owner[j], j * owners + owner[i]]))  # distinct (keypoint, image)
