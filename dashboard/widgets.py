@@ -95,17 +95,29 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+EAGER_ROWS = 5_000  # tables this small are written on each run (a few ms), not on click
+
+
 def table_exports(df: pd.DataFrame | Callable[[], pd.DataFrame], name: str, key: str, container: Any = None,
                   what: str = "") -> None:
     """CSV and Parquet downloads of a table (what a spreadsheet and a notebook read); keys `<key>_csv`
-    and `<key>_parquet`. Pass a function to build a large table only when a button is clicked."""
+    and `<key>_parquet`. Pass a function to build a large table only when a button is clicked.
+
+    A table of at most `EAGER_ROWS` rows already in hand is written at once: a deferred download
+    (bytes made on click) depends on the script run that registered it, and a click landing as a
+    run ends (a lasso on the map reruns the page) could leave the button waiting in a busy browser."""
     target = container or st
-    build = df if callable(df) else (lambda: df)
     a, b = target.columns(2)
     label = f"Export {what} " if what else "Export "
-    a.download_button(f"{label}(CSV)", lambda: build().to_csv(index=False).encode(), file_name=f"{name}.csv",
-                      mime="text/csv", key=f"{key}_csv", width="stretch")
-    b.download_button(f"{label}(Parquet)", lambda: parquet_bytes(build()), file_name=f"{name}.parquet",
+    if callable(df) or len(df) > EAGER_ROWS:
+        build = df if callable(df) else (lambda: df)
+        csv: Any = lambda: build().to_csv(index=False).encode()
+        parquet: Any = lambda: parquet_bytes(build())
+    else:
+        csv, parquet = df.to_csv(index=False).encode(), parquet_bytes(df)
+    a.download_button(f"{label}(CSV)", csv, file_name=f"{name}.csv", mime="text/csv", key=f"{key}_csv",
+                      width="stretch")
+    b.download_button(f"{label}(Parquet)", parquet, file_name=f"{name}.parquet",
                       mime="application/vnd.apache.parquet", key=f"{key}_parquet", width="stretch")
 
 
