@@ -28,12 +28,14 @@ import numpy as np
 from recommender import payload as P
 from recommender.decisions import Decisions
 from recommender.decode import DecodeOptions
-from recommender.dedup import (DedupConfig, DedupEngine, Fingerprint, SearchFn, build_pictures, candidate_cosine,
+from recommender.dedup import (DedupConfig, DedupEngine, EmbedFn, Fingerprint, SearchFn, build_pictures, candidate_cosine,
                                fingerprint_of, match_new_items, verification_floors, write_reports)
+from recommender.dedup.embed import model_embedder
 from recommender.models.registry import resolve_dedup_thresholds
 from recommender.progress import progress_bar
 from recommender.settings import Settings
 from recommender.store import VectorStore
+from recommender.stored_cut_outs import StoredCutOuts
 from recommender.stored_hashes import StoredHashes
 
 SAME_PICTURE = [t.value for t in P.SAME_PICTURE_TIERS]
@@ -61,20 +63,45 @@ def separated(store: VectorStore, settings: Settings) -> set[frozenset[str]]:
         log.close()
 
 
-def _engine(settings: Settings) -> DedupEngine:
+def _model_embed(settings: Settings) -> EmbedFn:
+    """The collection's model as an embed function, loaded on first call: the sweep embeds only the
+    pictures it cuts out of framed items (`DedupEngine.cut_outs`), so a collection without a template
+    never loads it."""
+    loaded: list[EmbedFn] = []
+
+    def embed(images: Sequence[Any]) -> np.ndarray:
+        if not loaded:
+            loaded.append(model_embedder(settings.model, settings.device, settings)[0])
+        return loaded[0](images)
+    return embed
+
+
+def _keep_cut_outs(engine: DedupEngine, items: Sequence[Fingerprint], points: set[str], settings: Settings) -> None:
+    """Keep the sweep's cut-outs of stored points (`StoredCutOuts`) for the ingests that come after it."""
+    cuts = {k: v for k, v in engine.cut_outs(items).items() if items[k].id in points}
+    if cuts:
+        kept = StoredCutOuts(settings)
+        kept.add([items[k].id for k in cuts], list(cuts.values()))
+        kept.save()
+
+
+def _engine(settings: Settings, embed: EmbedFn | None = None) -> DedupEngine:
     """The engine with the settings' thresholds and decode limits (verification re-decodes files)."""
-    return DedupEngine(dedup_config(settings), options=DecodeOptions.from_settings(settings))
+    return DedupEngine(dedup_config(settings), embed, options=DecodeOptions.from_settings(settings))
 
 
 class IngestDeduper:
     """Clusters each new batch against itself and the collection, keeping one canonical per picture."""
 
-    def __init__(self, store: VectorStore, settings: Settings):
+    def __init__(self, store: VectorStore, settings: Settings, embed: EmbedFn | None = None):
+        """`embed` is the ingest model's embed function, for the pictures cut out of framed items
+        (`DedupEngine.framed_candidates`); without it, framed copies are found only by their own cosine."""
         self.store = store
         self.settings = settings
-        self.engine = _engine(settings)
+        self.engine = _engine(settings, embed)
         self.k = settings.dedup_candidates
         self.hashes = StoredHashes(store, self.engine.config.small_side)
+        self.cut_outs = StoredCutOuts(settings)
 
     def templates(self) -> dict[str, float]:
         """Image sizes whose template the verifier learned ("WxH" -> share of the sample's keypoints that recur)."""
@@ -95,8 +122,10 @@ class IngestDeduper:
         thumbnails = self._small_candidates(new, vectors, existing, set(ids))
         self.hashes.add(new)
         search, floors = self._candidates(existing, set(ids), vectors)
-        cross = match_new_items(self.engine, new, vectors, existing, search, k=self.k,
-                                forbidden=apart, candidates=thumbnails, floor=floors)
+        framed = self._framed_candidates(new, vectors, existing, search)
+        cross = match_new_items(self.engine, new, vectors, existing, search, k=self.k, forbidden=apart,
+                                candidates=thumbnails + [(q, e, cos) for (q, e), (cos, _) in framed.items()],
+                                floor=floors, framed={pair: cut for pair, (_, cut) in framed.items()})
         within = self.engine.find_duplicates(new, vectors, forbidden=apart, floor=floors).pairs
         near = int((cross[P.TIER] == P.Tier.NEAR.value).sum() + (within[P.TIER] == P.Tier.NEAR.value).sum())
         cross = cross[cross[P.TIER].isin(SAME_PICTURE)]
@@ -129,19 +158,69 @@ class IngestDeduper:
         if not self.engine.verifying() or c.small_side <= 0 or c.phash_small < 0:
             return []
         found = self.hashes.near(new, c.phash_small, c.flip_invariant, c.max_verify_per_item, skip)
+        pairs = self._stored_pairs({(q, pid): 0.0 for q, pid, _ in found}, vectors, existing)
+        return [(q, e, cos) for (q, e), (cos, _) in pairs.items()]
+
+    def _framed_candidates(self, new: Sequence[Fingerprint], vectors: np.ndarray, existing: list[Fingerprint],
+                           search: SearchFn) -> dict[tuple[int, int], tuple[float, float]]:
+        """(new index, existing index) -> (the two images' cosine, the cut-out's cosine) of framed pairs
+        across the store (`DedupEngine.framed_candidates` within the chunk): the stored points most
+        similar to the picture cut out of a new framed item (`DedupEngine.cut_outs`), and the stored
+        framed items whose cut-out a new item resembles (a painting arriving after its page, in this run
+        or a later one: `StoredCutOuts`). The stored points join `existing`."""
+        c = self.engine.config
+        if self.engine.embed is None or not self.engine.verifying():
+            return {}
+        cuts = self.engine.cut_outs(new)
+        found: dict[tuple[int, str], float] = {}
+        if cuts:
+            ks = sorted(cuts)
+            for q, row in zip(ks, search(np.stack([cuts[k] for k in ks]), c.verify_cosine, c.max_verify_per_item)):
+                found.update({(q, existing[e].id): float(score) for e, score in row})
+        ids, seen = self.cut_outs.matrix()
+        fresh = {it.id for it in new}
+        if ids:
+            x = np.asarray(vectors, np.float32)
+            sims = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)) @ seen.T
+            for q, row in enumerate(sims):
+                for col in np.argsort(-row, kind="stable")[:c.max_verify_per_item].tolist():
+                    if row[col] >= c.verify_cosine and ids[col] not in fresh and not new[q].error:
+                        found[(q, ids[col])] = max(found.get((q, ids[col]), -1.0), float(row[col]))
+        if cuts:
+            self.cut_outs.add([new[k].id for k in sorted(cuts)], [cuts[k] for k in sorted(cuts)])
+            self.cut_outs.save()
+        pairs = self._stored_pairs(found, vectors, existing)
+        self._learn_stored_templates({(existing[e].width, existing[e].height) for _, e in pairs})
+        return pairs
+
+    def _learn_stored_templates(self, sizes: set[tuple[int, int]]) -> None:
+        """Let the verifier learn the template of each size not learned yet from the stored points of that
+        size (up to 256 read): a stored page met by a new painting is verified on its picture, as it was
+        when its deck came in, though no image of its size comes in this run."""
+        verifier = self.engine.local_verifier()
+        for w, h in sorted(sizes):
+            if w > 0 and h > 0 and not verifier.learned((w, h)):
+                rows, _ = self.store.scroll_where({P.WIDTH: w, P.HEIGHT: h}, limit=256)
+                self.engine.learn_templates([fingerprint_of(pid, p) for pid, p, _ in rows])
+
+    def _stored_pairs(self, found: dict[tuple[int, str], float], vectors: np.ndarray,
+                      existing: list[Fingerprint]) -> dict[tuple[int, int], tuple[float, float]]:
+        """`found` (new index, stored id) -> score as (new index, existing index) -> (cosine of the two
+        images, score), the stored points read once and added to `existing`."""
         if not found:
-            return []
+            return {}
         position = {it.id: n for n, it in enumerate(existing)}
-        stored = {pid: (p, v) for pid, p, v in self.store.get_many(sorted({pid for _, pid, _ in found}), with_vectors=True)}
-        out = []
-        for q, pid, _ in found:
+        stored = {pid: (p, v) for pid, p, v in self.store.get_many(sorted({pid for _, pid in found}), with_vectors=True)}
+        out = {}
+        for (q, pid), score in found.items():
             if pid not in stored or P.PHASH not in stored[pid][0]:
                 continue  # gone since it was read, or not written yet
             if pid not in position:
                 position[pid] = len(existing)
                 existing.append(self._with_cluster(fingerprint_of(pid, stored[pid][0]), stored[pid][0]))
-            a, b = np.asarray(vectors[q], np.float32), stored[pid][1]
-            out.append((q, position[pid], float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))))
+            a, b = np.asarray(vectors[q], np.float32), np.asarray(stored[pid][1], np.float32)
+            cos = float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+            out[(q, position[pid])] = (cos, score)
         return out
 
     def _direct(self, nodes: Sequence[Fingerprint], vectors: np.ndarray, off: int):
@@ -274,12 +353,13 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
             items.append(fp)
             vectors.append(vectors[k])
     emb = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
-    engine = _engine(settings)
+    engine = _engine(settings, _model_embed(settings))
     apart = _with_aliases(separated(store, settings), items)
     with progress_bar(len(items), enabled=settings.progress, label="dedupe sweep") as advance:
         engine.progress = advance
         result = engine.find_duplicates(items, emb, forbidden=apart)
     engine.progress = None
+    _keep_cut_outs(engine, items, set(ids), settings)
     pictures = result.pictures = engine.pictures(result, emb, apart)
     wanted: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
     for row in pictures.itertuples():

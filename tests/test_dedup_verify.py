@@ -326,3 +326,70 @@ def test_an_ingested_deck_forms_no_cluster_of_different_slides(tmp_path):
     assert all(c is None or (c != found["slide03"] and others.count(c) == 1) for c in others), sorted(found.items(), key=lambda kv: str(kv[1]))
     blind = clusters(0)
     assert any(c is not None and [blind[f"slide{k:02d}"] for k in range(20)].count(c) > 1 for c in blind.values())
+
+
+def test_a_slide_is_a_copy_of_the_painting_it_shows_in_one_run_and_across_runs(tmp_path):
+    """The model sees a slide as a slide, so the painting on it never became a candidate of the painting.
+    The real ingest cuts the picture out of the deck's template, embeds it and verifies it against the
+    paintings it resembles: each slide joins its painting, whether both come in one run or either comes
+    in a later run than the other (the deck's cut-outs are kept beside the store for later runs), and so
+    does `recommender dedupe` over the collection (which keeps its cut-outs too); no two slides of different
+    paintings share a cluster."""
+    import shutil
+
+    from recommender.duplicates import sweep
+    from recommender.ingest import run_ingest
+    from recommender.settings import get_settings
+    from recommender.store import open_store
+
+    shown = (0, 5)
+    paintings, deck = tmp_path / "src" / "paintings", tmp_path / "src" / "deck"
+    paintings.mkdir(parents=True)
+    deck.mkdir()
+    for k in shown:
+        shutil.copy(ART[k], paintings / f"painting{k:02d}.jpg")
+    for k, slide in enumerate(slide_deck(ART[:20])):
+        slide.save(deck / f"slide{k:02d}.jpg", quality=85)
+
+    def clusters(home: str, *folders: Path, on_ingest: bool = True) -> dict[str, str | None]:
+        cfg = get_settings(home=tmp_path / home, map_layout="off", dedup_on_ingest=on_ingest)
+        for folder in folders:
+            run_ingest(cfg, folder)
+        store = open_store(cfg)
+        try:
+            if not on_ingest:
+                sweep(store, cfg)  # `recommender dedupe`: the whole collection at once
+            return {Path(p["path"]).stem: p.get("cluster_id") for _, p, _ in store.scroll()}
+        finally:
+            store.close()
+
+    for found in (clusters("one-run", tmp_path / "src"), clusters("deck-later", paintings, deck),
+                  clusters("paintings-later", deck, paintings), clusters("sweep", tmp_path / "src", on_ingest=False)):
+        for k in shown:
+            assert found[f"painting{k:02d}"] is not None and found[f"slide{k:02d}"] == found[f"painting{k:02d}"], found
+        slides = [found[f"slide{k:02d}"] for k in range(20)]
+        assert all(c is None or slides.count(c) == 1 for c in slides), found
+    # the sweep kept its cut-outs (ingested without dedupe, the collection had none) for later ingests
+    from recommender.stored_cut_outs import StoredCutOuts
+    assert len(StoredCutOuts(get_settings(home=tmp_path / "sweep")).matrix()[0]) == 20
+
+
+def test_cut_outs_kept_beside_the_store_are_read_by_the_next_run_of_the_same_model_only(tmp_path):
+    """A run's cut-outs are read back by the next (as float16 unit vectors, a point cut out again replacing
+    its row); a file made by another model, or one that cannot be read, is ignored rather than trusted."""
+    from recommender.settings import get_settings
+    from recommender.stored_cut_outs import StoredCutOuts, cut_outs_path
+
+    cfg = get_settings(home=tmp_path, collection="deck")
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(3, 16)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    first = StoredCutOuts(cfg)
+    first.add(["a", "b"], v[:2])
+    first.add(["a"], v[2:])
+    first.save()
+    ids, m = StoredCutOuts(cfg).matrix()
+    assert ids == ["a", "b"] and np.allclose(m, v[[2, 1]], atol=1e-3)
+    assert StoredCutOuts(cfg.with_overrides(model="resnet18")).matrix()[0] == []
+    cut_outs_path(cfg).write_bytes(b"not an npz")
+    assert StoredCutOuts(cfg).matrix()[0] == []

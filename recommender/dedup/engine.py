@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from cachetools import LRUCache
 from PIL import Image
 from scipy.cluster.hierarchy import DisjointSet
 
@@ -121,6 +122,8 @@ class DedupEngine:
         self.verifier = verifier  # a LocalFeatureVerifier to share (its caches) across runs; made lazily
         self._cache: dict[tuple, set] = {}  # candidate sets, reused by threshold sweeps over the same arrays
         self.progress: Callable[[int], None] | None = None  # told the items the embedding sweep finished (a bar)
+        # the cut-out pictures of framed items, embedded (`framed_candidates`), by content key; None = no frame
+        self._crop_cache: LRUCache = LRUCache(maxsize=20_000)  # at most 100 MB of 1,280-d vectors
 
     # -- stages --------------------------------------------------------------
     def fingerprint(self, paths: Sequence[str | Path], ids: Sequence[str] | None = None,
@@ -201,6 +204,79 @@ class DedupEngine:
             verifier.learn_templates({size: [images[k] if images is not None and k in images else self.source(items[k])
                                              for k in ks] for size, ks in todo.items()})
 
+    def framed_candidates(self, items: Sequence[Fingerprint], embeddings: np.ndarray,
+                          images: dict[int, Image.Image] | None = None) -> set[tuple[int, int]]:
+        """Pairs (i < j) where the picture cut out of a framed image (`LocalFeatureVerifier.picture_box`:
+        a page or slide of a size with a template) is among the `max_verify_per_item` most similar of
+        the other items, or of their cut-out pictures, at `verify_cosine` or more: how a painting on a
+        catalogue page becomes a candidate of the painting, which the model ranks behind other pages.
+        Needs the engine's embed function (the cut-outs are embedded here); without one, none."""
+        crops = self.cut_outs(items, images)
+        if not crops:
+            return set()
+        c = self.config
+        ks = np.array(sorted(crops), np.int64)
+        q = np.stack([crops[k] for k in ks.tolist()])
+        found: set[tuple[int, int]] = set()
+        for sims in (q @ np.asarray(embeddings, np.float32).T, q @ q.T):
+            cols = np.arange(sims.shape[1]) if sims.shape[1] == len(items) else ks
+            sims[cols[None, :] == ks[:, None]] = -np.inf  # not itself
+            top = np.argsort(-sims, axis=1, kind="stable")[:, :c.max_verify_per_item]
+            for r, row in enumerate(top):
+                for col in row[sims[r, row] >= c.verify_cosine].tolist():
+                    a, b = int(ks[r]), int(cols[col])
+                    if not items[b].error:
+                        found.add((min(a, b), max(a, b)))
+        return found
+
+    def framed_cosines(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None, ci: np.ndarray,
+                       cj: np.ndarray) -> np.ndarray:
+        """Per pair (ci[k], cj[k]): the highest cosine of the cut-out picture of either (`framed_candidates`)
+        with the other or with the other's cut-out (-inf when neither has one). A pair at `verify_cosine`
+        or more is verified whatever the two whole images' cosine (a page and its painting: 0.72 on median)."""
+        out = np.full(len(ci), -np.inf, np.float32)
+        if embeddings is None or not self._crop_cache or not len(ci):
+            return out
+        x = np.asarray(embeddings, np.float32)
+        for k, (a, b) in enumerate(zip(np.asarray(ci).tolist(), np.asarray(cj).tolist())):
+            ca, cb = self._crop_cache.get(_vkey(items[a])), self._crop_cache.get(_vkey(items[b]))
+            sims = [float(v @ w) for v, w in ((ca, x[b]), (cb, x[a]), (ca, cb)) if v is not None and w is not None]
+            out[k] = max(sims, default=-np.inf)
+        return out
+
+    def cut_outs(self, items: Sequence[Fingerprint], images: dict[int, Image.Image] | None = None) -> dict[int, np.ndarray]:
+        """Embeddings of the pictures cut out of the framed items (index -> unit vector), each computed once
+        per engine (`_crop_cache`, by content key)."""
+        if self.embed is None or not self.verifying():
+            return {}
+        self.learn_templates(items, images)
+        verifier = self.local_verifier()
+        framed = [k for k, it in enumerate(items)
+                  if not it.error and verifier.template_of((it.width, it.height)) is not None]
+        todo, cuts = [], []
+        for k in framed:
+            if _vkey(items[k]) in self._crop_cache:
+                continue
+            box = verifier.picture_box(_vkey(items[k]), images[k] if images is not None else self.source(items[k]))
+            try:
+                img = None if box is None else (images[k] if images is not None
+                                                else load_image(items[k].path, self.options, items[k].key or None))
+            except DecodeError:
+                img = None
+            if img is None:
+                self._crop_cache[_vkey(items[k])] = None  # no frame found: not looked at again
+                continue
+            todo.append(k)
+            rx, ry = img.width / items[k].width, img.height / items[k].height  # a JPEG draft decodes smaller
+            cuts.append(img.convert("RGB").crop((round(box[0] * rx), round(box[1] * ry), round(box[2] * rx),
+                                                 round(box[3] * ry))))
+        for s in range(0, len(cuts), 64):
+            vec = np.asarray(self.embed(cuts[s:s + 64]), np.float32)
+            vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+            for k, v in zip(todo[s:s + 64], vec):
+                self._crop_cache[_vkey(items[k])] = v
+        return {k: v for k in framed if (v := self._crop_cache.get(_vkey(items[k]))) is not None}
+
     def _job(self, items: Sequence[Fingerprint], a: int, b: int, images: dict[int, Image.Image] | None) -> Job:
         """The verifier's arguments for items a and b: their images, or loaders of their files
         (content-addressed keys: a verifier shared across runs never confuses two images), and
@@ -216,7 +292,7 @@ class DedupEngine:
 
     def _verify(self, items: Sequence[Fingerprint], ci: np.ndarray, cj: np.ndarray, cos: np.ndarray,
                 dist: np.ndarray, tiers: np.ndarray, images: dict[int, Image.Image] | None,
-                floor: np.ndarray | None = None) -> np.ndarray:
+                floor: np.ndarray | None = None, framed: np.ndarray | None = None) -> np.ndarray:
         """Inlier counts of the ambiguous pairs (-1 = not verified), for `decide_tiers`.
 
         Pairs are visited by descending cosine and skipped once both ends already sit in one
@@ -225,7 +301,9 @@ class DedupEngine:
         candidates, and the cap bounds the cost on collections of look-alikes (MRI) to
         O(N * cap) verifications instead of O(candidate pairs). Thumbnail pairs (`small_pairs`)
         come after, by pHash distance with their own per-item count: the model sees a thumbnail
-        as a blur, so by cosine they would come last and lose their turn to the cap.
+        as a blur, so by cosine they would come last and lose their turn to the cap. Framed pairs
+        (`framed_cosines`) come between, by the cut-out's cosine with a count of their own: a page's cosine to
+        its painting is low.
 
         The visit is sequential (each verdict can skip later pairs) but the work is not: the next
         pairs the rule would verify if every pending one failed are verified side by side
@@ -238,33 +316,39 @@ class DedupEngine:
         strong = np.isin(tiers, list(P.SAME_PICTURE_TIERS))
         component = connected_labels(len(items), ci[strong], cj[strong]).tolist()
         joined = DisjointSet(sorted(set(component)))  # components merged by verified copies during this loop
+        framed_cos = np.full(len(ci), -np.inf, np.float32) if framed is None else framed
+        framed = framed_cos >= c.verify_cosine
         small = small_pairs(c, items, ci, cj)
-        amb = np.nonzero(needs_verification(c, tiers, cos, dist, other_slices(items, ci, cj), small=small)
-                         & above_floor(c, floor, ci, cj, cos, dist, small))[0]
-        big, little = amb[~small[amb]], amb[small[amb]]
-        order = [*big[np.argsort(-cos[big], kind="stable")].tolist(), *little[np.argsort(dist[little], kind="stable")].tolist()]
-        counts = {False: np.zeros(len(items), np.int32), True: np.zeros(len(items), np.int32)}
+        aside = small | framed  # verified for their pHash or cut-out, not their cosine
+        amb = np.nonzero(needs_verification(c, tiers, cos, dist, other_slices(items, ci, cj), small=small,
+                                            framed=framed) & above_floor(c, floor, ci, cj, cos, dist, aside))[0]
+        kind = np.where(framed, 2, np.where(small, 1, 0))  # each kind has its own per-item count
+        big, cut, little = amb[kind[amb] == 0], amb[kind[amb] == 2], amb[kind[amb] == 1]
+        order = [*big[np.argsort(-cos[big], kind="stable")].tolist(),
+                 *cut[np.argsort(-framed_cos[cut], kind="stable")].tolist(),
+                 *little[np.argsort(dist[little], kind="stable")].tolist()]
+        counts = {k: np.zeros(len(items), np.int32) for k in (0, 1, 2)}
         verifier = self.local_verifier()
         if len(amb):
             self.learn_templates(items, images)
         width = GUESS_PER_WORKER * verifier.workers
 
-        def due(k: int, extra: dict[tuple[bool, int], int]) -> bool:
-            a, b, count = int(ci[k]), int(cj[k]), counts[bool(small[k])]
-            seen = max(count[a] + extra.get((bool(small[k]), a), 0), count[b] + extra.get((bool(small[k]), b), 0))
+        def due(k: int, extra: dict[tuple[int, int], int]) -> bool:
+            a, b, t = int(ci[k]), int(cj[k]), int(kind[k])
+            seen = max(counts[t][a] + extra.get((t, a), 0), counts[t][b] + extra.get((t, b), 0))
             return not joined.connected(component[a], component[b]) and seen < c.max_verify_per_item
 
         pos = 0
         while pos < len(order):
             guess: list[int] = []
-            extra: dict[tuple[bool, int], int] = {}
+            extra: dict[tuple[int, int], int] = {}
             end = pos
             while end < len(order) and len(guess) < width:
                 k = order[end]
                 if due(k, extra):
                     guess.append(k)
                     for e in (int(ci[k]), int(cj[k])):
-                        extra[(bool(small[k]), e)] = extra.get((bool(small[k]), e), 0) + 1
+                        extra[(int(kind[k]), e)] = extra.get((int(kind[k]), e), 0) + 1
                 end += 1
             done = dict(zip(guess, verifier.inliers_many([self._job(items, int(ci[k]), int(cj[k]), images)
                                                           for k in guess])))
@@ -272,7 +356,7 @@ class DedupEngine:
                 if not due(k, {}):
                     continue
                 a, b = int(ci[k]), int(cj[k])
-                counts[bool(small[k])][[a, b]] += 1
+                counts[int(kind[k])][[a, b]] += 1
                 inliers[k] = done[k] if k in done else verifier.inliers(*self._job(items, a, b, images))
                 if inliers[k] >= c.min_inliers:
                     joined.merge(component[a], component[b])
@@ -297,7 +381,9 @@ class DedupEngine:
         if verifying:
             inliers = np.full(len(ci), -1, np.int32)
             small = small_pairs(c, items, ci, cj)
-            todo = np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small))
+            todo = np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small,
+                                                     framed=self.framed_cosines(items, embeddings, ci, cj)
+                                                     >= c.verify_cosine))
             if len(todo):
                 self.learn_templates(items, images)
             inliers[todo] = self.local_verifier().inliers_many([self._job(items, int(ci[k]), int(cj[k]), images)
@@ -361,6 +447,10 @@ class DedupEngine:
                                                    self.progress).find_duplicates(items, embeddings).as_set()
             cand |= self._cache[key]
             timings["embedding_sweep"] = time.perf_counter() - t
+        if verifying and self.embed is not None and c.template_members > 0:
+            t = time.perf_counter()
+            cand |= self.framed_candidates(items, embeddings, images)
+            timings["framed"] = time.perf_counter() - t
         t = time.perf_counter()
         cand_list = sorted(cand | exact_pairs)
         ci = np.array([p[0] for p in cand_list], np.int64)
@@ -374,7 +464,8 @@ class DedupEngine:
         inliers = np.full(len(ci), -1, np.int32)
         if cos is not None and verifying:
             t = time.perf_counter()
-            inliers = self._verify(items, ci, cj, cos, dist, tiers, images, floor)
+            inliers = self._verify(items, ci, cj, cos, dist, tiers, images, floor,
+                                   self.framed_cosines(items, embeddings, ci, cj))
             tiers = decide_tiers(c, dist, cos, exact=exact, inliers=inliers, verifying=True, other_slices=slices)
             timings["verify"] = time.perf_counter() - t
             timings["verified_pairs"] = float((inliers >= 0).sum())
@@ -458,7 +549,7 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
                     existing_items: Sequence[Fingerprint], search: SearchFn | None = None,
                     k: int = 10, forbidden: Forbidden = (),
                     candidates: Sequence[tuple[int, int, float]] = (),
-                    floor: np.ndarray | None = None) -> pd.DataFrame:
+                    floor: np.ndarray | None = None, framed: dict[tuple[int, int], float] | None = None) -> pd.DataFrame:
     """Dedupe-on-ingest: tiered matches of each new item against an existing collection.
 
     Exact by byte/pixel hash lookup, then embedding candidates from `search` (numpy
@@ -471,7 +562,10 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     by pHash among the stored items (`recommender.stored_hashes`), which the cosine search misses.
     Small pairs are verified with their own per-item count, as in `find_duplicates`. A `forbidden`
     (new id, existing id) pair is never a match. With `floor` (per new item, `verification_floors`),
-    a pair is verified for its cosine only when that cosine reaches the new item's floor.
+    a pair is verified for its cosine only when that cosine reaches the new item's floor. `framed`
+    (new, existing) -> the cosine of the new item's cut-out picture with the existing one
+    (`DedupEngine.framed_candidates`): those pairs are verified whatever their own cosine, with a
+    count of their own.
     """
     c = engine.config
     verifying = new_emb is not None and engine.verifying()
@@ -513,14 +607,16 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     tiers = decide_tiers(c, dist, cos, exact=exact, verifying=verifying, other_slices=slices)
     inliers = np.full(len(qs), -1, np.int32)
     if verifying:
-        tries: dict[bool, Counter] = {False: Counter(), True: Counter()}
+        tries: dict[int, Counter] = {0: Counter(), 1: Counter(), 2: Counter()}
         small = small_pairs(c, both, q_arr, e_arr + len(new_items))
-        rows = []  # in order, at most max_verify_per_item per new item (and as many small pairs):
+        cut = np.array([(framed or {}).get((q, e), -np.inf) for q, e in zip(qs, es)], np.float32) >= c.verify_cosine
+        kind = np.where(cut, 2, np.where(small, 1, 0))
+        rows = []  # in order, at most max_verify_per_item per new item (and as many small and framed pairs):
         # no verdict changes which pairs run
-        due = needs_verification(c, tiers, cos, dist, slices, small=small) & above_floor(c, floor, q_arr, None, cos,
-                                                                                        dist, small)
+        due = needs_verification(c, tiers, cos, dist, slices, small=small, framed=cut) & above_floor(
+            c, floor, q_arr, None, cos, dist, small | cut)
         for r in np.flatnonzero(due).tolist():
-            count = tries[bool(small[r])]
+            count = tries[int(kind[r])]
             if count[qs[r]] < c.max_verify_per_item:
                 count[qs[r]] += 1
                 rows.append(r)

@@ -68,20 +68,24 @@ def decide_tiers(config: DedupConfig, phash_distance: np.ndarray, cosine: np.nda
 
 def needs_verification(config: DedupConfig, tiers: np.ndarray, cosine: np.ndarray,
                        phash_distance: np.ndarray, other_slices: np.ndarray | None = None,
-                       small: np.ndarray | None = None) -> np.ndarray:
+                       small: np.ndarray | None = None, framed: np.ndarray | None = None) -> np.ndarray:
     """Pairs below the same-picture tiers that the model or the pHash still finds similar.
 
     Grayscale copies can drop to cosine ~0.77 while their pHash barely moves, so a small
     pHash distance alone also makes a pair worth verifying. Thumbnails of 32-64 px fall to
     cosine ~0.4-0.6 (the model sees a blur) while their pHash stays within ~10 bits, so a
     `small` pair (`small_pairs`: one side below `small_side`) within `phash_small` is verified
-    too. Slices of one volume are never verified: no inlier count could make them copies.
+    too. A `framed` pair (`DedupEngine.framed_cosines`: the picture cut out of a page or slide is similar
+    to the other image) is verified whatever its cosine. Slices of one volume are never verified: no
+    inlier count could make them copies.
     """
     strong = np.isin(np.asarray(tiers, dtype=object), list(SAME_PICTURE_TIERS))
     d = np.asarray(phash_distance)
     out = ~strong & ((np.asarray(cosine) >= config.verify_cosine) | (d <= config.phash_strict))
     if small is not None:
         out |= ~strong & np.asarray(small, bool) & (d <= config.phash_small)
+    if framed is not None:
+        out |= ~strong & np.asarray(framed, bool)
     return out if other_slices is None else out & ~np.asarray(other_slices, bool)
 
 

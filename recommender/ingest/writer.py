@@ -8,7 +8,7 @@ and re-run ends in the state of an uninterrupted one.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class IngestWriter:
         if self.store.exists():
             self.ensure_collection(self.settings.model, 0)  # raises ModelMismatchError; creates metadata indexes
         if self.settings.dedup_on_ingest:
-            self._deduper = IngestDeduper(self.store, self.settings)
+            self._deduper = IngestDeduper(self.store, self.settings, embed=_cut_out_embedder(self.settings))
         resumed = self.catalog.interrupt_runs(self.settings.collection)
         if resumed and self.store.exists():
             self._drop_unrecorded([r["run_id"] for r in resumed])
@@ -214,3 +214,16 @@ def _drop_copy(payload: dict[str, Any], path: str, other: str) -> dict[str, Any]
     promoted = next((c for c in copies if c[P.PATH] == other), {P.PATH: other})
     key = str(payload.get(P.ITEM_KEY, path))
     return {**promoted, P.ITEM_KEY: other + key.removeprefix(path), P.COPIES: [c for c in copies if c[P.PATH] != other]}
+
+
+def _cut_out_embedder(settings: Settings) -> Callable[[Sequence[Any]], np.ndarray]:
+    """The ingest model's embed function for the pictures dedupe cuts out of framed items (slides, pages).
+    The model is this process's ingest embedder, loaded on the first cut-out: a collection without a
+    template never loads it here, and a run whose embed stage works in this process shares it."""
+    def embed(images: Sequence[Any]) -> np.ndarray:
+        from recommender.ingest.embed import embedder_for
+        from recommender.ingest.records import EmbedSpec
+
+        return np.asarray(embedder_for(EmbedSpec.from_settings(settings)).embed_images(list(images)), np.float32)
+    return embed
+
