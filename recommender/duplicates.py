@@ -19,6 +19,7 @@ the catalog before each batch and each sweep): those pairs are never matched or 
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +32,7 @@ from recommender.decode import DecodeOptions
 from recommender.dedup import (DedupConfig, DedupEngine, EmbedFn, Fingerprint, SearchFn, build_pictures, candidate_cosine,
                                fingerprint_of, match_new_items, verification_floors, write_reports)
 from recommender.dedup.embed import model_embedder
+from recommender.errors import ModelUnavailableError
 from recommender.models.registry import resolve_dedup_thresholds
 from recommender.progress import progress_bar
 from recommender.settings import Settings
@@ -39,6 +41,7 @@ from recommender.stored_cut_outs import StoredCutOuts
 from recommender.stored_hashes import StoredHashes
 
 SAME_PICTURE = [t.value for t in P.SAME_PICTURE_TIERS]
+log = logging.getLogger(__name__)
 
 __all__ = ["IngestDeduper", "dedup_config", "sweep"]
 
@@ -63,22 +66,29 @@ def separated(store: VectorStore, settings: Settings) -> set[frozenset[str]]:
         log.close()
 
 
-def _model_embed(settings: Settings) -> EmbedFn:
+def _model_embed(settings: Settings, dim: int) -> EmbedFn:
     """The collection's model as an embed function, loaded on first call: the sweep embeds only the
     pictures it cuts out of framed items (`DedupEngine.cut_outs`), so a collection without a template
-    never loads it."""
-    loaded: list[EmbedFn] = []
+    never loads it. Where the model cannot be loaded here, a warning says so and the cut-outs are zero
+    vectors of the collection's dimension `dim`, which match nothing."""
+    loaded: list[EmbedFn | None] = []
 
     def embed(images: Sequence[Any]) -> np.ndarray:
         if not loaded:
-            loaded.append(model_embedder(settings.model, settings.device, settings)[0])
+            try:
+                loaded.append(model_embedder(settings.model, settings.device, settings)[0])
+            except ModelUnavailableError as exc:  # the sweep itself needs no model: go on without cut-outs
+                log.warning("framed items are matched by their own cosine only: %s", exc)
+                loaded.append(None)
+        if loaded[0] is None:
+            return np.zeros((len(images), dim), np.float32)  # a zero cut-out matches nothing
         return loaded[0](images)
     return embed
 
 
 def _keep_cut_outs(engine: DedupEngine, items: Sequence[Fingerprint], points: set[str], settings: Settings) -> None:
     """Keep the sweep's cut-outs of stored points (`StoredCutOuts`) for the ingests that come after it."""
-    cuts = {k: v for k, v in engine.cut_outs(items).items() if items[k].id in points}
+    cuts = {k: v for k, v in engine.cut_outs(items).items() if items[k].id in points and v.any()}
     if cuts:
         kept = StoredCutOuts(settings)
         kept.add([items[k].id for k in cuts], list(cuts.values()))
@@ -353,13 +363,14 @@ def sweep(store: VectorStore, settings: Settings, out_dir: Path | None = None) -
             items.append(fp)
             vectors.append(vectors[k])
     emb = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
-    engine = _engine(settings, _model_embed(settings))
+    built = settings.with_overrides(model=store.model_name())  # cut-outs in the collection's vector space
+    engine = _engine(settings, _model_embed(built, emb.shape[1]))
     apart = _with_aliases(separated(store, settings), items)
     with progress_bar(len(items), enabled=settings.progress, label="dedupe sweep") as advance:
         engine.progress = advance
         result = engine.find_duplicates(items, emb, forbidden=apart)
     engine.progress = None
-    _keep_cut_outs(engine, items, set(ids), settings)
+    _keep_cut_outs(engine, items, set(ids), built)
     pictures = result.pictures = engine.pictures(result, emb, apart)
     wanted: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
     for row in pictures.itertuples():

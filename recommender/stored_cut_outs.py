@@ -11,6 +11,7 @@ caller, which reads every match back from the store; a file made by another mode
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from recommender.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def cut_outs_path(settings: Settings) -> Path:
@@ -65,10 +68,15 @@ class StoredCutOuts:
         """Write the file when this run added to it (whole, then renamed: a killed run leaves the last one)."""
         if not self._dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, ids=np.array(self.ids, dtype=str), vectors=np.stack(self._rows), model=np.array(self.model))
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, ids=np.array(self.ids, dtype=str), vectors=np.stack(self._rows), model=np.array(self.model))
+            os.replace(tmp, self.path)
+        except OSError as exc:  # a full or read-only disk costs later runs the reverse search, not this run
+            log.warning("could not keep the cut-outs of framed items in %s (%s): a painting ingested in a later "
+                        "run will not be matched to the pages of this one until `recommender dedupe` runs", self.path, exc)
+            return
         self._dirty = False
 
     def _load(self) -> None:

@@ -376,7 +376,8 @@ def test_a_slide_is_a_copy_of_the_painting_it_shows_in_one_run_and_across_runs(t
 
 def test_cut_outs_kept_beside_the_store_are_read_by_the_next_run_of_the_same_model_only(tmp_path):
     """A run's cut-outs are read back by the next (as float16 unit vectors, a point cut out again replacing
-    its row); a file made by another model, or one that cannot be read, is ignored rather than trusted."""
+    its row); a file made by another model, or one that cannot be read, is ignored rather than trusted, and
+    one that cannot be written is reported, not raised."""
     from recommender.settings import get_settings
     from recommender.stored_cut_outs import StoredCutOuts, cut_outs_path
 
@@ -393,3 +394,9 @@ def test_cut_outs_kept_beside_the_store_are_read_by_the_next_run_of_the_same_mod
     assert StoredCutOuts(cfg.with_overrides(model="resnet18")).matrix()[0] == []
     cut_outs_path(cfg).write_bytes(b"not an npz")
     assert StoredCutOuts(cfg).matrix()[0] == []
+    blocked = StoredCutOuts(cfg)  # the folder cannot be made (a file stands there): the run goes on
+    blocked.path = tmp_path / "a-file" / "deck.npz"
+    (tmp_path / "a-file").write_text("")
+    blocked.add(["c"], v[:1])
+    blocked.save()
+    assert blocked.matrix()[0][-1] == "c"
