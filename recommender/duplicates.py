@@ -112,6 +112,7 @@ class IngestDeduper:
         self.k = settings.dedup_candidates
         self.hashes = StoredHashes(store, self.engine.config.small_side)
         self.cut_outs = StoredCutOuts(settings)
+        self.cut_count = 0  # new items whose picture was cut out of a template (for the run report)
 
     def templates(self) -> dict[str, float]:
         """Image sizes whose template the verifier learned ("WxH" -> share of the sample's keypoints that recur)."""
@@ -197,6 +198,7 @@ class IngestDeduper:
                     if row[col] >= c.verify_cosine and ids[col] not in fresh and not new[q].error:
                         found[(q, ids[col])] = max(found.get((q, ids[col]), -1.0), float(row[col]))
         if cuts:
+            self.cut_count += len(cuts)
             self.cut_outs.add([new[k].id for k in sorted(cuts)], [cuts[k] for k in sorted(cuts)])
             self.cut_outs.save()
         pairs = self._stored_pairs(found, vectors, existing)

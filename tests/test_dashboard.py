@@ -300,11 +300,13 @@ def test_runs_page_names_the_templates_a_run_left_out(isolated_home, monkeypatch
     for k, slide in enumerate(slide_deck(sorted((SAMPLES / "art").rglob("*.jpg"))[:18])):
         slide.save(folder / f"slide{k:02d}.jpg", quality=85)
     cfg = get_settings(home=tmp_path / "home", map_layout="off")
-    assert set(run_ingest(cfg, folder).templates) == {"1024x768"}
+    report = run_ingest(cfg, folder)
+    assert set(report.templates) == {"1024x768"} and report.cut_outs == 18  # every slide's painting cut out
     monkeypatch.setenv("RECOMMENDER_HOME", str(cfg.home))
     monkeypatch.setenv("RECOMMENDER_COLLECTION", cfg.collection)
     at = _open(AppTest.from_file(str(APP), default_timeout=120), "Runs")
     assert re.search(r"\*\*Templates left out of matching\*\*: 1024x768 px \(\d+% of keypoints\)", _markdown(at))
+    assert "**18 pictures** were cut out of them and searched" in _markdown(at)
 
 
 def test_empty_collection_says_how_to_ingest(isolated_home, monkeypatch):

@@ -76,7 +76,8 @@ def render() -> None:
         sizes = ", ".join(f"{size} px ({share:.0%} of keypoints)" for size, share in rep["templates"].items())
         st.markdown(f"**Templates left out of matching**: {sizes}. Images of these sizes share text or a frame at "
                     "the same place (a slide deck, a viewer's window); their duplicates were judged on the rest of "
-                    "each picture.")
+                    f"each picture, and **{rep.get('cut_outs', 0)} pictures** were cut out of them and searched as "
+                    "copies of what they show.")
     if rep.get("stage_seconds"):
         st.markdown("**Seconds per stage**")
         st.bar_chart(pd.Series(rep["stage_seconds"], name="seconds"))

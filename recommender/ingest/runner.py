@@ -115,6 +115,7 @@ class IngestRun:
             for tier, n in self.writer.cluster(ids, payloads, vectors).items():
                 self.report.duplicates_by_tier[tier] = self.report.duplicates_by_tier.get(tier, 0) + n
             self.report.templates = self.writer.templates()
+            self.report.cut_outs = self.writer.cut_outs()
         with self.timer.stage("upsert"):
             self.writer.upsert(ids, vectors, payloads)
             self.writer.record(files, statuses, self._known, self.metadata.rows, chunk.model, self.run_id)

@@ -124,6 +124,10 @@ class IngestWriter:
         """The templates the deduper's verifier has learned so far ("WxH" -> share of keypoints recurring)."""
         return self._deduper.templates() if self._deduper is not None else {}
 
+    def cut_outs(self) -> int:
+        """New items so far whose picture the deduper cut out of a template and searched."""
+        return self._deduper.cut_count if self._deduper is not None else 0
+
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         step = self.settings.upsert_batch
         for s in range(0, len(ids), step):
