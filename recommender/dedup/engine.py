@@ -218,8 +218,7 @@ class DedupEngine:
         ks = np.array(sorted(crops), np.int64)
         q = np.stack([crops[k] for k in ks.tolist()])
         found: set[tuple[int, int]] = set()
-        for sims in (q @ np.asarray(embeddings, np.float32).T, q @ q.T):
-            cols = np.arange(sims.shape[1]) if sims.shape[1] == len(items) else ks
+        for sims, cols in ((q @ np.asarray(embeddings, np.float32).T, np.arange(len(items))), (q @ q.T, ks)):
             sims[cols[None, :] == ks[:, None]] = -np.inf  # not itself
             top = np.argsort(-sims, axis=1, kind="stable")[:, :c.max_verify_per_item]
             for r, row in enumerate(top):
@@ -253,29 +252,36 @@ class DedupEngine:
         verifier = self.local_verifier()
         framed = [k for k, it in enumerate(items)
                   if not it.error and verifier.template_of((it.width, it.height)) is not None]
-        todo, cuts = [], []
-        for k in framed:
-            if _vkey(items[k]) in self._crop_cache:
-                continue
-            box = verifier.picture_box(_vkey(items[k]), images[k] if images is not None else self.source(items[k]))
-            try:
-                img = None if box is None else (images[k] if images is not None
-                                                else load_image(items[k].path, self.options, items[k].key or None))
-            except DecodeError:
-                img = None
-            if img is None:
-                self._crop_cache[_vkey(items[k])] = None  # no frame found: not looked at again
-                continue
-            todo.append(k)
-            rx, ry = img.width / items[k].width, img.height / items[k].height  # a JPEG draft decodes smaller
-            cuts.append(img.convert("RGB").crop((round(box[0] * rx), round(box[1] * ry), round(box[2] * rx),
-                                                 round(box[3] * ry))))
-        for s in range(0, len(cuts), 64):
-            vec = np.asarray(self.embed(cuts[s:s + 64]), np.float32)
-            vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
-            for k, v in zip(todo[s:s + 64], vec):
-                self._crop_cache[_vkey(items[k])] = v
+        todo = [k for k in framed if _vkey(items[k]) not in self._crop_cache]
+        for s in range(0, len(todo), 64):  # a batch of cut-outs in memory at a time
+            done, cuts = [], []
+            for k in todo[s:s + 64]:
+                cut = self._cut_out(verifier, items[k], images.get(k) if images is not None else None)
+                if cut is None:
+                    self._crop_cache[_vkey(items[k])] = None  # no frame found: not looked at again
+                else:
+                    done.append(k)
+                    cuts.append(cut)
+            if cuts:
+                vec = np.asarray(self.embed(cuts), np.float32)
+                vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+                for k, v in zip(done, vec):
+                    self._crop_cache[_vkey(items[k])] = v
         return {k: v for k in framed if (v := self._crop_cache.get(_vkey(items[k]))) is not None}
+
+    def _cut_out(self, verifier: LocalFeatureVerifier, item: Fingerprint, image: Image.Image | None) -> Image.Image | None:
+        """The picture of a framed item cut out of its full-resolution RGB image (None: no frame, or the
+        file no longer decodes)."""
+        box = verifier.picture_box(_vkey(item), image if image is not None else self.source(item))
+        try:
+            img = None if box is None else (image if image is not None else load_image(item.path, self.options,
+                                                                                        item.key or None))
+        except DecodeError:
+            return None
+        if img is None:
+            return None
+        rx, ry = img.width / item.width, img.height / item.height  # a JPEG draft decodes smaller
+        return img.convert("RGB").crop((round(box[0] * rx), round(box[1] * ry), round(box[2] * rx), round(box[3] * ry)))
 
     def _job(self, items: Sequence[Fingerprint], a: int, b: int, images: dict[int, Image.Image] | None) -> Job:
         """The verifier's arguments for items a and b: their images, or loaders of their files
