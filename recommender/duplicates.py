@@ -30,7 +30,7 @@ from recommender import payload as P
 from recommender.decisions import Decisions
 from recommender.decode import DecodeOptions
 from recommender.dedup import (DedupConfig, DedupEngine, EmbedFn, Fingerprint, SearchFn, build_pictures, candidate_cosine,
-                               fingerprint_of, match_new_items, verification_floors, write_reports)
+                               fingerprint_of, match_new, match_new_items, verification_floors, write_reports)
 from recommender.dedup.embed import model_embedder
 from recommender.errors import ModelUnavailableError
 from recommender.models.registry import resolve_dedup_thresholds
@@ -192,11 +192,11 @@ class IngestDeduper:
         fresh = {it.id for it in new}
         if ids:
             x = np.asarray(vectors, np.float32)
-            sims = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)) @ seen.T
-            for q, row in enumerate(sims):
-                for col in np.argsort(-row, kind="stable")[:c.max_verify_per_item].tolist():
-                    if row[col] >= c.verify_cosine and ids[col] not in fresh and not new[q].error:
-                        found[(q, ids[col])] = max(found.get((q, ids[col]), -1.0), float(row[col]))
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            for q, hits in enumerate(match_new(x, seen, c.verify_cosine, c.max_verify_per_item)):
+                for col, score in hits:
+                    if ids[col] not in fresh and not new[q].error:
+                        found[(q, ids[col])] = max(found.get((q, ids[col]), -1.0), score)
         if cuts:
             self.cut_count += len(cuts)
             self.cut_outs.add([new[k].id for k in sorted(cuts)], [cuts[k] for k in sorted(cuts)])

@@ -34,7 +34,7 @@ from recommender.dedup.config import DedupConfig
 from recommender.dedup.embed import EmbedFn
 from recommender.dedup.hashing import Fingerprint, fingerprint_files, fingerprint_image, hash_array
 from recommender.dedup.methods import EmbeddingCosine, ExactHash, PerceptualHash
-from recommender.dedup.sweep import SearchFn, hamming_of
+from recommender.dedup.sweep import SearchFn, hamming_of, match_new
 from recommender.dedup.tiers import (candidate_cosine, decide_tiers, needs_verification, other_slices,
                                      small_candidates, small_pairs)
 from recommender.dedup.verify import Job, LocalFeatureVerifier, Source, available
@@ -215,17 +215,13 @@ class DedupEngine:
         if not crops:
             return set()
         c = self.config
-        ks = np.array(sorted(crops), np.int64)
-        q = np.stack([crops[k] for k in ks.tolist()])
+        ks = sorted(crops)
+        q = np.stack([crops[k] for k in ks])
         found: set[tuple[int, int]] = set()
-        for sims, cols in ((q @ np.asarray(embeddings, np.float32).T, np.arange(len(items))), (q @ q.T, ks)):
-            sims[cols[None, :] == ks[:, None]] = -np.inf  # not itself
-            top = np.argsort(-sims, axis=1, kind="stable")[:, :c.max_verify_per_item]
-            for r, row in enumerate(top):
-                for col in row[sims[r, row] >= c.verify_cosine].tolist():
-                    a, b = int(ks[r]), int(cols[col])
-                    if not items[b].error:
-                        found.add((min(a, b), max(a, b)))
+        for table, cols in ((embeddings, range(len(items))), (q, ks)):  # blocked: memory bounded whatever N
+            for a, hits in zip(ks, match_new(q, table, c.verify_cosine, c.max_verify_per_item + 1)):
+                others = [cols[col] for col, _ in hits if cols[col] != a][:c.max_verify_per_item]  # not itself
+                found.update((min(a, b), max(a, b)) for b in others if not items[b].error)
         return found
 
     def framed_cosines(self, items: Sequence[Fingerprint], embeddings: np.ndarray | None, ci: np.ndarray,
@@ -236,11 +232,15 @@ class DedupEngine:
         out = np.full(len(ci), -np.inf, np.float32)
         if embeddings is None or not self._crop_cache or not len(ci):
             return out
+        cut = [self._crop_cache.get(_vkey(it)) for it in items]  # looked up once per item, not per pair
+        has = np.array([v is not None for v in cut], bool)
+        ci, cj = np.asarray(ci, np.int64), np.asarray(cj, np.int64)
         x = np.asarray(embeddings, np.float32)
-        for k, (a, b) in enumerate(zip(np.asarray(ci).tolist(), np.asarray(cj).tolist())):
-            ca, cb = self._crop_cache.get(_vkey(items[a])), self._crop_cache.get(_vkey(items[b]))
-            sims = [float(v @ w) for v, w in ((ca, x[b]), (cb, x[a]), (ca, cb)) if v is not None and w is not None]
-            out[k] = max(sims, default=-np.inf)
+        for k in np.flatnonzero(has[ci] | has[cj]).tolist():
+            a, b = int(ci[k]), int(cj[k])
+            sims = [float(v @ w) for v, w in ((cut[a], x[b]), (cut[b], x[a]), (cut[a], cut[b]))
+                    if v is not None and w is not None]
+            out[k] = max(sims)
         return out
 
     def cut_outs(self, items: Sequence[Fingerprint], images: dict[int, Image.Image] | None = None) -> dict[int, np.ndarray]:
