@@ -72,8 +72,10 @@ def _report_markdown(r: dict[str, Any]) -> str:
         f"duplicate {r['duplicate']}, changed {r['changed']}, deleted {r['deleted']}, failed {r['failed']}; "
         f"points now {r['points']}",
         f"- new items in duplicate clusters, by tier: {r['duplicates_by_tier'] or 'none'}",
-        *([f"- templates left out of matching (image size: share of keypoints): {r['templates']}; "
-           f"pictures cut out of them and searched: {r.get('cut_outs', 0)}"] if r.get("templates") else []),
+        *([f"- templates left out of matching (image size: share of keypoints): {r['templates']}"]
+          if r.get("templates") else []),
+        *([f"- pictures cut out of their frames (templates, flat backgrounds) and searched: {r['cut_outs']}"]
+          if r.get("cut_outs") else []),
         f"- {r['seconds']} s, {r['images_per_second']} images/s; stages: {r['stage_seconds']}",
         f"- map: {r.get('map') or 'not computed'}",
         *([f"- projection: {r['projection']}"] if r.get("projection") else []),

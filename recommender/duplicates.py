@@ -52,7 +52,7 @@ def dedup_config(settings: Settings) -> DedupConfig:
     return DedupConfig().with_overrides(
         phash_strict=t.phash_strict, copy_cosine=t.copy_cosine, near_cosine=t.near_cosine,
         verify=settings.dedup_verify, keypoint_grid=settings.dedup_keypoint_grid,
-        template_members=settings.dedup_template_members, workers=0,
+        template_members=settings.dedup_template_members, frames=settings.dedup_frames, workers=0,
     )
 
 
@@ -112,7 +112,7 @@ class IngestDeduper:
         self.k = settings.dedup_candidates
         self.hashes = StoredHashes(store, self.engine.config.small_side)
         self.cut_outs = StoredCutOuts(settings)
-        self.cut_count = 0  # new items whose picture was cut out of a template (for the run report)
+        self.cut_count = 0  # new items whose picture was cut out of its frame (for the run report)
 
     def templates(self) -> dict[str, float]:
         """Image sizes whose template the verifier learned ("WxH" -> share of the sample's keypoints that recur)."""

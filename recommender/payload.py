@@ -83,6 +83,7 @@ VOXEL_SIZE = "voxel_size"
 PIXEL_HASH = "pixel_hash"
 PHASH = "phash"
 PHASH_MIRROR = "phash_mirror"
+FRAME = "frame"
 CLUSTER_ID = "cluster_id"
 TIER = "tier"
 CANONICAL = "canonical"
@@ -143,6 +144,8 @@ FIELDS: dict[str, FieldSpec] = {s.name: s for s in (
     _f(PIXEL_HASH, "keyword", "dedup", "Hash of the decoded pixels (exact tier).", indexed=True),
     _f(PHASH, "keyword", "dedup", "64-bit perceptual hash, hex (copy tier)."),
     _f(PHASH_MIRROR, "keyword", "dedup", "pHash of the mirrored image, hex (flipped copies)."),
+    _f(FRAME, "list", "dedup", "Where a picture lies on a flat background with text or a panel beside it (x0, y0, x1, y1 in "
+       "pixels): a screen capture's picture, cut out and searched for its copies."),
     _f(CLUSTER_ID, "keyword", "dedup", "Same-picture cluster (exact or copy tier).", indexed=True),
     _f(TIER, "keyword", "dedup", "Tier that put the item in its cluster.", indexed=True, facet=True),
     _f(CANONICAL, "bool", "dedup", "The member a same-picture cluster is shown as.", indexed=True),

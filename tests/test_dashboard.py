@@ -306,7 +306,7 @@ def test_runs_page_names_the_templates_a_run_left_out(isolated_home, monkeypatch
     monkeypatch.setenv("RECOMMENDER_COLLECTION", cfg.collection)
     at = _open(AppTest.from_file(str(APP), default_timeout=120), "Runs")
     assert re.search(r"\*\*Templates left out of matching\*\*: 1024x768 px \(\d+% of keypoints\)", _markdown(at))
-    assert "**18 pictures** were cut out of them and searched" in _markdown(at)
+    assert "**18 pictures** were cut out of their frames" in _markdown(at)
 
 
 def test_empty_collection_says_how_to_ingest(isolated_home, monkeypatch):

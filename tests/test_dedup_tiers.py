@@ -274,3 +274,20 @@ def test_third_held_out_set_is_apart_from_every_other(embedder, tmp_path):
     assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(HELDOUT2)
     thumbs = sorted((tmp_path / "thumb80_q30").iterdir())
     assert thumbs and max(Image.open(thumbs[0]).size) == 80
+
+
+def test_fourth_held_out_set_is_apart_from_every_other_and_from_its_tuning_frame(embedder, tmp_path):
+    """`--families heldout3` (session 39) plants pictures in frames of layouts no other set has (a web
+    page, a TV frame grab, a phone screenshot); the frame rule was tuned on `--families viewer` only."""
+    from recommender.dedup.evaluate import evaluate
+    from recommender.dedup.transforms import FRAMED, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, OVERLAY, TEMPLATE, VIEWER
+
+    others = set(TRANSFORMS) | set(HELDOUT) | set(FRAMED) | set(HELDOUT2) | set(OVERLAY) | set(TEMPLATE)
+    assert not set(HELDOUT3) & (others | set(VIEWER) | set(HELDOUT4)) and not set(VIEWER) & (others | set(HELDOUT4))
+    assert not set(HELDOUT4) & others
+    r = evaluate(CORPORA / "art-louvre", embedder, n_originals=2, n_distractors=1, seed=3, work=tmp_path,
+                 sweep=True, log=lambda _: None, config=DedupConfig(workers=0), family="heldout3")
+    assert r["family"] == "heldout3" and "sweep" not in r
+    assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(HELDOUT3)
+    phones = sorted((tmp_path / "phone").iterdir())
+    assert phones and Image.open(phones[0]).height > 2 * Image.open(phones[0]).width

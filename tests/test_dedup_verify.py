@@ -143,7 +143,9 @@ def test_an_image_shared_by_pairs_verified_side_by_side_is_decoded_once():
 
 def test_the_same_caption_on_different_paintings_is_not_a_copy():
     """The coverage rule's reason to exist: a caption block stamped on two different paintings (a
-    third of the image here) matches as well as a copy would, but only over a strip of the picture."""
+    third of the image here) matches as well as a copy would, but only over a strip of the picture.
+    (Frames are off on both sides: a letterboxed painting over a white caption is a decorated frame,
+    which is compared by its picture alone, and that would hide what the coverage rule does.)"""
     import itertools
 
     from PIL import ImageDraw, ImageFont
@@ -159,7 +161,7 @@ def test_the_same_caption_on_different_paintings_is_not_a_copy():
         return img
 
     pairs = list(itertools.combinations(PAINTINGS[:6], 2))
-    v, blind = LocalFeatureVerifier(), LocalFeatureVerifier()
+    v, blind = LocalFeatureVerifier(frames=False), LocalFeatureVerifier(frames=False)
     blind._covers = lambda *args: True  # the same verifier without the coverage rule
     assert all(v.inliers(str(a), captioned(a), str(b), captioned(b)) < v.min_inliers for a, b in pairs)
     assert sum(blind.inliers(str(a), captioned(a), str(b), captioned(b)) >= v.min_inliers for a, b in pairs) >= 5
@@ -263,14 +265,18 @@ def test_pictures_in_one_template_are_not_copies_but_a_reencoded_slide_is():
     """Slides of one deck share their text at the same pixels, so ORB matches two slides of different
     paintings as well as two copies (the template hole). Once the verifier has learned the deck's template
     from the slides of that size, matching reads only the pictures: no two slides of different paintings
-    pass, and a slide re-encoded at JPEG quality 60 still does."""
+    pass, and a slide re-encoded at JPEG quality 60 still does. Frames alone, without the template, keep
+    them apart too: each slide's picture floats on the white page beside its text (a decorated frame), so
+    slides are compared by their pictures only."""
     import itertools
 
     slides = [_jpeg(s, 85) for s in slide_deck(ART[:20])]
     size = slides[0].size
     pairs = list(itertools.combinations(range(12), 2))
-    blind = LocalFeatureVerifier()
+    blind = LocalFeatureVerifier(frames=False)
     assert sum(blind.inliers(a, slides[a], b, slides[b], mirror=False) >= blind.min_inliers for a, b in pairs) >= 30
+    framed = LocalFeatureVerifier()
+    assert all(framed.inliers(a, slides[a], b, slides[b], mirror=False) < framed.min_inliers for a, b in pairs)
 
     v = LocalFeatureVerifier()
     v.learn_templates({size: slides})
@@ -297,8 +303,9 @@ def test_pictures_of_one_size_without_a_template_keep_orb_keypoints():
 def test_an_ingested_deck_forms_no_cluster_of_different_slides(tmp_path):
     """The real ingest: a folder of slides of one deck (20 paintings) and one slide saved again at JPEG
     quality 60. The ingest's verifier learns the deck's template, so the re-saved slide joins its own slide
-    and no two slides of different paintings share a cluster; with templates off (RECOMMENDER_DEDUP_TEMPLATE_
-    MEMBERS=0) slides of different paintings are merged."""
+    and no two slides of different paintings share a cluster; with templates and frames off
+    (RECOMMENDER_DEDUP_TEMPLATE_MEMBERS=0, RECOMMENDER_DEDUP_FRAMES=false) slides of different paintings
+    are merged."""
     from recommender.ingest import run_ingest
     from recommender.settings import get_settings
     from recommender.store import open_store
@@ -311,7 +318,8 @@ def test_an_ingested_deck_forms_no_cluster_of_different_slides(tmp_path):
     slides[3].save(folder / "slide03-resaved.jpg", quality=60)
 
     def clusters(members: int) -> dict[str, str | None]:
-        cfg = get_settings(home=tmp_path / f"home{members}", map_layout="off", dedup_template_members=members)
+        cfg = get_settings(home=tmp_path / f"home{members}", map_layout="off", dedup_template_members=members,
+                           dedup_frames=members > 0)
         report = run_ingest(cfg, folder)
         assert set(report.templates) == ({"1024x768"} if members else set())  # the run says what it left out
         store = open_store(cfg)
@@ -400,3 +408,101 @@ def test_cut_outs_kept_beside_the_store_are_read_by_the_next_run_of_the_same_mod
     blocked.add(["c"], v[:1])
     blocked.save()
     assert blocked.matrix()[0][-1] == "c"
+
+
+def _screen_capture(img: Image.Image, k: int) -> Image.Image:
+    """The picture at 440 px in a 1400 x 860 screen capture of a viewer: a flat background, a tool panel
+    docked on the left with its labels, the picture floating right of it."""
+    from PIL import ImageDraw, ImageFont
+
+    frame = Image.new("RGB", (1400, 860), [(20, 20, 24), (236, 236, 236), (90, 90, 96)][k % 3])
+    frame.paste(img.resize((round(img.width * 440 / img.height), 440)), (420 + 30 * (k % 5), 200))
+    draw = ImageDraw.Draw(frame)
+    draw.rectangle((0, 0, 260, 860), fill=(60, 62, 70))
+    for i in range(8):
+        draw.text((12, 20 + 100 * i), f"Tool {i}", fill=(230, 230, 230), font=ImageFont.load_default(size=30))
+    return frame
+
+
+def test_a_picture_in_a_screen_capture_is_a_copy_of_it_and_of_no_other_picture():
+    """A single screen capture has no template to place its picture, and at the verifier's working side
+    the picture is a sixth of the frame: ORB alone passed 17 of the 24 sample paintings against their
+    captures. The picture on the capture's flat background is cut out at full resolution and matched
+    too: every capture is a copy of its painting, and still of no other painting."""
+    captures = {p: _screen_capture(Image.open(p).convert("RGB"), k) for k, p in enumerate(ART)}
+
+    def verdicts(frames: bool) -> tuple[int, int]:
+        v = LocalFeatureVerifier(frames=frames)
+        own = sum(v.inliers(f"{p}", Image.open(p), f"{p}-cap", captures[p]) >= v.min_inliers for p in ART)
+        other = sum(v.inliers(f"{p}", Image.open(p), f"{q}-cap", captures[q]) >= v.min_inliers
+                    for p in ART for q in ART if q != p)
+        return own, other
+
+    assert verdicts(True) == (len(ART), 0)
+    own, other = verdicts(False)
+    assert own <= len(ART) - 3 and other == 0
+
+
+def test_the_picture_is_found_on_a_flat_background_and_nowhere_else():
+    """`picture_frame` places the floating picture, not the panel docked to the edge (larger than a
+    square picture at this size), and calls the capture decorated (its panel's labels); a painting
+    letterboxed on white is framed but plain; an MRI slice (a head on black is no rectangle) and a
+    painting that fills its image show no frame."""
+    from recommender.dedup.frames import picture_frame
+
+    def grey(img: Image.Image) -> np.ndarray:
+        return np.asarray(img.convert("L"))
+
+    img = Image.open(PAINTINGS[0]).convert("RGB")
+    found = picture_frame(grey(_screen_capture(img, 0)))
+    x0, y0, x1, y1 = found.box
+    width = round(img.width * 440 / img.height)
+    assert abs(x0 - 420) <= 20 and abs(y0 - 200) <= 20 and abs(x1 - (420 + width)) <= 20 and abs(y1 - 640) <= 20
+    assert x0 > 420 and y0 > 200 and x1 < 420 + width and y1 < 640  # inset: no background kept
+    assert found.decorated
+    letterboxed = [f for f in (picture_frame(grey(Image.open(p))) for p in ART) if f is not None]
+    assert letterboxed and not any(f.decorated for f in letterboxed)
+    slices = sorted((SAMPLES / "medical").rglob("*.jpg"))
+    assert slices and all(picture_frame(grey(Image.open(p))) is None for p in slices)
+    banded = grey(Image.open(slices[0])).copy()  # a faint band beside the head, as on some brain-mri exports
+    h, w = banded.shape
+    banded[h // 16: h - h // 16, w // 50: w // 50 + w // 11] = 40
+    assert picture_frame(banded) is None
+    assert picture_frame(grey(img.crop((60, 60, 440, 440)))) is None
+
+
+def test_frames_are_a_setting_on_by_default(tmp_path):
+    """RECOMMENDER_DEDUP_FRAMES reaches the verifier dedupe on ingest and `recommender dedupe` build."""
+    from recommender.duplicates import _engine
+    from recommender.settings import get_settings
+
+    assert _engine(get_settings(home=tmp_path)).local_verifier().frames is True
+    assert _engine(get_settings(home=tmp_path, dedup_frames=False)).local_verifier().frames is False
+
+
+def test_an_ingest_puts_each_screen_capture_in_its_paintings_cluster(tmp_path):
+    """The real ingest: the 24 sample paintings and screen captures of six of them, in one folder. Each
+    capture lands in its painting's same-picture cluster, and no cluster holds two paintings."""
+    from recommender.ingest import run_ingest
+    from recommender.settings import get_settings
+    from recommender.store import open_store
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for k, p in enumerate(ART):
+        Image.open(p).convert("RGB").save(folder / f"p{k:02d}.jpg", quality=92)
+    shown = [0, 5, 9, 14, 17, 21]
+    for k in shown:
+        _screen_capture(Image.open(ART[k]).convert("RGB"), k).save(folder / f"p{k:02d}-capture.png")
+    cfg = get_settings(home=tmp_path / "home", map_layout="off")
+    report = run_ingest(cfg, folder)
+    assert report.cut_outs >= len(shown)  # the run says how many pictures it cut out
+    store = open_store(cfg)
+    try:
+        found = {Path(p["path"]).stem: p.get("cluster_id") for _, p, _ in store.scroll()}
+    finally:
+        store.close()
+    pairs = {k: (found[f"p{k:02d}"], found[f"p{k:02d}-capture"]) for k in shown}
+    assert all(c is not None and c == own for own, c in pairs.values()), pairs
+    paintings = [found[f"p{k:02d}"] for k in range(len(ART)) if found[f"p{k:02d}"] is not None]
+    assert len(paintings) == len(set(paintings)), found

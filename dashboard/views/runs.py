@@ -76,8 +76,10 @@ def render() -> None:
         sizes = ", ".join(f"{size} px ({share:.0%} of keypoints)" for size, share in rep["templates"].items())
         st.markdown(f"**Templates left out of matching**: {sizes}. Images of these sizes share text or a frame at "
                     "the same place (a slide deck, a viewer's window); their duplicates were judged on the rest of "
-                    f"each picture, and **{rep.get('cut_outs', 0)} pictures** were cut out of them and searched as "
-                    "copies of what they show.")
+                    "each picture.")
+    if rep.get("cut_outs"):
+        st.markdown(f"**{rep['cut_outs']} pictures** were cut out of their frames (a template's page, a screen "
+                    "capture's flat background) and searched as copies of what they show.")
     if rep.get("stage_seconds"):
         st.markdown("**Seconds per stage**")
         st.bar_chart(pd.Series(rep["stage_seconds"], name="seconds"))

@@ -63,6 +63,10 @@ class DedupConfig:
     # verified together, the keypoints that recur at the same place in a quarter of a sample of them
     # (a slide deck's text, a viewer's frame) are left out of matching; 0 = off
     template_members: int = 16
+    # frames without a template (session 39, docs/dedup.md "Frames"): when a pair falls short and one image
+    # shows a rectangle on a flat background (a viewer's capture, a web page), the rectangle cut out at full
+    # resolution is matched as well
+    frames: bool = True
     # near tier: embedding cosine only, higher recall
     near_cosine: float = 0.90
     # sweep

@@ -170,7 +170,8 @@ class DedupEngine:
             c = self.config
             self.verifier = LocalFeatureVerifier(mirror=c.flip_invariant, min_inliers=c.min_inliers,
                                                  small_side=c.small_side, small_min_corr=c.small_min_corr,
-                                                 keypoint_grid=c.keypoint_grid, template_members=c.template_members)
+                                                 keypoint_grid=c.keypoint_grid, template_members=c.template_members,
+                                                 frames=c.frames)
         return self.verifier
 
     def source(self, item: Fingerprint) -> Source:
@@ -206,10 +207,11 @@ class DedupEngine:
 
     def framed_candidates(self, items: Sequence[Fingerprint], embeddings: np.ndarray,
                           images: dict[int, Image.Image] | None = None) -> set[tuple[int, int]]:
-        """Pairs (i < j) where the picture cut out of a framed image (`LocalFeatureVerifier.picture_box`:
-        a page or slide of a size with a template) is among the `max_verify_per_item` most similar of
-        the other items, or of their cut-out pictures, at `verify_cosine` or more: how a painting on a
-        catalogue page becomes a candidate of the painting, which the model ranks behind other pages.
+        """Pairs (i < j) where the picture cut out of a framed image (`cut_outs`: a page or slide of a size
+        with a template, or a screen capture's picture on a flat background) is among the
+        `max_verify_per_item` most similar of the other items, or of their cut-out pictures, at
+        `verify_cosine` or more: how a painting on a catalogue page becomes a candidate of the painting,
+        which the model ranks behind other pages.
         Needs the engine's embed function (the cut-outs are embedded here); without one, none."""
         crops = self.cut_outs(items, images)
         if not crops:
@@ -245,13 +247,14 @@ class DedupEngine:
 
     def cut_outs(self, items: Sequence[Fingerprint], images: dict[int, Image.Image] | None = None) -> dict[int, np.ndarray]:
         """Embeddings of the pictures cut out of the framed items (index -> unit vector), each computed once
-        per engine (`_crop_cache`, by content key)."""
+        per engine (`_crop_cache`, by content key). Framed: of a size with a template, or showing a picture
+        on a flat background (`Fingerprint.frame`, with `config.frames`)."""
         if self.embed is None or not self.verifying():
             return {}
         self.learn_templates(items, images)
         verifier = self.local_verifier()
-        framed = [k for k, it in enumerate(items)
-                  if not it.error and verifier.template_of((it.width, it.height)) is not None]
+        framed = [k for k, it in enumerate(items) if not it.error and (
+            verifier.template_of((it.width, it.height)) is not None or (self.config.frames and it.frame is not None))]
         todo = [k for k in framed if _vkey(items[k]) not in self._crop_cache]
         for s in range(0, len(todo), 64):  # a batch of cut-outs in memory at a time
             done, cuts = [], []
@@ -271,8 +274,11 @@ class DedupEngine:
 
     def _cut_out(self, verifier: LocalFeatureVerifier, item: Fingerprint, image: Image.Image | None) -> Image.Image | None:
         """The picture of a framed item cut out of its full-resolution RGB image (None: no frame, or the
-        file no longer decodes)."""
-        box = verifier.picture_box(_vkey(item), image if image is not None else self.source(item))
+        file no longer decodes): where its size's template leaves it, else its `frame`."""
+        if verifier.template_of((item.width, item.height)) is not None:
+            box = verifier.picture_box(_vkey(item), image if image is not None else self.source(item))
+        else:
+            box = item.frame
         try:
             img = None if box is None else (image if image is not None else load_image(item.path, self.options,
                                                                                         item.key or None))
@@ -453,7 +459,7 @@ class DedupEngine:
                                                    self.progress).find_duplicates(items, embeddings).as_set()
             cand |= self._cache[key]
             timings["embedding_sweep"] = time.perf_counter() - t
-        if verifying and self.embed is not None and c.template_members > 0:
+        if verifying and self.embed is not None and (c.template_members > 0 or c.frames):
             t = time.perf_counter()
             cand |= self.framed_candidates(items, embeddings, images)
             timings["framed"] = time.perf_counter() - t

@@ -386,17 +386,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="the verifier's keypoints spread over an N x N grid (odd; 1 = off): DedupConfig.keypoint_grid")
     ap.add_argument("--template-members", type=int, default=DedupConfig.template_members,
                     help="images of one size verified together that learn a template (0 = off): DedupConfig.template_members")
+    ap.add_argument("--frames", type=int, choices=[0, 1], default=int(DedupConfig.frames),
+                    help="cut the picture out of a frame on a flat background when a pair falls short: DedupConfig.frames")
     ap.add_argument("--families", choices=[*FAMILIES, "both"], default="tuning",
                     help="planted edits: the tuning set, the held-out set (never tuned on), the framed held-out set "
                          "(poster, slide), the third held-out set (session 36), the tuning edits with a stamp (overlay), "
-                         "every original on one catalogue page layout (template, tuning side), or both "
+                         "every original on one catalogue page layout (template, tuning side), the fourth held-out set "
+                         "(heldout3: pictures in a web page, a TV frame grab, a phone screenshot), the fifth (heldout4: a "
+                         "gallery wall, a forum post, a print preview), every original in "
+                         "a viewer's screen capture (viewer, tuning side), or both "
                          "of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 
     embed, options = model_embedder(args.model)
     families = ["tuning", "heldout"] if args.families == "both" else [args.families]
-    config = DedupConfig(keypoint_grid=args.keypoint_grid, template_members=args.template_members)
+    config = DedupConfig(keypoint_grid=args.keypoint_grid, template_members=args.template_members,
+                          frames=bool(args.frames))
     runs = {f: evaluate(args.source, embed, args.originals, args.distractors, args.seed, config=config,
                         sweep=not args.no_sweep, screen=not args.no_screen, options=options, family=f) for f in families}
     res = runs[families[0]] if len(runs) == 1 else runs

@@ -32,6 +32,7 @@ from PIL import Image
 
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeOptions, decode_file
+from recommender.dedup.frames import picture_frame
 
 _HASH_SIZE = 8
 _IMG_SIZE = 32
@@ -61,6 +62,9 @@ class Fingerprint:
     volume: str = ""  # series (DICOM SeriesInstanceUID, NIfTI file) a slice belongs to ('' = not a slice)
     slice_index: int = -1
     bytes: int = 0  # size of the file: at one resolution, more bytes per pixel = less compressed
+    # a picture on a flat background with text or a panel beside it (a decorated frames.Frame): cut out and
+    # searched (`DedupEngine.cut_outs`); between bars alone the model sees the picture, and no cut-out is made
+    frame: tuple[int, int, int, int] | None = None
 
     @property
     def area(self) -> int:
@@ -91,7 +95,8 @@ def _bits_to_int(bits: np.ndarray) -> int:
 
 def phash_pair(img: Image.Image) -> tuple[int, int]:
     """(pHash, pHash of the mirror image): imagehash.phash's definition on a reducing_gap thumbnail."""
-    small = img.convert("L").resize((_IMG_SIZE, _IMG_SIZE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    small = (img if img.mode == "L" else img.convert("L")).resize((_IMG_SIZE, _IMG_SIZE), Image.Resampling.LANCZOS,
+                                                                  reducing_gap=2.0)
     pixels = np.asarray(small, dtype=np.float64)
     dct = _DCT8 @ pixels @ _DCT8.T
     mirrored = dct * _MIRROR_SIGN
@@ -102,15 +107,23 @@ def fingerprint_image(img: Image.Image, id: str, path: str = "", seq: float = 0.
                       payload: dict[str, Any] | None = None, sha256: str | None = None) -> Fingerprint:
     """Fingerprint an already decoded image (sha256 defaults to the pixel hash: no bytes known)."""
     img = img if img.mode == "RGB" else img.convert("RGB")
-    ph, pm = phash_pair(img)
+    grey = img.convert("L")
+    ph, pm = phash_pair(grey)
     px = pixel_hash(img)
-    return Fingerprint(id, path or id, img.width, img.height, seq, sha256 or px, px, ph, pm, dict(payload or {}))
+    found = picture_frame(np.asarray(grey))
+    box = found.box if found is not None and found.decorated else None  # bars alone: the model sees the picture
+    frame = None if box is None else (int(box[0]), int(box[1]), int(np.ceil(box[2])), int(np.ceil(box[3])))
+    return Fingerprint(id, path or id, img.width, img.height, seq, sha256 or px, px, ph, pm, dict(payload or {}),
+                       frame=frame)
 
 
 def fingerprint_payload(img: Image.Image, sha256: str) -> dict[str, Any]:
     """Payload fields the tiers compare later: pixel hash and (mirror) pHash as hex strings."""
     fp = fingerprint_image(img, "", sha256=sha256)
-    return {P.PIXEL_HASH: fp.pixel_hash, P.PHASH: f"{fp.phash:016x}", P.PHASH_MIRROR: f"{fp.phash_mirror:016x}"}
+    out = {P.PIXEL_HASH: fp.pixel_hash, P.PHASH: f"{fp.phash:016x}", P.PHASH_MIRROR: f"{fp.phash_mirror:016x}"}
+    if fp.frame is not None:
+        out[P.FRAME] = list(fp.frame)
+    return out
 
 
 def fingerprint_of(pid: str, payload: dict[str, Any]) -> Fingerprint:
@@ -128,6 +141,7 @@ def fingerprint_of(pid: str, payload: dict[str, Any]) -> Fingerprint:
         volume=str(payload.get(P.SERIES) or payload.get(P.VOLUME) or "") if P.SLICE_INDEX in payload else "",
         slice_index=int(payload.get(P.SLICE_INDEX, -1)),
         bytes=int(payload.get(P.BYTES, 0) or 0),
+        frame=tuple(int(v) for v in payload[P.FRAME]) if len(payload.get(P.FRAME) or ()) == 4 else None,
     )
 
 

@@ -279,6 +279,128 @@ def _page(img: Image.Image, rng: random.Random) -> Image.Image:
     return page
 
 
+def _viewer(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A screen capture of a viewer (tuning side for frames without a template): a 16:10 frame with a tool
+    panel on the left, the picture at its own size in the rest, on a flat background."""
+    h = round(img.height * rng.uniform(1.05, 1.25))
+    w = max(round(h * 16 / 10), img.width + img.width // 4)
+    panel = w // 6
+    frame = Image.new("RGB", (w, h), rng.choice([(10, 10, 12), (45, 45, 50), (230, 230, 228)]))
+    frame.paste(img, (panel + (w - panel - img.width) // 2, (h - img.height) // 2))
+    draw = ImageDraw.Draw(frame)
+    draw.rectangle((0, 0, panel - 4, h), fill=(70, 72, 80))
+    font = ImageFont.load_default(size=max(8, h // 28))
+    for i, label in enumerate(["Open", "Zoom", "Pan", "Measure", "Export", "Close"]):
+        draw.text((6, 10 + i * h // 9), label, fill=(230, 230, 230), font=font)
+    return frame
+
+
+def _webpage(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The picture on a web page: a navigation bar across the top, the picture at 45-60 % of the page's
+    width on the left, a text column on the right, a footer line."""
+    width = round(img.width / rng.uniform(0.45, 0.60))
+    pic_top = 90
+    height = pic_top + img.height + 120
+    page = Image.new("RGB", (width, height), rng.choice([(255, 255, 255), (246, 244, 238)]))
+    page.paste(img, (24, pic_top))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((0, 0, width, 56), fill=rng.choice([(24, 60, 120), (30, 30, 30)]))
+    draw.text((20, 14), "Home   Collection   Visit   Shop", fill=(255, 255, 255), font=ImageFont.load_default(size=22))
+    for i in range(12):
+        draw.text((img.width + 56, pic_top + 28 * i), "Lorem ipsum dolor sit amet", fill=(60, 60, 60),
+                  font=ImageFont.load_default(size=16))
+    draw.text((24, height - 50), "(c) 2025 - all rights reserved", fill=(120, 120, 120), font=ImageFont.load_default(size=16))
+    return page
+
+
+def _tv_capture(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A broadcast frame grab: the picture pillarboxed into 16:9 at 70-85 % of the height, a channel logo
+    in a corner and a news ticker strip across the bottom, saved small."""
+    height = round(img.height / rng.uniform(0.70, 0.85))
+    width = round(height * 16 / 9)
+    frame = Image.new("RGB", (width, height), (0, 0, 0))
+    frame.paste(img, ((width - img.width) // 2, (height - img.height) // 2 - height // 20))
+    draw = ImageDraw.Draw(frame)
+    draw.rectangle((0, height - height // 10, width, height), fill=(180, 20, 20))
+    draw.text((12, height - height // 11), "BREAKING: museum reopens east wing", fill=(255, 255, 255),
+              font=ImageFont.load_default(size=max(10, height // 16)))
+    draw.text((width - 90, 12), "ART24", fill=(255, 255, 255), font=ImageFont.load_default(size=max(10, height // 18)))
+    return frame.resize((width * 2 // 3, height * 2 // 3), Image.Resampling.BILINEAR)
+
+
+def _phone(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A phone screenshot: a tall 9:19.5 frame, a status bar, the picture fitted to the width in the
+    middle, buttons and a caption below."""
+    width = img.width
+    height = round(width * 19.5 / 9)
+    screen = Image.new("RGB", (width, height), rng.choice([(0, 0, 0), (250, 250, 250)]))
+    pic = img.resize((width, round(img.height * width / img.width)))
+    screen.paste(pic, (0, (height - pic.height) // 2))
+    draw = ImageDraw.Draw(screen)
+    ink = (128, 128, 128)
+    draw.text((10, 8), "9:41", fill=ink, font=ImageFont.load_default(size=max(10, width // 20)))
+    draw.text((10, (height + pic.height) // 2 + 20), "Liked by 1,204 people", fill=ink,
+              font=ImageFont.load_default(size=max(10, width // 22)))
+    for i in range(4):
+        x = 12 + i * width // 5
+        draw.ellipse((x, height - 60, x + 28, height - 32), outline=ink, width=2)
+    return screen
+
+
+# A fourth held-out set (session 39), written before the frame rule (`frames.content_box`) was built and read
+# once to judge it: pictures in frames of other layouts than `FRAMED`'s and the tuning viewer's.
+HELDOUT3: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "webpage": _webpage, "tv_capture": _tv_capture, "phone": _phone,
+}
+def _gallery_wall(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A photo of a gallery wall: the picture hung left of centre on a painted wall, a label card beside it."""
+    width = round(img.width * rng.uniform(1.9, 2.4))
+    height = round(img.height * rng.uniform(1.3, 1.5))
+    wall = Image.new("RGB", (width, height), rng.choice([(176, 58, 46), (34, 66, 60), (214, 206, 190)]))
+    x, y = round(width * 0.15), (height - img.height) // 2
+    wall.paste(img, (x, y))
+    card = (x + img.width + 40, y + img.height // 2, x + img.width + 40 + width // 6, y + img.height // 2 + 90)
+    draw = ImageDraw.Draw(wall)
+    draw.rectangle(card, fill=(250, 250, 246))
+    for i, line in enumerate(["Unknown master", "Oil on panel", "Inv. 2231"]):
+        draw.text((card[0] + 6, card[1] + 6 + 26 * i), line, fill=(30, 30, 30), font=ImageFont.load_default(size=18))
+    return wall
+
+
+def _forum_post(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A dark-mode forum post: an avatar and a user name above the picture, reaction buttons below."""
+    width = img.width + rng.choice([80, 160, 240])
+    height = img.height + 190
+    post = Image.new("RGB", (width, height), (24, 26, 30))
+    draw = ImageDraw.Draw(post)
+    draw.rectangle((16, 16, 64, 64), fill=rng.choice([(200, 120, 40), (60, 140, 200)]))
+    draw.text((80, 22), "curator_42 - 3 h ago", fill=(200, 200, 205), font=ImageFont.load_default(size=20))
+    post.paste(img, (40, 90))
+    for i, label in enumerate(["Like 12", "Reply", "Share"]):
+        draw.text((40 + 110 * i, height - 60), label, fill=(150, 150, 160), font=ImageFont.load_default(size=18))
+    return post
+
+
+def _print_preview(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A print preview: a white sheet with a header line on a grey canvas, the picture on the sheet."""
+    sheet_w, sheet_h = round(img.width * 1.35), round(img.height * 1.7)
+    canvas = Image.new("RGB", (sheet_w + 160, sheet_h + 100), (128, 128, 132))
+    sheet = Image.new("RGB", (sheet_w, sheet_h), (255, 255, 255))
+    sheet.paste(img, ((sheet_w - img.width) // 2, round(sheet_h * 0.22)))
+    ImageDraw.Draw(sheet).text((20, 16), f"Page {rng.randint(1, 40)} of 40 - printed 2025-03-14", fill=(40, 40, 40),
+                               font=ImageFont.load_default(size=16))
+    canvas.paste(sheet, (80, 50))
+    return canvas
+
+
+# A fifth held-out set (session 39), written after heldout3 was read (and failed the rule written for it) and
+# before the change that followed: more pictures in frames, of layouts no other set has.
+HELDOUT4: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "gallery_wall": _gallery_wall, "forum_post": _forum_post, "print_preview": _print_preview,
+}
+# A tuning-side frame without a template: `--families viewer`.
+VIEWER: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"viewer": _viewer}
+
 # A tuning-side template (the verifier's `templates`): `--families template` plants every original on
 # one catalogue page layout, so two pages of different pictures are the negatives it is tuned on.
 TEMPLATE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"page": _page}
@@ -290,14 +412,17 @@ _TUNING = list(TRANSFORMS)
 
 FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "framed": list(FRAMED),
                                   "heldout2": list(HELDOUT2), "template": list(TEMPLATE),
+                                  "heldout3": list(HELDOUT3), "heldout4": list(HELDOUT4), "viewer": list(VIEWER),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
-ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE}
+ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
 _QUALITY = {"jpeg30": 30, "thumb192_q85": 85, "thumb144_q70": 70, "thumb96_q50": 50,
             "thumb128_q40": 40, "thumb64_q25": 25, "thumb32_q10": 10,
-            "thumb80_q30": 30, "sharpen_q60": 60, "crop25_q50": 50}
+            "thumb80_q30": 30, "sharpen_q60": 60, "crop25_q50": 50,
+            "viewer": 85, "webpage": 80, "tv_capture": 60, "phone": 75,
+            "gallery_wall": 80, "forum_post": 85, "print_preview": 90}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:

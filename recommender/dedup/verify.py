@@ -39,6 +39,7 @@ from PIL import Image
 
 from recommender.decode import DecodeError
 from recommender.dedup.config import DedupConfig
+from recommender.dedup.frames import Frame, picture_frame
 from recommender.dedup.templates import SIGNIFICANT, Template, learn as learn_template, share as template_share
 from recommender.models.device import usable_cores
 
@@ -89,6 +90,7 @@ class LocalFeatureVerifier:
                  small_side: int | None = None, small_min_corr: float | None = None, small_work_side: int = 48,
                  keypoint_grid: int = 1, keypoint_pool: int = 3, cell_share: float = 2.0, keypoint_cell: int = 32,
                  template_members: int | None = None, template_sample: int = 32, template_share: float = 0.25,
+                 frames: bool | None = None,
                  cache_mb: float = 256, cached_pairs: int = 200_000):
         if cv2 is None:
             raise ImportError("LocalFeatureVerifier needs opencv-python-headless")
@@ -117,6 +119,7 @@ class LocalFeatureVerifier:
         self.template_sample = template_sample
         self.template_share = template_share
         self._templates: dict[tuple[int, int], Template | None] = {}
+        self.frames = defaults.frames if frames is None else frames  # `recommender.dedup.frames`
         self._local = threading.local()  # an ORB detector and a matcher per thread (`inliers_many`)
         # verification is most of dedupe-on-ingest's time on look-alike collections (brain-mri); OpenCV
         # releases the GIL, so pairs are verified on every core the process may use
@@ -147,8 +150,9 @@ class LocalFeatureVerifier:
             return _Seen(_NO_FEATURES, img.size, small, template=template)
         prepared = cv2.equalizeHist(working)
         kp, des = self._keypoints(prepared, template, working)
+        frame = picture_frame(working) if self.frames and template is None else None
         return _Seen((_wh(prepared), _points(kp), des), img.size, small, keypoints=_keypoint_table(kp),
-                     template=template)
+                     template=template, frame=frame)
 
     def _entry(self, key: Any, source: Source) -> "_Seen":
         """The image's cached `_Seen`, computed when missing, evicted, or seen before its size's template
@@ -183,11 +187,12 @@ class LocalFeatureVerifier:
                     self._pairs.clear()
 
     def picture_box(self, key: Any, source: Source) -> tuple[int, int, int, int] | None:
-        """Where the picture lies in an image of a size with a template, in the image's own pixels
-        (left, top, right, bottom): the box of 96 % of the keypoints the template does not explain, with
-        a margin of `FRAME_PAD` of its side. None when its size has no template, too few keypoints are
-        left to place a picture (`min_inliers`, the fewest a copy could show), or the box covers most of
-        the image (`FRAME_FILL`: there is no frame to cut away).
+        """Where the picture lies in a framed image, in the image's own pixels (left, top, right, bottom).
+        In a size with a template: the box of 96 % of the keypoints the template does not explain, with
+        a margin of `FRAME_PAD` of its side; None when too few keypoints are left to place a picture
+        (`min_inliers`, the fewest a copy could show), or the box covers most of the image (`FRAME_FILL`:
+        there is no frame to cut away). In another size: the rectangle on a flat background
+        (`frames.picture_frame`), or None.
 
         Why: the model sees a catalogue page or a slide as a page, not as the painting on it (a median
         cosine of 0.72 to the painting, which ranks about 32nd among the page's neighbours), so a
@@ -201,9 +206,12 @@ class LocalFeatureVerifier:
                 min(seen.size[1], round(box[3] * ry)))
 
     def _picture(self, seen: "_Seen") -> Box | None:
-        """`picture_box` in the coordinates ORB saw."""
+        """`picture_box` in the coordinates ORB saw; for an image of a size without a template, the
+        rectangle it shows on a flat background (`frames.picture_frame`), if any."""
+        if seen.template is None:
+            return None if seen.frame is None else seen.frame.box
         (w, h), pts, des = seen.features
-        if seen.template is None or des is None or len(pts) < self.min_inliers:
+        if des is None or len(pts) < self.min_inliers:
             return None
         lo, hi = np.quantile(pts, 0.02, axis=0), np.quantile(pts, 0.98, axis=0)
         pad = FRAME_PAD * float((hi - lo).max())
@@ -212,23 +220,44 @@ class LocalFeatureVerifier:
             return None
         return box
 
-    def _framed(self, key: Any, seen: "_Seen", source: Source, other: "_Seen") -> int:
-        """Inliers of the picture cut out of a framed image (`_picture`, at full resolution, detected
-        once and kept) against another image of another size; 0 when `seen` has no picture box.
+    def _framed(self, key_a: Any, a: "_Seen", source_a: Source, key_b: Any, b: "_Seen", source_b: Source) -> int:
+        """Inliers of the picture cut out of a framed image (`_cut_picture`) against the other image, for
+        each of the two that has one, and of the two pictures against each other when both have one.
 
         Why: at `max_side` a page shows its picture at a third of the page's width, and a picture that
-        small gives too few matches for `_zoomed` to find where it lies (4 of 40 tuning pages)."""
-        if seen.template is None or other.size == seen.size:
-            return 0
+        small gives too few matches for `_zoomed` to find where it lies (4 of 40 tuning pages). Both cut:
+        a painting letterboxed on white, shown in a viewer, is the white square there; its own bars,
+        whole, matched the square in no way ORB could see (0 ratio-test matches), the two paintings 146.
+        A frame's picture is also matched the other way round (the ratio test reads one direction): a
+        tuning capture's picture had under 40 ratio-test matches into its painting, the painting 172
+        inliers into it."""
+        cut_a = self._cut_picture(key_a, a, source_a, b)
+        cut_b = self._cut_picture(key_b, b, source_b, a)
+        counts = []
+        for cut, seen, whole in ((cut_a, a, b), (cut_b, b, a)):
+            if cut is not None:
+                counts.append(self._inliers(cut, whole.features))
+                if seen.template is None and counts[-1] < self.min_inliers:
+                    counts.append(self._inliers(whole.features, cut))
+        if cut_a is not None and cut_b is not None:
+            counts.append(self._inliers(cut_a, cut_b))
+        return max(counts, default=0)
+
+    def _cut_picture(self, key: Any, seen: "_Seen", source: Source, other: "_Seen") -> Features | None:
+        """Features of the picture cut out of a framed image (`_picture`), at full resolution, detected
+        once and kept; None when `seen` has no picture box, or when its box comes from a template and
+        `other` has its size (two pages of one template: their pictures are compared whole)."""
+        if seen.template is not None and other.size == seen.size:
+            return None
         box = self._picture(seen)
         if box is None:
-            return 0
+            return None
 
         def keep(cut: Features) -> None:
             seen.picture = cut
             self._put(key, seen)
-        cut = self._once(("picture", key), lambda: seen.picture, lambda: self._cut(seen, source, box), keep)
-        return self._inliers(cut, other.features)
+        margin = 0.04 if seen.template is not None else 0.0  # a frame's box is the picture's own (`picture_frame`)
+        return self._once(("picture", key), lambda: seen.picture, lambda: self._cut(seen, source, box, margin), keep)
 
     def _pool_features(self, source: Source) -> tuple[np.ndarray | None, tuple[np.ndarray, Any]]:
         """One image to learn from: its working grey (`_working`), and the coordinates and descriptors of
@@ -500,13 +529,14 @@ class LocalFeatureVerifier:
         inverse = cv2.invertAffineTransform(m)
         return self._inliers(self._cut(a, source_a, _mapped_box(inverse, b.features[0], a.features[0])), b.features)
 
-    def _cut(self, seen: "_Seen", source: Source, box: Box | None) -> Features:
-        """Features of `box` (in the coordinates ORB saw) cut from the full-resolution image, with a margin."""
+    def _cut(self, seen: "_Seen", source: Source, box: Box | None, margin: float = 0.04) -> Features:
+        """Features of `box` (in the coordinates ORB saw) cut from the full-resolution image, with a margin
+        of `margin` of its longer side."""
         img = self._load(source) if box is not None and seen.size is not None else None
         if img is None:
             return _NO_FEATURES
         r = seen.size[0] / seen.features[0][0]  # full-resolution pixels per pixel ORB saw
-        pad = 0.04 * max(box[2] - box[0], box[3] - box[1])
+        pad = margin * max(box[2] - box[0], box[3] - box[1])
         cut = img.crop((max(0, round((box[0] - pad) * r)), max(0, round((box[1] - pad) * r)),
                         min(img.width, round((box[2] + pad) * r)), min(img.height, round((box[3] + pad) * r))))
         g = self._prepare(np.asarray(cut.convert("L")))
@@ -541,18 +571,28 @@ class LocalFeatureVerifier:
         pixel check decides instead: passing it reports `min_inliers` (the least count the tier
         rule calls a copy), failing it the ORB count, so `decide_tiers` needs no new evidence. The
         count is exact from `min_inliers` up; below it, a pair with fewer ratio-test matches than
-        `min_inliers` reports 0."""
+        `min_inliers` reports 0.
+
+        An image that shows a picture on a flat background with something else beside it (a decorated
+        `frames.Frame`: a page's title, a text column, a tool panel) is compared by its picture only
+        (`_framed`), never whole: what surrounds the picture is the same on every image of its layout, at
+        the same scale whatever the page's size, and whole pages of two different brain slices passed on
+        it (98 false links in 100 tuning article pages; a template is learned only within one size). A
+        picture between flat bars (a letterboxed painting) is still compared whole as well."""
         key = (key_a, key_b, mirror)
         with self._lock:
             cached = self._pairs.get(key)
         if cached is not None:
             return cached
         seen_a, seen_b = self._entry(key_a, source_a), self._entry(key_b, source_b)
-        best, m = self._match(seen_a.features, seen_b.features)
-        if best < self.min_inliers and m is not None and self._may_frame(seen_a.features, seen_b.features):
-            best = max(best, self._zoomed(seen_a, source_a, seen_b, source_b, m))
-        if best < self.min_inliers and (seen_a.template is not None or seen_b.template is not None):
-            best = max(best, self._framed(key_a, seen_a, source_a, seen_b), self._framed(key_b, seen_b, source_b, seen_a))
+        if any(s.frame is not None and s.frame.decorated for s in (seen_a, seen_b)):
+            best = self._framed(key_a, seen_a, source_a, key_b, seen_b, source_b)
+        else:
+            best, m = self._match(seen_a.features, seen_b.features)
+            if best < self.min_inliers and m is not None and self._may_frame(seen_a.features, seen_b.features):
+                best = max(best, self._zoomed(seen_a, source_a, seen_b, source_b, m))
+            if best < self.min_inliers and (seen_a.framed or seen_b.framed):
+                best = max(best, self._framed(key_a, seen_a, source_a, key_b, seen_b, source_b))
         if self.mirror and mirror and best < self.min_inliers:
             best = max(best, self._inliers(seen_a.features, self.mirrored_features(key_b, source_b)))
         if best < self.min_inliers and self._is_small(seen_a, seen_b):
@@ -609,7 +649,14 @@ class _Seen:
     template: Template | None = None
     """The template of the image's size its keypoints were chosen beside (`LocalFeatureVerifier.learn_templates`)."""
     picture: Features | None = None
-    """Features of the picture cut out of the frame (`LocalFeatureVerifier._framed`), once a pair has needed them."""
+    """Features of the picture cut out of the frame (`LocalFeatureVerifier._cut_picture`), once a pair has needed them."""
+    frame: Frame | None = None
+    """Where a picture lies on a flat background (`frames.picture_frame`, working pixels; sizes without a template)."""
+
+    @property
+    def framed(self) -> bool:
+        """Whether a picture may be cut out of this image: its size has a template, or it shows a frame."""
+        return self.template is not None or self.frame is not None
 
     def nbytes(self) -> int:
         """Bytes held (the cache's budget is in bytes)."""

@@ -111,7 +111,7 @@ class RunReport:
     # image sizes whose shared template (a slide deck's text, a viewer's frame) the verifier learned and
     # left out of matching: "WxH" -> share of the sample's keypoints that recur (recommender.dedup.templates)
     templates: dict[str, float] = field(default_factory=dict)
-    # new items of those sizes whose picture was cut out of the template and searched (framed copies)
+    # new items whose picture was cut out of its frame (a template, a flat background) and searched (framed copies)
     cut_outs: int = 0
     points: int = 0
     seconds: float = 0.0

@@ -125,7 +125,7 @@ class IngestWriter:
         return self._deduper.templates() if self._deduper is not None else {}
 
     def cut_outs(self) -> int:
-        """New items so far whose picture the deduper cut out of a template and searched."""
+        """New items so far whose picture the deduper cut out of its frame (a template, a flat background) and searched."""
         return self._deduper.cut_count if self._deduper is not None else 0
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:

@@ -1,0 +1,116 @@
+"""Frames without a template: where the picture lies in a screen capture, a web page or a frame grab.
+
+Why: a viewer's screen capture shows the picture at its own size inside a larger frame, so at the
+verifier's working side (256 px) the picture has a fraction of the pixels and keypoints its copy has,
+and part of the keypoints go to the frame's text. When the frame is one of many of one size, a template
+places the picture (`recommender.dedup.templates`); a single capture has no template. What such frames
+share is a flat background: the colour of the image's outer ring, reaching in from the edges, around a
+solid rectangle that is the picture.
+
+The rule, on the grey image shrunk to `FRAME_SIDE` (the same box for the fingerprint, which makes the
+picture a candidate, and for the verifier, which matches it):
+- the background is the median grey of the 2 px outer ring, when half of the ring (`ring_share`) is
+  within `tolerance` grey levels of it (a painting or a slice reaching the edge has no such ring);
+- the background is what has that grey and is connected to the edge; the rest, opened by a 3 px square
+  (text and thin rules go), falls into connected parts;
+- a part that may be the picture is a rectangle (`min_fill` of its bounding box: an MRI head on black
+  is an ellipse, 0.79), no sliver (`MIN_ASPECT`), covering between `min_area` and `max_area` of the
+  image (a letterboxed painting, its bars a quarter of the square, is left alone: the model and ORB see
+  it as its copies do);
+- the picture is the largest of those that does not touch the image's edge: a tool panel, a title bar
+  or a ticker is docked to it, a picture floats. (A docked part taken when no picture floated was a
+  viewer's panel: two captures of different MRI slices, each on the viewer's black, matched panel to
+  panel, 8 false copies in the tuning viewer edit on brain-mri.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+try:
+    import cv2
+
+    cv2.setNumThreads(1)  # called per image on every core already (fingerprint workers, verifier threads)
+except ImportError:  # optional dependency (the verifier's): without it no frame is found
+    cv2 = None
+
+Box = tuple[float, float, float, float]
+
+INSET = 0.03
+"""Share of the box's width and height left out on each side (`picture_frame`)."""
+
+FRAME_SIDE = 128
+"""Longer side the rule reads the image at: a capture's labels (about 3 px there) go in the opening."""
+
+MAX_AREA = 0.6
+"""Largest share of the image the picture may cover for it to be called framed: the tuning viewer captures
+0.35-0.55; art-louvre's own letterboxed squares (bars on two sides) 0.6-0.8, 23 of 300 under 0.6."""
+
+
+MIN_ASPECT = 0.25
+"""A picture's shorter side is at least this share of its longer one: a faint band beside an MRI head (a
+rectangle 20 x 200 px, five brain-mri slices) is no picture, and taking it cost those slices 3 copies."""
+
+DECORATION = 0.003
+"""Share of the image that must lie off the background outside the picture (a caption, a panel, a title bar)
+for the frame to be called decorated: letterbox bars hold none (JPEG noise stays within `tolerance`)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where a picture lies on a flat background, and whether anything else lies on that background."""
+
+    box: Box  # (x0, y0, x1, y1) in the image's pixels
+    decorated: bool  # text or a panel beside the picture: the same on every image of a layout, so a match
+    # of the whole image may rest on it (`LocalFeatureVerifier.inliers` then compares the picture only)
+
+
+def picture_frame(grey: np.ndarray) -> Frame | None:
+    """`content_box` of `grey` shrunk to `FRAME_SIDE`, in `grey`'s own pixels, inset by `INSET` of its
+    sides (None without OpenCV).
+
+    Inset: at `FRAME_SIDE` the box's edge may fall a pixel outside the picture, and a strip of flat
+    background kept beside it cost one tuning capture all its ORB matches (0 with 2 working px of it
+    kept, 58 with none)."""
+    if cv2 is None or min(grey.shape[:2]) < 16:
+        return None
+    s = FRAME_SIDE / max(grey.shape[:2])
+    small = cv2.resize(grey, (max(1, round(grey.shape[1] * s)), max(1, round(grey.shape[0] * s))),
+                       interpolation=cv2.INTER_LINEAR) if s < 1 else grey  # INTER_AREA: 102 µs at 224 px, this 22 µs
+    found = content_box(small)
+    if found is None:
+        return None
+    box = found.box
+    rx, ry = grey.shape[1] / small.shape[1], grey.shape[0] / small.shape[0]
+    dx, dy = INSET * (box[2] - box[0]) * rx, INSET * (box[3] - box[1]) * ry
+    return Frame((box[0] * rx + dx, box[1] * ry + dy, box[2] * rx - dx, box[3] * ry - dy), found.decorated)
+
+
+def content_box(grey: np.ndarray, tolerance: int = 10, ring_share: float = 0.5, min_fill: float = 0.92,
+                min_area: float = 0.08, max_area: float = MAX_AREA) -> Frame | None:
+    """The picture's frame (its box in `grey`'s pixels), or None when the image shows no picture on a flat
+    background (module docstring)."""
+    h, w = grey.shape[:2]
+    if min(h, w) < 16:
+        return None
+    g = grey.astype(np.int16)
+    ring = np.concatenate([g[:2].ravel(), g[-2:].ravel(), g[:, :2].ravel(), g[:, -2:].ravel()])
+    back_grey = float(np.median(ring))
+    if float((np.abs(ring - back_grey) <= tolerance).mean()) < ring_share:
+        return None
+    near = np.ones((h + 2, w + 2), np.uint8)  # a ring of background around the image joins every part
+    near[1:-1, 1:-1] = np.abs(g - back_grey) <= tolerance  # of it that reaches the edge into one
+    _, parts = cv2.connectedComponents(near, connectivity=4)
+    off_background = (parts[1:-1, 1:-1] != parts[0, 0]).astype(np.uint8)
+    rest = cv2.morphologyEx(off_background, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(rest, connectivity=4)
+    boxes = [(int(x), int(y), int(bw), int(bh)) for x, y, bw, bh, area in stats[1:]
+             if area >= min_fill * bw * bh and min_area * w * h <= bw * bh <= max_area * w * h
+             and min(bw, bh) >= MIN_ASPECT * max(bw, bh) and 0 < x and 0 < y and x + bw < w and y + bh < h]
+    if not boxes:
+        return None
+    x, y, bw, bh = max(boxes, key=lambda b: b[2] * b[3])
+    off_background[max(0, y - 2): y + bh + 2, max(0, x - 2): x + bw + 2] = 0
+    return Frame((float(x), float(y), float(x + bw), float(y + bh)), int(off_background.sum()) > DECORATION * w * h)
