@@ -21,6 +21,9 @@ picture a candidate, and for the verifier, which matches it):
   or a ticker is docked to it, a picture floats. (A docked part taken when no picture floated was a
   viewer's panel: two captures of different MRI slices, each on the viewer's black, matched panel to
   panel, 8 false copies in the tuning viewer edit on brain-mri.)
+- the frame is decorated when more than `DECORATION` of the image lies off the background outside the
+  picture (a caption, a panel): only then is the picture cut out and searched, and the image compared
+  by its picture alone (`Frame.decorated`).
 """
 
 from __future__ import annotations
@@ -46,8 +49,7 @@ FRAME_SIDE = 128
 
 MAX_AREA = 0.6
 """Largest share of the image the picture may cover for it to be called framed: the tuning viewer captures
-0.35-0.55; art-louvre's own letterboxed squares (bars on two sides) 0.6-0.8, 23 of 300 under 0.6."""
-
+0.35-0.55; most of art-louvre's own letterboxed squares (bars on two sides) more (31 of 400 framed here)."""
 
 MIN_ASPECT = 0.25
 """A picture's shorter side is at least this share of its longer one: a faint band beside an MRI head (a
