@@ -108,9 +108,9 @@ class Settings(BaseSettings):
         "what they share at the same place (a slide deck's text, a viewer's frame) and leave it out of matching, so two "
         "pictures in one template are not copies (0 = off; docs/dedup.md).")
     dedup_frames: bool = Field(
-        True, description="copy tier: when a pair falls short and one image shows a picture on a flat background (a "
-        "viewer's screen capture, a web page, a frame grab), match the picture cut out of it as well, and search that "
-        "picture for its copies (docs/dedup.md).")
+        True, description="copy tier: find a picture shown on a flat background (a viewer's screen capture, a web page, a "
+        "frame grab) and match the picture cut out of it; when text or a panel lies beside it, also search that picture "
+        "for its copies and compare the image by its picture only (docs/dedup.md).")
     map_layout: Literal["umap", "pca", "off"] = Field(
         "umap", description="2-D map of the collection computed after each ingest and dedupe (dashboard Map page, "
         "`recommender map`): umap, pca (instant, coarser) or off; under 10 points, or if UMAP fails, PCA is used and recorded.")

@@ -63,9 +63,10 @@ class DedupConfig:
     # verified together, the keypoints that recur at the same place in a quarter of a sample of them
     # (a slide deck's text, a viewer's frame) are left out of matching; 0 = off
     template_members: int = 16
-    # frames without a template (session 39, docs/dedup.md "Frames"): when a pair falls short and one image
-    # shows a rectangle on a flat background (a viewer's capture, a web page), the rectangle cut out at full
-    # resolution is matched as well
+    # frames without a template (session 39, docs/dedup.md "Frames without a template"): a picture on a flat
+    # background (`frames.picture_frame`) is cut out at full resolution and matched when its image falls short;
+    # when text or a panel lies beside it (a viewer's capture, a web page) the picture is also embedded and
+    # searched for candidates, and the image is compared by its picture only, never whole
     frames: bool = True
     # near tier: embedding cosine only, higher recall
     near_cosine: float = 0.90

@@ -387,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--template-members", type=int, default=DedupConfig.template_members,
                     help="images of one size verified together that learn a template (0 = off): DedupConfig.template_members")
     ap.add_argument("--frames", type=int, choices=[0, 1], default=int(DedupConfig.frames),
-                    help="cut the picture out of a frame on a flat background when a pair falls short: DedupConfig.frames")
+                    help="find pictures on a flat background (screen captures, web pages) and match them cut out: "
+                         "DedupConfig.frames")
     ap.add_argument("--families", choices=[*FAMILIES, "both"], default="tuning",
                     help="planted edits: the tuning set, the held-out set (never tuned on), the framed held-out set "
                          "(poster, slide), the third held-out set (session 36), the tuning edits with a stamp (overlay), "
