@@ -50,7 +50,7 @@ def evaluate_dedup(
     seed: int = typer.Option(0, help="Random seed of the planted copies (the same seed plants the same set)."),
     model: str = typer.Option("mobilenet_v2", "--model", help="Model whose dedup thresholds to measure."),
     out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON here."),
-    families: str = typer.Option("tuning", help="Planted edits: tuning, heldout (never tuned on), framed (a second held-out set: poster, slide), heldout2 (a third, session 36), overlay (the tuning edits and a stamp), template (every original on one catalogue page layout, tuning side) or both (tuning and heldout), reported apart."),
+    families: str = typer.Option("tuning", help="Planted edits: tuning, heldout (never tuned on), framed (a second held-out set: poster, slide), heldout2 (a third, session 36), overlay (the tuning edits and a stamp), template (every original on one catalogue page layout, tuning side), heldout3 and heldout4 (pictures in frames: session 39), viewer (a viewer's capture, tuning side), degrade (blur, grain, a tone curve, lost resolution: tuning side), heldout5 (a sixth held-out set: session 40) or both (tuning and heldout), reported apart."),
     keypoint_grid: int = typer.Option(1, help="The verifier's keypoints spread over an N x N grid (odd; 1 = off; see RECOMMENDER_DEDUP_KEYPOINT_GRID)."),
     template_members: int = typer.Option(16, help="Images of one size verified together that learn a template (0 = off; see RECOMMENDER_DEDUP_TEMPLATE_MEMBERS)."),
 ) -> None:

@@ -291,3 +291,22 @@ def test_fourth_held_out_set_is_apart_from_every_other_and_from_its_tuning_frame
     assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(HELDOUT3)
     phones = sorted((tmp_path / "phone").iterdir())
     assert phones and Image.open(phones[0]).height > 2 * Image.open(phones[0]).width
+
+
+def test_sixth_held_out_set_is_apart_from_every_other_and_from_its_tuning_degradations(embedder, tmp_path):
+    """`--families heldout5` (session 40) plants degradations no other set has (median filter, motion blur,
+    vignette and noise, posterization, pixelation); the pixel confirmation was tuned on `--families degrade`."""
+    from recommender.dedup.evaluate import evaluate
+    from recommender.dedup.transforms import (DEGRADE, FRAMED, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5,
+                                              OVERLAY, TEMPLATE, VIEWER)
+
+    others = (set(TRANSFORMS) | set(HELDOUT) | set(FRAMED) | set(HELDOUT2) | set(OVERLAY) | set(TEMPLATE)
+              | set(HELDOUT3) | set(HELDOUT4) | set(VIEWER))
+    assert not set(DEGRADE) & (others | set(HELDOUT5)) and not set(HELDOUT5) & others
+    r = evaluate(CORPORA / "art-louvre", embedder, n_originals=2, n_distractors=1, seed=3, work=tmp_path,
+                 sweep=True, log=lambda _: None, config=DedupConfig(workers=0), family="heldout5")
+    assert r["family"] == "heldout5" and "sweep" not in r
+    assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(HELDOUT5)
+    pixelated = np.asarray(Image.open(sorted((tmp_path / "pixelate3").iterdir())[0]).convert("L"), np.float32)
+    step = np.abs(np.diff(pixelated[:, :300], axis=1))  # step[:, k]: column k to k + 1
+    assert step[:, 0::3].mean() < step[:, 2::3].mean()  # flat inside a 3 px block, steps between blocks

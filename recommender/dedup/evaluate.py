@@ -395,7 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "every original on one catalogue page layout (template, tuning side), the fourth held-out set "
                          "(heldout3: pictures in a web page, a TV frame grab, a phone screenshot), the fifth (heldout4: a "
                          "gallery wall, a forum post, a print preview), every original in "
-                         "a viewer's screen capture (viewer, tuning side), or both "
+                         "a viewer's screen capture (viewer, tuning side), blur, grain, a tone curve and lost "
+                         "resolution (degrade, tuning side), the sixth held-out set (heldout5: a median filter, a "
+                         "motion blur, a vignette with noise, posterization, pixelation), or both "
                          "of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder

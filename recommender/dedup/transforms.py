@@ -401,6 +401,71 @@ HELDOUT4: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
 # A tuning-side frame without a template: `--families viewer`.
 VIEWER: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"viewer": _viewer}
 
+def _grain(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Film grain: Gaussian noise of sigma 12, no blur (tuning side; the held-out scan noise blurs first)."""
+    a = np.asarray(img, np.float32)
+    noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, 12, a.shape)
+    return Image.fromarray(np.clip(a + noise, 0, 255).astype(np.uint8))
+
+
+def _curve(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A steep S-shaped tone curve, as an export with the contrast pushed (tuning side)."""
+    a = np.asarray(img, np.float32) / 255
+    s = 1 / (1 + np.exp(-8 * (a - 0.45)))
+    s = (s - s.min()) / max(float(s.max() - s.min()), 1e-6)
+    return Image.fromarray((s * 255).astype(np.uint8))
+
+
+def _downup(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Resolution lost and the size kept: shrunk to 40 % and enlarged back (tuning side)."""
+    w, h = img.size
+    small = img.resize((max(1, round(w * 0.4)), max(1, round(h * 0.4))), Image.Resampling.BILINEAR)
+    return small.resize((w, h), Image.Resampling.BICUBIC)
+
+
+# Tuning-side degradations (session 40): `--families degrade`. Blur, grain, tone and lost resolution
+# leave a copy's corners only where the picture is strongest, so its matches may fill part of it.
+DEGRADE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "soften_q70": lambda im, rng: im.filter(ImageFilter.BoxBlur(1)),
+    "grain": _grain, "curve": _curve, "downup_q80": _downup,
+}
+
+
+def _motion(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A 7 px horizontal motion blur, as a hand-held photo of a screen."""
+    a = np.asarray(img, np.float32)
+    padded = np.pad(a, [(0, 0), (3, 3)] + [(0, 0)] * (a.ndim - 2), mode="reflect")
+    blurred = sum(padded[:, i:i + a.shape[1]] for i in range(7)) / 7
+    return Image.fromarray(np.clip(blurred, 0, 255).astype(np.uint8))
+
+
+def _vignette_noise(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Corners darkened to 55 % and a light noise of sigma 6, as a cheap camera's copy."""
+    a = np.asarray(img, np.float32)
+    h, w = a.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    r = np.hypot((x - w / 2) / (w / 2), (y - h / 2) / (h / 2)) / np.sqrt(2)
+    gain = (1 - 0.45 * r**2)[..., None] if a.ndim == 3 else 1 - 0.45 * r**2
+    noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, 6, a.shape)
+    return Image.fromarray(np.clip(a * gain + noise, 0, 255).astype(np.uint8))
+
+
+def _pixelate(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Blocks of 3 x 3 pixels: shrunk to a third by box and enlarged back by nearest neighbour."""
+    w, h = img.size
+    small = img.resize((max(1, w // 3), max(1, h // 3)), Image.Resampling.BOX)
+    return small.resize((w, h), Image.Resampling.NEAREST)
+
+
+# A sixth held-out set (session 40), written before the change to the verifier's cover grid was read on it:
+# degradations of kinds no other set has.
+HELDOUT5: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "median5_q45": lambda im, rng: im.filter(ImageFilter.MedianFilter(5)),
+    "motion7": _motion, "vignette_noise": _vignette_noise,
+    "posterize3": lambda im, rng: ImageOps.posterize(im.convert("RGB"), 3),
+    "pixelate3": _pixelate,
+}
+
 # A tuning-side template (the verifier's `templates`): `--families template` plants every original on
 # one catalogue page layout, so two pages of different pictures are the negatives it is tuned on.
 TEMPLATE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"page": _page}
@@ -413,8 +478,9 @@ _TUNING = list(TRANSFORMS)
 FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "framed": list(FRAMED),
                                   "heldout2": list(HELDOUT2), "template": list(TEMPLATE),
                                   "heldout3": list(HELDOUT3), "heldout4": list(HELDOUT4), "viewer": list(VIEWER),
+                                  "degrade": list(DEGRADE), "heldout5": list(HELDOUT5),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
-ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER}
+ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER, **DEGRADE, **HELDOUT5}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
@@ -422,7 +488,8 @@ _QUALITY = {"jpeg30": 30, "thumb192_q85": 85, "thumb144_q70": 70, "thumb96_q50":
             "thumb128_q40": 40, "thumb64_q25": 25, "thumb32_q10": 10,
             "thumb80_q30": 30, "sharpen_q60": 60, "crop25_q50": 50,
             "viewer": 85, "webpage": 80, "tv_capture": 60, "phone": 75,
-            "gallery_wall": 80, "forum_post": 85, "print_preview": 90}
+            "gallery_wall": 80, "forum_post": 85, "print_preview": 90,
+            "soften_q70": 70, "downup_q80": 80, "median5_q45": 45}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:
