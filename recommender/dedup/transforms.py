@@ -153,11 +153,15 @@ def _perspective(img: Image.Image, rng: random.Random) -> Image.Image:
     return img.transform(img.size, Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC)
 
 
+def _with_noise(a: np.ndarray, sigma: float, rng: random.Random) -> Image.Image:
+    """`a` (float pixels) plus Gaussian noise of `sigma` grey levels, clipped to 8 bits."""
+    noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, sigma, a.shape)
+    return Image.fromarray(np.clip(a + noise, 0, 255).astype(np.uint8))
+
+
 def _scan(img: Image.Image, rng: random.Random) -> Image.Image:
     """Scanner noise: a slight blur and grain."""
-    a = np.asarray(img.filter(ImageFilter.GaussianBlur(0.8)), np.float32)
-    noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, 8, a.shape)
-    return Image.fromarray(np.clip(a + noise, 0, 255).astype(np.uint8))
+    return _with_noise(np.asarray(img.filter(ImageFilter.GaussianBlur(0.8)), np.float32), 8, rng)
 
 
 def _crop_resize(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -403,9 +407,7 @@ VIEWER: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"viewe
 
 def _grain(img: Image.Image, rng: random.Random) -> Image.Image:
     """Film grain: Gaussian noise of sigma 12, no blur (tuning side; the held-out scan noise blurs first)."""
-    a = np.asarray(img, np.float32)
-    noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, 12, a.shape)
-    return Image.fromarray(np.clip(a + noise, 0, 255).astype(np.uint8))
+    return _with_noise(np.asarray(img, np.float32), 12, rng)
 
 
 def _curve(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -446,8 +448,7 @@ def _vignette_noise(img: Image.Image, rng: random.Random) -> Image.Image:
     y, x = np.mgrid[0:h, 0:w]
     r = np.hypot((x - w / 2) / (w / 2), (y - h / 2) / (h / 2)) / np.sqrt(2)
     gain = (1 - 0.45 * r**2)[..., None] if a.ndim == 3 else 1 - 0.45 * r**2
-    noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, 6, a.shape)
-    return Image.fromarray(np.clip(a * gain + noise, 0, 255).astype(np.uint8))
+    return _with_noise(a * gain, 6, rng)
 
 
 def _pixelate(img: Image.Image, rng: random.Random) -> Image.Image:
