@@ -130,12 +130,12 @@ class IngestDeduper:
         apart = separated(self.store, self.settings)
         new = [fingerprint_of(pid, p) for pid, p in zip(ids, payloads)]
         existing = self._same_pixels(new)
-        thumbnails = self._small_candidates(new, vectors, existing, set(ids))
+        by_hash = self._hash_candidates(new, vectors, existing, set(ids))
         self.hashes.add(new)
         search, floors = self._candidates(existing, set(ids), vectors)
         framed = self._framed_candidates(new, vectors, existing, search)
         cross = match_new_items(self.engine, new, vectors, existing, search, k=self.k, forbidden=apart,
-                                candidates=thumbnails + [(q, e, cos) for (q, e), (cos, _) in framed.items()],
+                                candidates=by_hash + [(q, e, cos) for (q, e), (cos, _) in framed.items()],
                                 floor=floors, framed={pair: cut for pair, (_, cut) in framed.items()})
         within = self.engine.find_duplicates(new, vectors, forbidden=apart, floor=floors).pairs
         near = int((cross[P.TIER] == P.Tier.NEAR.value).sum() + (within[P.TIER] == P.Tier.NEAR.value).sum())
@@ -161,14 +161,18 @@ class IngestDeduper:
         self._clear_left([existing[k - off] for k in sorted({*i, *j} - set(members["index"])) if k >= off])
         return {**counts, "near_pairs": near} if near else counts
 
-    def _small_candidates(self, new: Sequence[Fingerprint], vectors: np.ndarray, existing: list[Fingerprint],
-                          skip: set[str]) -> list[tuple[int, int, float]]:
+    def _hash_candidates(self, new: Sequence[Fingerprint], vectors: np.ndarray, existing: list[Fingerprint],
+                         skip: set[str]) -> list[tuple[int, int, float]]:
         """(new index, existing index, cosine) of the stored points within `phash_small` bits of a new
-        item where one side is a thumbnail (`StoredHashes`); the stored points join `existing`."""
+        item where one side is a thumbnail, or within `phash_strict` bits of it (`StoredHashes`): pairs
+        the batch sweep finds by pHash and the store's nearest neighbours can miss. The stored points
+        join `existing`."""
         c = self.engine.config
-        if not self.engine.verifying() or c.small_side <= 0 or c.phash_small < 0:
+        if not self.engine.verifying():
             return []
-        found = self.hashes.near(new, c.phash_small, c.flip_invariant, c.max_verify_per_item, skip)
+        small = c.phash_small if c.small_side > 0 else -1
+        found = self.hashes.near(new, max(small, c.phash_strict), c.flip_invariant, c.max_verify_per_item, skip,
+                                 strict=c.phash_strict)
         pairs = self._stored_pairs({(q, pid): 0.0 for q, pid, _ in found}, vectors, existing)
         return [(q, e, cos) for (q, e), (cos, _) in pairs.items()]
 

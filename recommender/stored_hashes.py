@@ -4,9 +4,12 @@ The model sees a 32-128 px thumbnail as a blur (cosine 0.4-0.7 to its original),
 nearest neighbours of a thumbnail are other blurs and its original is not among them; its pHash,
 made from a 32 x 32 reduction, stays within a few bits. The batch sweep finds such pairs by pHash
 (`tiers.small_candidates`); an ingest meets the stored collection only through the store, so it
-needs the stored hashes too. They are read once per ingest, and only when a batch needs them: the
-stored small images (by the indexed width and height) when a batch has only large ones, every
-stored point when it has a small one. The batches the ingest assigns are added as they go.
+needs the stored hashes too. The same holds for any copy within `phash_strict` bits whose cosine
+noise or grain pulled below the store's nearest neighbours (session 41): the batch sweep finds it by
+pHash, so ingest asks the stored hashes for it as well. They are read once per ingest, and only when a
+batch needs them: the stored small images (by the indexed width and height) when a batch has only
+large ones and no strict radius is asked, every stored point otherwise. The batches the ingest assigns
+are added as they go.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from recommender import payload as P
 from recommender.dedup import Fingerprint
-from recommender.dedup.hashing import hash_array
+from recommender.dedup.hashing import HashIndex, hash_array
 from recommender.store import VectorStore
 
 
@@ -38,6 +41,7 @@ class StoredHashes:
         self._rows: list[tuple[int, int, int]] = []
         self._pending: list[tuple[str, int, int, int]] = []  # this ingest's items, kept for a later load
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._index: tuple[HashIndex, HashIndex | None, int] | None = None  # (pHashes, mirrored, rows indexed)
 
     def add(self, items: Sequence[Fingerprint]) -> None:
         """This ingest's new items: stored (or about to be) by the time a later batch asks."""
@@ -52,13 +56,14 @@ class StoredHashes:
                     self._put(*row)
 
     def near(self, items: Sequence[Fingerprint], max_distance: int, flip_invariant: bool, limit: int,
-             skip: set[str] = frozenset()) -> list[tuple[int, str, int]]:
+             skip: set[str] = frozenset(), strict: int = -1) -> list[tuple[int, str, int]]:
         """(item index, stored id, distance) for stored points within `max_distance` bits of an item
-        where either side is small, at most `limit` per item, nearest first."""
+        where either side is small, or within `strict` bits whatever their sizes, at most `limit` per
+        item, nearest first."""
         is_small = [not it.error and 0 < _side(it.width, it.height) < self.small_side for it in items]
         if not any(not it.error for it in items):
             return []
-        self._load("all" if any(is_small) else "small")
+        self._load("all" if any(is_small) or strict >= 0 else "small")
         h, m, side = self._as_arrays()
         rows = {True: np.arange(len(h)), False: np.flatnonzero((side > 0) & (side < self.small_side))}
         out: list[tuple[int, str, int]] = []
@@ -66,6 +71,8 @@ class StoredHashes:
             if it.error:
                 continue
             k = rows[is_small[q]]  # a small item against every stored point, a large one against the small ones
+            if strict >= 0 and not is_small[q]:
+                k = np.union1d(k, self._within(it.phash, strict, flip_invariant))
             d = np.bitwise_count(h[k] ^ np.uint64(it.phash)).astype(np.int64)
             if flip_invariant:
                 d = np.minimum(d, np.bitwise_count(m[k] ^ np.uint64(it.phash)).astype(np.int64))
@@ -74,6 +81,20 @@ class StoredHashes:
             picked = [(q, self.ids[k[j]], int(d[j])) for j in hit if self.ids[k[j]] not in skip and self.ids[k[j]] != it.id]
             out.extend(picked[:limit])
         return out
+
+    def _within(self, phash: int, radius: int, flip_invariant: bool) -> np.ndarray:
+        """Rows whose pHash (or mirrored pHash) is within `radius` bits: looked up in a block index
+        (`HashIndex`) of the rows loaded so far, the rows added since it was built scanned in full; it is
+        built again once those are an eighth of it."""
+        h, m, _ = self._as_arrays()
+        if self._index is None or self._index[0].radius != radius or len(h) - self._index[2] > max(4096, self._index[2] // 8):
+            self._index = (HashIndex(h, radius), HashIndex(m, radius) if flip_invariant else None, len(h))
+        index, mirrored, n = self._index
+        found = [index.within(phash)] + ([mirrored.within(phash)] if mirrored is not None else [])
+        tail = np.bitwise_count(h[n:] ^ np.uint64(phash)) <= radius
+        if mirrored is not None:
+            tail |= np.bitwise_count(m[n:] ^ np.uint64(phash)) <= radius
+        return np.unique(np.concatenate(found + [n + np.flatnonzero(tail)]))
 
     def _load(self, need: str) -> None:
         if self.loaded == "all" or self.loaded == need:

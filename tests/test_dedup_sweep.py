@@ -146,3 +146,21 @@ def test_top_k_pairs_are_the_same_whatever_rows_are_read_at_a_time():
         for got, want in zip(keep.pairs(rows=rows), whole):
             np.testing.assert_array_equal(got, want)
     assert len(whole[0]) > len(x)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 3])
+def test_hash_index_finds_exactly_the_hashes_within_its_radius(radius):
+    """The block index (multi-index hashing) that dedupe on ingest asks for stored pHashes within
+    `phash_strict` bits returns the same rows as a full pass, for hashes planted at every distance."""
+    from recommender.dedup.hashing import HashIndex
+
+    rng = np.random.default_rng(radius)
+    base = rng.integers(0, 2**63, 64, dtype=np.int64).astype(np.uint64)
+    planted = [int(b) ^ sum(1 << int(bit) for bit in rng.choice(64, d, replace=False))
+               for b in base for d in range(5)]
+    hashes = np.concatenate([rng.integers(0, 2**63, 2000, dtype=np.int64).astype(np.uint64),
+                             np.array(planted, np.uint64)])
+    index = HashIndex(hashes, radius)
+    for q in [*base.tolist(), *rng.integers(0, 2**63, 20).tolist()]:
+        want = np.flatnonzero(np.bitwise_count(hashes ^ np.uint64(q)) <= radius)
+        assert np.array_equal(index.within(int(q)), want)

@@ -310,3 +310,20 @@ def test_sixth_held_out_set_is_apart_from_every_other_and_from_its_tuning_degrad
     pixelated = np.asarray(Image.open(sorted((tmp_path / "pixelate3").iterdir())[0]).convert("L"), np.float32)
     step = np.abs(np.diff(pixelated[:, :300], axis=1))  # step[:, k]: column k to k + 1
     assert step[:, 0::3].mean() < step[:, 2::3].mean()  # flat inside a 3 px block, steps between blocks
+
+
+def test_seventh_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout6` (session 41) plants noise and artefacts no other set has (Rician noise, a bias
+    field, a motion ghost, impulse noise, speckle, dithering), written before the change it judged."""
+    from recommender.dedup.evaluate import evaluate
+    from recommender.dedup.transforms import FAMILIES, HELDOUT6
+
+    others = {name for family, names in FAMILIES.items() if family != "heldout6" for name in names}
+    assert set(HELDOUT6) and not set(HELDOUT6) & others
+    r = evaluate(CORPORA / "brain-mri", embedder, n_originals=2, n_distractors=1, seed=3, work=tmp_path,
+                 sweep=True, log=lambda _: None, config=DedupConfig(workers=0), family="heldout6")
+    assert r["family"] == "heldout6" and "sweep" not in r
+    assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(HELDOUT6)
+    rician = np.asarray(Image.open(sorted((tmp_path / "rician").iterdir())[0]).convert("L"), np.float32)
+    assert rician[:8, :8].mean() > 5  # the magnitude of noise lifts the black background
+    assert sorted((tmp_path / "dither16").iterdir())[0].suffix == ".png"  # a palette image, saved losslessly

@@ -147,3 +147,43 @@ def test_identical_files_across_splits_are_kept_and_reported_as_leakage(tmp_path
     ingest_flow(str(sample_copy), str(sample_copy / "metadata.csv"), settings=cfg.model_dump(mode="json"))
     promoted = _clusters(cfg)[train]
     assert promoted["split"] == "train" and promoted["copies"] == []
+
+
+def test_a_grainy_copy_in_a_later_run_joins_its_slice_by_phash(tmp_path):
+    """Grain pulls a slice's cosine to its copy under the lowest cosine any rule looks at (0.80), so the
+    store's nearest neighbours never return the pair, while the pHash stays within `phash_strict` bits:
+    the batch sweep finds such a pair by pHash, and an ingest in a later run must too (the stored pHashes)."""
+    import random
+
+    import numpy as np
+
+    from recommender.dedup import DedupConfig
+    from recommender.dedup.embed import model_embedder
+    from recommender.dedup.hashing import fingerprint_image
+    from recommender.dedup.transforms import _with_noise
+    from recommender.ingest import run_ingest
+
+    medical = REPO / "samples" / "medical"
+    slices = [medical / "test/pituitary/Te-piTr_0000.jpg", medical / "train/notumor/Tr-noTr_0002.jpg",
+              medical / "train/pituitary/Tr-piTr_0001.jpg", medical / "test/meningioma/Te-meTr_0001.jpg"]
+    first, second = tmp_path / "slices", tmp_path / "grainy"
+    first.mkdir(), second.mkdir()
+    for p in slices + sorted((medical / "train" / "glioma").glob("*.jpg")):  # and a few other slices
+        shutil.copy(p, first / p.name)
+    embed, c = model_embedder("mobilenet_v2")[0], DedupConfig()
+    for p in slices:
+        img = Image.open(p).convert("RGB")
+        grainy = _with_noise(np.asarray(img, np.float32), 30, random.Random(0))
+        grainy.save(second / f"grainy_{p.name}", quality=95)
+        e = np.asarray(embed([img, Image.open(second / f"grainy_{p.name}").convert("RGB")]), np.float32)
+        a, b = fingerprint_image(img, "a"), fingerprint_image(Image.open(second / f"grainy_{p.name}"), "b")
+        assert float(e[0] @ e[1]) / float(np.linalg.norm(e[0]) * np.linalg.norm(e[1])) < c.verify_cosine
+        assert min((a.phash ^ b.phash).bit_count(), (a.phash ^ b.phash_mirror).bit_count()) <= c.phash_strict
+    cfg = get_settings(home=tmp_path / "home", map_layout="off")
+    run_ingest(cfg, first)
+    run_ingest(cfg, second)
+    payloads = {Path(p["path"]).name: p for p in _clusters(cfg).values()}
+    for p in slices:
+        grainy, original = payloads[f"grainy_{p.name}"], payloads[p.name]
+        assert grainy.get("tier") == "copy" and grainy.get("cluster_id") == original.get("cluster_id") is not None
+    assert all(payloads[p.name].get("cluster_id") is None for p in sorted((medical / "train" / "glioma").glob("*.jpg")))

@@ -307,7 +307,9 @@ class DedupEngine:
                 floor: np.ndarray | None = None, framed: np.ndarray | None = None) -> np.ndarray:
         """Inlier counts of the ambiguous pairs (-1 = not verified), for `decide_tiers`.
 
-        Pairs are visited by descending cosine and skipped once both ends already sit in one
+        Pairs within `phash_strict` bits come first, then the others by descending cosine (grain or
+        noise pulls a copy's cosine under its look-alikes' while its pHash barely moves, so by cosine
+        it would lose its turn to the cap); a pair is skipped once both ends already sit in one
         copy cluster (verifying them could not change any cluster), or once an end has been
         verified `max_verify_per_item` times: a copy is among an item's most similar
         candidates, and the cap bounds the cost on collections of look-alikes (MRI) to
@@ -336,7 +338,7 @@ class DedupEngine:
                                             framed=framed) & above_floor(c, floor, ci, cj, cos, dist, aside))[0]
         kind = np.where(framed, 2, np.where(small, 1, 0))  # each kind has its own per-item count
         big, cut, little = amb[kind[amb] == 0], amb[kind[amb] == 2], amb[kind[amb] == 1]
-        order = [*big[np.argsort(-cos[big], kind="stable")].tolist(),
+        order = [*big[np.lexsort((-cos[big], dist[big] > c.phash_strict))].tolist(),
                  *cut[np.argsort(-framed_cos[cut], kind="stable")].tolist(),
                  *little[np.argsort(dist[little], kind="stable")].tolist()]
         counts = {k: np.zeros(len(items), np.int32) for k in (0, 1, 2)}
@@ -623,11 +625,11 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
         small = small_pairs(c, both, q_arr, e_arr + len(new_items))
         cut = np.array([(framed or {}).get((q, e), -np.inf) for q, e in zip(qs, es)], np.float32) >= c.verify_cosine
         kind = np.where(cut, 2, np.where(small, 1, 0))
-        rows = []  # in order, at most max_verify_per_item per new item (and as many small and framed pairs):
-        # no verdict changes which pairs run
-        due = needs_verification(c, tiers, cos, dist, slices, small=small, framed=cut) & above_floor(
-            c, floor, q_arr, None, cos, dist, small | cut)
-        for r in np.flatnonzero(due).tolist():
+        rows = []  # pairs within phash_strict bits first, then in order, at most max_verify_per_item per new
+        # item (and as many small and framed pairs): no verdict changes which pairs run
+        due = np.flatnonzero(needs_verification(c, tiers, cos, dist, slices, small=small, framed=cut) & above_floor(
+            c, floor, q_arr, None, cos, dist, small | cut))
+        for r in due[np.argsort(dist[due] > c.phash_strict, kind="stable")].tolist():
             count = tries[int(kind[r])]
             if count[qs[r]] < c.max_verify_per_item:
                 count[qs[r]] += 1
