@@ -53,6 +53,7 @@ def evaluate_dedup(
     families: str = typer.Option("tuning", help="Planted edits: tuning, heldout (never tuned on), framed (a second held-out set: poster, slide), heldout2 (a third, session 36), overlay (the tuning edits and a stamp), template (every original on one catalogue page layout, tuning side), heldout3 and heldout4 (pictures in frames: session 39), viewer (a viewer's capture, tuning side), degrade (blur, grain, a tone curve, lost resolution: tuning side), heldout5 (a sixth held-out set: session 40), heldout6 (a seventh: noise and MRI artefacts, session 41) or both (tuning and heldout), reported apart."),
     keypoint_grid: int = typer.Option(1, help="The verifier's keypoints spread over an N x N grid (odd; 1 = off; see RECOMMENDER_DEDUP_KEYPOINT_GRID)."),
     template_members: int = typer.Option(16, help="Images of one size verified together that learn a template (0 = off; see RECOMMENDER_DEDUP_TEMPLATE_MEMBERS)."),
+    metadata: Optional[Path] = typer.Option(None, help="A table with path, volume and slice_index columns (paths relative to its folder, e.g. mri-slices' manifest.csv): slices scored as an ingest with that metadata does."),
 ) -> None:
     """Precision, recall and F1 per tier and transform on planted copies, against a pHash baseline."""
     from recommender.dedup.evaluate import main as evaluate_main
@@ -60,4 +61,5 @@ def evaluate_dedup(
     args = [str(source), "--originals", str(originals), "--distractors", str(distractors), "--seed", str(seed),
             "--model", model, "--families", families, "--keypoint-grid", str(keypoint_grid),
             "--template-members", str(template_members)]
+    args += ["--metadata", str(metadata)] if metadata else []
     raise typer.Exit(evaluate_main(args + (["--json", str(out)] if out else [])))

@@ -327,3 +327,34 @@ def test_seventh_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
     rician = np.asarray(Image.open(sorted((tmp_path / "rician").iterdir())[0]).convert("L"), np.float32)
     assert rician[:8, :8].mean() > 5  # the magnitude of noise lifts the black background
     assert sorted((tmp_path / "dither16").iterdir())[0].suffix == ".png"  # a palette image, saved losslessly
+
+
+def test_evaluation_with_slice_metadata_scores_slices_as_an_ingest_with_it_does(embedder, tmp_path):
+    """`evaluate-dedup --metadata manifest.csv`: two neighbouring slices of one averaged T1 volume are a copy
+    by their pixels, and never once each carries its volume and slice index (as ingest's metadata gives
+    them); a planted copy of a slice is that slice. A table without the columns is refused, by name."""
+    from recommender.dedup.evaluate import mark_slices, slice_table
+
+    root = CORPORA / "mri-slices"
+    slices = slice_table(root / "manifest.csv")
+    pair = [root / "axial" / "colin27_ch2" / f"colin27_ch2_z{z:03d}.png" for z in (69, 70)]
+    engine = DedupEngine(DedupConfig(workers=0), embedder)
+    bare = engine.fingerprint([str(p) for p in pair])
+    assert (engine.find_duplicates(bare, engine.embed_items(bare)).pairs["tier"] == "copy").any()
+    marked = engine.fingerprint([str(p) for p in pair])
+    mark_slices(marked, pair, slices)
+    assert [(it.volume, it.slice_index) for it in marked] == [("colin27_ch2", 69), ("colin27_ch2", 70)]
+    assert not (engine.find_duplicates(marked, engine.embed_items(marked)).pairs["tier"] == "copy").any()
+
+    copy = tmp_path / "copy.jpg"
+    Image.open(pair[0]).save(copy, quality=60)
+    planted = engine.fingerprint([str(copy)])
+    mark_slices(planted, [pair[0]], slices)  # made from slice 69: it is slice 69
+    assert (planted[0].volume, planted[0].slice_index) == ("colin27_ch2", 69)
+    assert engine.find_duplicates(marked + planted, engine.embed_items(marked + planted)).pairs.query(
+        "tier == 'copy'")[["i", "j"]].values.tolist() == [[0, 2]]
+
+    bad = tmp_path / "labels.csv"
+    bad.write_text("path,diagnosis\naxial/x.png,glioma\n")
+    with pytest.raises(ValueError, match="slice_index"):
+        slice_table(bad)

@@ -48,7 +48,34 @@ from recommender.payload import SAME_PICTURE_TIERS, Tier
 
 LEVELS: tuple[str, ...] = tuple(t.value for t in TIERS)  # exact, copy, near: cumulative scoring levels
 
-def screen_pool(engine: DedupEngine, files: Sequence[Path], need: int
+def slice_table(table: Path) -> dict[str, tuple[str, int]]:
+    """Volume and slice index by absolute file path, from a metadata table (CSV or Parquet, read as ingest
+    reads one: `recommender.metadata`) with `volume` and `slice_index` columns and paths relative to the
+    table's folder (mri-slices' manifest.csv is one). Why: ingest with such a table never makes two slices
+    of one volume a copy (`tiers.other_slices`), so the harness can score what that ingest does."""
+    from recommender.metadata import load_metadata
+
+    rows = load_metadata(Path(table), Path(table).resolve().parent).rows
+    out = {path: (str(r[P.VOLUME]), int(r[P.SLICE_INDEX])) for path, r in rows.items()
+           if P.VOLUME in r and P.SLICE_INDEX in r}
+    if not out:
+        raise ValueError(f"metadata table '{table}' has no row with both '{P.VOLUME}' and '{P.SLICE_INDEX}'; "
+                         "add those columns to score slices as an ingest with them does")
+    return out
+
+
+def mark_slices(items: Sequence[Fingerprint], origins: Sequence[str | Path],
+                slices: dict[str, tuple[str, int]] | None) -> None:
+    """Give each item the volume and slice index of the file it was made from (a planted copy of a slice
+    is that slice), as ingest's metadata would."""
+    for it, origin in zip(items, origins):
+        found = (slices or {}).get(str(Path(origin).resolve()))
+        if found:
+            it.volume, it.slice_index = found
+
+
+def screen_pool(engine: DedupEngine, files: Sequence[Path], need: int,
+                slices: dict[str, tuple[str, int]] | None = None
                 ) -> tuple[list[int], list[Fingerprint], np.ndarray, dict[str, Any]]:
     """Keep at most one file per natural duplicate cluster of the pool, in pool order.
 
@@ -58,6 +85,7 @@ def screen_pool(engine: DedupEngine, files: Sequence[Path], need: int
     on two sides of the benchmark counts as an engine error (see docs/dedup.md).
     """
     items = engine.fingerprint([str(f) for f in files])
+    mark_slices(items, files, slices)
     emb = engine.embed_items(items)
     res = engine.find_duplicates(items, emb)
     labels = level_labels(len(items), res.pairs, Tier.COPY)
@@ -237,7 +265,8 @@ def threshold_sweep(engine: DedupEngine, items: list[Fingerprint], emb: np.ndarr
 def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors: int = 300, seed: int = 0,
              config: DedupConfig | None = None, work: Path | None = None, sweep: bool = True,
              screen: bool = True, pool_factor: float = 1.25, options: DecodeOptions | None = None,
-             log: Callable[[str], None] = print, family: str = "tuning") -> dict[str, Any]:
+             log: Callable[[str], None] = print, family: str = "tuning",
+             slices: dict[str, tuple[str, int]] | None = None) -> dict[str, Any]:
     """Build the planted benchmark from `source`, run engine and baseline, return all scores.
 
     With `screen` (default) the sample is drawn from a pool of need * pool_factor files with
@@ -245,7 +274,8 @@ def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors
     are the decode options of the run; pass ingest's for the model (`embed.model_embedder`
     returns both) to score what ingest does. `family` picks the planted edits: "tuning" (the
     ones thresholds are chosen on, with the threshold sweep), "heldout" or "framed" (never tuned
-    on: no sweep, so nobody reads a threshold off them).
+    on: no sweep, so nobody reads a threshold off them). `slices` (`slice_table`) scores slices as an
+    ingest with their volume and slice index does.
     """
     tmp = None
     if work is None:
@@ -254,10 +284,10 @@ def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors
     try:
         engine = DedupEngine(config or DedupConfig(), embed, options=options)
         planted, items, emb, stats, timings = planted_set(engine, Path(source), n_originals, n_distractors, seed,
-                                                          Path(work), screen, pool_factor, family)
+                                                          Path(work), screen, pool_factor, family, slices)
         out = score_engine(engine, planted, items, emb, sweep=sweep and family == "tuning")
         out.update({"family": family, "source": str(source), "originals": n_originals, "distractors": n_distractors, "seed": seed,
-                    "screen": stats})
+                    "screen": stats, "slices_known": sum(1 for it in items if it.volume)})
         out["timings_s"] = {**timings, **out["timings_s"]}
         log(format_report(out))
         return out
@@ -267,7 +297,8 @@ def evaluate(source: Path, embed: EmbedFn, n_originals: int = 200, n_distractors
 
 
 def planted_set(engine: DedupEngine, source: Path, n_originals: int, n_distractors: int, seed: int, work: Path,
-                screen: bool = True, pool_factor: float = 1.25, family: str = "tuning"
+                screen: bool = True, pool_factor: float = 1.25, family: str = "tuning",
+                slices: dict[str, tuple[str, int]] | None = None
                 ) -> tuple[list[Planted], list[Fingerprint], np.ndarray, dict[str, Any], dict[str, float]]:
     """The planted benchmark, fingerprinted and embedded by `engine`: (planted, items, embeddings,
     screening stats, stage seconds). Built once, it can score several engine configurations."""
@@ -276,7 +307,7 @@ def planted_set(engine: DedupEngine, source: Path, n_originals: int, n_distracto
     pool = sample_files(source, min(len(list_images(source)), int(need * pool_factor)), seed) \
         if screen else sample_files(source, need, seed)
     if screen:
-        kept, pool_items, pool_emb, stats = screen_pool(engine, pool, need)
+        kept, pool_items, pool_emb, stats = screen_pool(engine, pool, need, slices)
     else:
         kept, pool_items, pool_emb, stats = list(range(need)), None, None, {"pool": need}
     t_screen = time.perf_counter() - t0
@@ -288,6 +319,8 @@ def planted_set(engine: DedupEngine, source: Path, n_originals: int, n_distracto
     known = {str(pool[k]): k for k in kept} if pool_items is not None else {}
     todo = [p.path for p in planted if p.path not in known]
     new_items = engine.fingerprint(todo)
+    origin = {p.path: p.origin for p in planted}
+    mark_slices(new_items, [origin[it.path] for it in new_items], slices)
     t_fp = time.perf_counter() - t
     t = time.perf_counter()
     new_emb = engine.embed_items(new_items)
@@ -348,7 +381,9 @@ def format_report(r: dict[str, Any]) -> str:
              f"source {r['source']}: {r['originals']} originals x {len(r['transforms'])} transforms + "
              f"{r['distractors']} distractors = {r['items']} items; natural exact-duplicate groups "
              f"merged into ground truth: {r['natural_exact_groups']}; natural copy links between untouched "
-             f"files (trusted in the main rows, errors in the strict rows): {len(r['natural_links'])}",
+             f"files (trusted in the main rows, errors in the strict rows): {len(r['natural_links'])}"
+             + (f"; items with a volume and slice index (never a copy of another slice): {r['slices_known']}"
+                if r.get("slices_known") else ""),
              "timings " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_s"].items() if k != "engine.verified_pairs")
              + f"; verified pairs {int(r['timings_s'].get('engine.verified_pairs', 0))}",
              "", f"{'method/level':<24}{'precision':>10}{'recall':>8}{'F1':>8}{'pairs':>8}{'false':>7}{'natural':>8}"]
@@ -382,6 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-screen", action="store_true", help="sample without removing the corpus's own duplicates")
     ap.add_argument("--json", type=Path, help="write the full result as JSON here")
     ap.add_argument("--model", default="mobilenet_v2")
+    ap.add_argument("--metadata", type=Path, help="a table with path, volume and slice_index columns (paths relative "
+                    "to its folder, as in mri-slices' manifest.csv): slices scored as an ingest with that metadata "
+                    "does, two slices of one volume never a copy")
     ap.add_argument("--keypoint-grid", type=int, default=DedupConfig.keypoint_grid,
                     help="the verifier's keypoints spread over an N x N grid (odd; 1 = off): DedupConfig.keypoint_grid")
     ap.add_argument("--template-members", type=int, default=DedupConfig.template_members,
@@ -407,8 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     families = ["tuning", "heldout"] if args.families == "both" else [args.families]
     config = DedupConfig(keypoint_grid=args.keypoint_grid, template_members=args.template_members,
                           frames=bool(args.frames))
+    slices = slice_table(args.metadata) if args.metadata else None
     runs = {f: evaluate(args.source, embed, args.originals, args.distractors, args.seed, config=config,
-                        sweep=not args.no_sweep, screen=not args.no_screen, options=options, family=f) for f in families}
+                        sweep=not args.no_sweep, screen=not args.no_screen, options=options, family=f,
+                        slices=slices) for f in families}
     res = runs[families[0]] if len(runs) == 1 else runs
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
