@@ -170,9 +170,10 @@ class IngestDeduper:
         c = self.engine.config
         if not self.engine.verifying():
             return []
-        small = c.phash_small if c.small_side > 0 else -1
-        found = self.hashes.near(new, max(small, c.phash_strict), c.flip_invariant, c.max_verify_per_item, skip,
-                                 strict=c.phash_strict)
+        radius = max(c.phash_small if c.small_side > 0 else -1, c.phash_strict)
+        if radius < 0:
+            return []
+        found = self.hashes.near(new, radius, c.flip_invariant, c.max_verify_per_item, skip, strict=c.phash_strict)
         pairs = self._stored_pairs({(q, pid): 0.0 for q, pid, _ in found}, vectors, existing)
         return [(q, e, cos) for (q, e), (cos, _) in pairs.items()]
 
