@@ -1,7 +1,7 @@
 """Our dedup engine beside imagededup (PHash and CNN) on the held-out edit families, one run.
 
-Issue 15's peer comparison. Plants the held-out families (`transforms.FAMILIES["heldout"]`: never
-used to choose a threshold) on `--originals` images of a corpus plus `--distractors` unrelated ones,
+Issue 15's peer comparison. Plants a held-out set (`--families`, default `heldout`; any of
+`transforms.FAMILIES`, e.g. `heldout6`: never used to choose a threshold) on `--originals` images of a corpus plus `--distractors` unrelated ones,
 then runs each method in a FRESH process on the same files (so time and peak RSS are the method's
 own, imports and model load included):
 
@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--distractors", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="where the planted copies go (default: a temp dir)")
+    ap.add_argument("--families", default="heldout", help="which held-out set to plant (recommender.dedup.transforms.FAMILIES)")
     ap.add_argument("--fastdup-python", type=Path, default=os.environ.get("FASTDUP_PYTHON"),
                     help="python of an environment with fastdup installed (or $FASTDUP_PYTHON)")
     ap.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
@@ -134,12 +135,12 @@ def main() -> None:
     from recommender.dedup.transforms import FAMILIES
 
     work = args.work or Path(tempfile.mkdtemp(prefix="dedup-peers-"))
-    planted = build_benchmark(args.source, work, args.originals, args.distractors, args.seed, FAMILIES["heldout"])
+    planted = build_benchmark(args.source, work, args.originals, args.distractors, args.seed, FAMILIES[args.families])
     files = [p.path for p in planted]
     truth = np.array([p.group for p in planted])
     (work / "files.json").write_text(json.dumps(files))
     print(f"# {platform.platform()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; {args.source.name}: "
-          f"{args.originals} originals x {len(FAMILIES['heldout'])} held-out families + {args.distractors} distractors "
+          f"{args.originals} originals x {len(FAMILIES[args.families])} {args.families} families + {args.distractors} distractors "
           f"= {len(files)} files", flush=True)
     results = {}
     runs = [(m, [sys.executable, __file__, "--method", m, "--files", str(work / "files.json")]) for m in METHODS]
