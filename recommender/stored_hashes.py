@@ -87,7 +87,8 @@ class StoredHashes:
         (`HashIndex`) of the rows loaded so far, the rows added since it was built scanned in full; it is
         built again once those are an eighth of it."""
         h, m, _ = self._as_arrays()
-        if self._index is None or self._index[0].radius != radius or len(h) - self._index[2] > max(4096, self._index[2] // 8):
+        if (self._index is None or self._index[0].radius != radius or (self._index[1] is not None) != flip_invariant
+                or len(h) - self._index[2] > max(4096, self._index[2] // 8)):
             self._index = (HashIndex(h, radius), HashIndex(m, radius) if flip_invariant else None, len(h))
         index, mirrored, n = self._index
         found = [index.within(phash)] + ([mirrored.within(phash)] if mirrored is not None else [])

@@ -68,8 +68,10 @@ def mark_slices(items: Sequence[Fingerprint], origins: Sequence[str | Path],
                 slices: dict[str, tuple[str, int]] | None) -> None:
     """Give each item the volume and slice index of the file it was made from (a planted copy of a slice
     is that slice), as ingest's metadata would."""
+    if not slices:
+        return
     for it, origin in zip(items, origins):
-        found = (slices or {}).get(str(Path(origin).resolve()))
+        found = slices.get(str(Path(origin).resolve()))
         if found:
             it.volume, it.slice_index = found
 
