@@ -21,8 +21,11 @@ clusters (canonical first in each row).
 With --review FILE.csv a person checks the score's verdicts: the first run writes every member under
 --min-corr beside its canonical, numbered, to FILE.png and lists them in FILE.csv with an empty
 `verdict` column; once that column is filled (same / different / unclear, by eye), the next run with
-the same file reads it and also prints the reviewed member precision, as a range: unclear counted
-wrong, then counted right. Members the score passes are not reviewed (adjacent slices can pass it).
+the same file reads it and also prints the reviewed member and cluster precision, as ranges: unclear
+counted wrong, then counted right (a cluster fails when one of its members is judged different).
+Members the score passes are not reviewed (adjacent slices can pass it) unless --review-below puts
+them before the person too; --prefill copies verdicts already given for the same pairs from earlier
+review files into a new one (a later file's verdict wins).
 
 With --manifest (a CSV with a path column, `volume` and `slice_index`, paths relative to
 --manifest-root, by default the manifest's folder; mri-slices' manifest is one) precision is also
@@ -31,6 +34,8 @@ volume or another index) than its canonical and their decoded pixels differ.
 
     python benchmarks/cluster_precision.py --home /tmp/brain/after --sheet /tmp/brain/sheet.png
     python benchmarks/cluster_precision.py --home /tmp/brain/after --review docs/reviews/brain-mri-failing.csv
+    python benchmarks/cluster_precision.py --home H --review new.csv --prefill docs/reviews/brain-mri-failing-members.csv \
+        docs/reviews/brain-mri-failing-members-session34.csv docs/reviews/brain-mri-failing-members-session36.csv
     python benchmarks/cluster_precision.py --home /tmp/mri --manifest ../shared/corpora/mri-slices/manifest.csv
 """
 
@@ -209,12 +214,13 @@ def sheet(clusters: dict[str, list[dict]], result: dict[str, dict], path: Path, 
     canvas.save(path)
 
 
-def failing_members(clusters: dict[str, list[dict]], result: dict[str, dict], min_corr: float) -> list[dict]:
-    """Every member under `min_corr` (or not scored), with its canonical: what a person reviews."""
+def failing_members(clusters: dict[str, list[dict]], result: dict[str, dict], below: float) -> list[dict]:
+    """Every member under `below` (or not scored), with its canonical: what a person reviews. `below` is
+    --min-corr, or higher to have a person judge members the score passes too (adjacent slices can)."""
     rows = []
     for cid, r in sorted(result.items()):
         for m, s in zip(clusters[cid][1:], r["scores"]):
-            if not s >= min_corr:
+            if not s >= below:
                 canon = clusters[cid][0]
                 rows.append({"cluster": cid, "canonical": canon[P.PATH], "canonical_key": key_of(canon) or "",
                              "member": m[P.PATH], "member_key": key_of(m) or "",
@@ -225,28 +231,43 @@ def failing_members(clusters: dict[str, list[dict]], result: dict[str, dict], mi
 VERDICTS = ("same", "different", "unclear")
 
 
-def review(rows: list[dict], path: Path, checked: int, passed: int) -> dict:
-    """Write the review sheet and CSV on the first run; once the CSV carries verdicts, read them and
-    return the reviewed precision range (members keyed by canonical and member file name)."""
+def _verdicts(path: Path) -> dict[tuple[str, ...], str]:
+    with path.open(newline="") as f:
+        return {_pair(r): r.get("verdict", "").strip().lower() for r in csv.DictReader(f)}
+
+
+def review(rows: list[dict], path: Path, members: int, clusters: int, prefill: list[Path] = ()) -> dict:
+    """Write the review sheet and CSV on the first run (verdicts already given in the `prefill` files for
+    the same pairs copied in); once the CSV carries verdicts, read them and return the reviewed precision
+    ranges, unclear counted wrong then right: of members (`members`: every member but the canonicals; those
+    not reviewed count as passing) and of clusters (a cluster fails when one of its members is judged
+    different). Pairs are keyed by canonical and member file name."""
     if not path.is_file():
+        known: dict[tuple[str, ...], str] = {}
+        for old in prefill:
+            known.update({k: v for k, v in _verdicts(old).items() if v in VERDICTS})
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["n", *rows[0].keys()] if rows else ["n", "verdict"])
             w.writeheader()
-            w.writerows({"n": k, **row} for k, row in enumerate(rows))
+            w.writerows({"n": k, **row, "verdict": known.get(_pair(row), "")} for k, row in enumerate(rows))
         pair_sheet(rows, path.with_suffix(".png"))
-        return {"review": f"fill the verdict column of {path} ({', '.join(VERDICTS)}), then run again"}
-    with path.open(newline="") as f:
-        given = {_pair(r): r.get("verdict", "").strip().lower() for r in csv.DictReader(f)}
+        todo = sum(_pair(r) not in known for r in rows)
+        return {"review": f"fill the verdict column of {path} ({', '.join(VERDICTS)}; {todo} of {len(rows)} "
+                          "left to judge), then run again"}
+    given = _verdicts(path)
     verdicts = [given.get(_pair(r), "") for r in rows]
     bad = sorted({v for v in verdicts if v not in VERDICTS})
     if bad:
         raise SystemExit(f"{path}: verdict must be one of {', '.join(VERDICTS)} for every row; found {bad} "
                          "(a member missing from the file has an empty verdict: review it or start a new file)")
-    same, unclear = verdicts.count("same"), verdicts.count("unclear")
-    return {"reviewed": len(rows), "reviewed_same": same, "reviewed_different": verdicts.count("different"),
-            "reviewed_unclear": unclear,
-            "reviewed_member_precision": [round((passed + same) / checked, 4), round((passed + same + unclear) / checked, 4)]}
+    same, different, unclear = (verdicts.count(v) for v in VERDICTS)
+    failing = lambda kinds: len({r["cluster"] for r, v in zip(rows, verdicts) if v in kinds})  # noqa: E731
+    kept = members - len(rows)
+    return {"reviewed": len(rows), "reviewed_same": same, "reviewed_different": different, "reviewed_unclear": unclear,
+            "reviewed_member_precision": [round((kept + same) / members, 4), round((kept + same + unclear) / members, 4)],
+            "reviewed_cluster_precision": [round(1 - failing(("different", "unclear")) / clusters, 4),
+                                           round(1 - failing(("different",)) / clusters, 4)]}
 
 
 def _pair(row: dict) -> tuple[str, ...]:
@@ -281,6 +302,10 @@ def main() -> None:
     ap.add_argument("--manifest-root", type=Path, help="folder the manifest's paths are relative to")
     ap.add_argument("--review", type=Path, help="CSV of the members under --min-corr for a person to judge "
                     "(written with a PNG sheet beside it when missing, read when its verdicts are filled)")
+    ap.add_argument("--review-below", type=float, help="review every member scoring under this (default "
+                    "--min-corr); higher puts members the score passes before a person too")
+    ap.add_argument("--prefill", type=Path, nargs="*", default=[], help="earlier review CSVs whose verdicts are "
+                    "copied into a new --review file for the same pairs (a later file's verdict wins)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     clusters = clusters_of(args.home, args.collection)
@@ -310,7 +335,9 @@ def main() -> None:
         sheet(clusters, result, args.sheet)
         summary["sheet"] = str(args.sheet)
     if args.review:
-        summary.update(review(failing_members(clusters, result, args.min_corr), args.review, checked, passed))
+        below = max(args.min_corr, args.review_below or args.min_corr)
+        members = sum(len(r["scores"]) for r in result.values())
+        summary.update(review(failing_members(clusters, result, below), args.review, members, len(result), args.prefill))
     print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
 
 

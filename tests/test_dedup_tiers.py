@@ -315,15 +315,7 @@ def test_sixth_held_out_set_is_apart_from_every_other_and_from_its_tuning_degrad
 def test_seventh_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
     """`--families heldout6` (session 41) plants noise and artefacts no other set has (Rician noise, a bias
     field, a motion ghost, impulse noise, speckle, dithering), written before the change it judged."""
-    from recommender.dedup.evaluate import evaluate
-    from recommender.dedup.transforms import FAMILIES, HELDOUT6
-
-    others = {name for family, names in FAMILIES.items() if family != "heldout6" for name in names}
-    assert set(HELDOUT6) and not set(HELDOUT6) & others
-    r = evaluate(CORPORA / "brain-mri", embedder, n_originals=2, n_distractors=1, seed=3, work=tmp_path,
-                 sweep=True, log=lambda _: None, config=DedupConfig(workers=0), family="heldout6")
-    assert r["family"] == "heldout6" and "sweep" not in r
-    assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(HELDOUT6)
+    _plants_apart("heldout6", "brain-mri", embedder, tmp_path)
     rician = np.asarray(Image.open(sorted((tmp_path / "rician").iterdir())[0]).convert("L"), np.float32)
     assert rician[:8, :8].mean() > 5  # the magnitude of noise lifts the black background
     assert sorted((tmp_path / "dither16").iterdir())[0].suffix == ".png"  # a palette image, saved losslessly
@@ -358,3 +350,29 @@ def test_evaluation_with_slice_metadata_scores_slices_as_an_ingest_with_it_does(
     bad.write_text("path,diagnosis\naxial/x.png,glioma\n")
     with pytest.raises(ValueError, match="slice_index"):
         slice_table(bad)
+
+
+def test_eighth_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout7` (session 42) plants edits no other set has (a halftone print, a quarter turn, an
+    aspect ratio changed, interlacing, sepia, a shift with a black gap), written before the change it judged."""
+    _plants_apart("heldout7", "art-louvre", embedder, tmp_path)
+    squashed = Image.open(sorted((tmp_path / "squash80").iterdir())[0])
+    assert min(squashed.size) / max(squashed.size) == pytest.approx(0.8, abs=0.01)  # art-louvre's paintings are square
+    shifted = np.asarray(Image.open(sorted((tmp_path / "shift_pad").iterdir())[0]).convert("L"), np.float32)
+    rows, cols = round(0.12 * shifted.shape[0]), round(0.12 * shifted.shape[1])
+    gaps = [shifted[:rows].mean(), shifted[-rows:].mean(), shifted[:, :cols].mean(), shifted[:, -cols:].mean()]
+    assert sorted(gaps)[1] < 3  # one band along a side and one along the other are left black (JPEG: nearly 0)
+
+
+def _plants_apart(family: str, corpus: str, embedder, work: Path) -> None:
+    """`family` shares no edit with any other set, and the evaluation plants and scores every one of its
+    edits on two originals of `corpus` (into `work`)."""
+    from recommender.dedup.evaluate import evaluate
+    from recommender.dedup.transforms import FAMILIES
+
+    others = {name for name_of, names in FAMILIES.items() if name_of != family for name in names}
+    assert FAMILIES[family] and not set(FAMILIES[family]) & others
+    r = evaluate(CORPORA / corpus, embedder, n_originals=2, n_distractors=1, seed=3, work=work,
+                 sweep=True, log=lambda _: None, config=DedupConfig(workers=0), family=family)
+    assert r["family"] == family and "sweep" not in r
+    assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(FAMILIES[family])

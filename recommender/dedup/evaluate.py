@@ -438,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "a viewer's screen capture (viewer, tuning side), blur, grain, a tone curve and lost "
                          "resolution (degrade, tuning side), the sixth held-out set (heldout5: a median filter, a "
                          "motion blur, a vignette with noise, posterization, pixelation), the seventh (heldout6: Rician noise, a "
-                         "bias field, a motion ghost, impulse noise, speckle, dithering), or both "
+                         "bias field, a motion ghost, impulse noise, speckle, dithering), the eighth (heldout7: a "
+                         "halftone print, a quarter turn, a changed aspect ratio, interlacing, sepia, a shift), or both "
                          "of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder

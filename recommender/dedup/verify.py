@@ -84,9 +84,9 @@ class LocalFeatureVerifier:
     transform, and they spread over at least `min_spread` of the part of each image the other
     covers (bounding-box area fraction) and occupy at least 3 rows and 3 columns of a 4x4
     grid of that part in both: the same caption or watermark stamped on two different pictures
-    matches perfectly, but only over a strip. A whole-image match that covers one image only, or has
-    fewer than `CONFIRM_BELOW` inliers, counts when the two images, aligned by it, agree pixel by pixel
-    (`aligned_cells`). Pairs whose smaller image is below `small_side` px may pass by
+    matches perfectly, but only over a strip. A whole-image match that covers one image only, that has
+    `CONFIRM_BELOW` inliers or more failing the spread or cover rules, or that has fewer than `CONFIRM_BELOW`
+    inliers, counts when the two images, aligned by it, agree pixel by pixel (`aligned_cells`). Pairs whose smaller image is below `small_side` px may pass by
     `aligned_correlation` >= `small_min_corr` instead (defaults: `DedupConfig`).
     """
 
@@ -452,8 +452,8 @@ class LocalFeatureVerifier:
         return self._match(fa, fb)[0]
 
     def _match(self, fa: Features, fb: Features) -> tuple[int, np.ndarray | None, int]:
-        """(spread inliers of one orientation, the RANSAC transform a -> b or None, `_fit`'s one-sided
-        count); (0, None, 0) when
+        """(spread inliers of one orientation, the RANSAC transform a -> b or None, `_fit`'s count to
+        confirm); (0, None, 0) when
         fewer than `min_inliers` matches pass the ratio test (RANSAC skipped: no subset of them could
         make a copy, and 98 % of look-alike brain-mri pairs end here, with a median of 23 matches), or
         (0, transform, 0) when at least half that many pass and they show one image small in the other."""
@@ -504,8 +504,12 @@ class LocalFeatureVerifier:
 
     def _fit(self, fa: Features, fb: Features, src: np.ndarray, dst: np.ndarray) -> tuple[int, np.ndarray | None, int]:
         """(`consistent`'s count, the RANSAC transform whatever the count or None when there is none, the
-        inliers when they pass every rule but cover only one of the two images, else 0: `_whole` checks
-        those pixel by pixel)."""
+        inliers of a match `_whole` may still confirm pixel by pixel, else 0). Such a match lies mostly inside
+        the other image but fails the spread or cover rules: either it covers one of the two images (a copy
+        blurred or grainy where the picture is weak), or it has at least `CONFIRM_BELOW` inliers gathered in
+        part of both (a ghosted copy: the echo changes most corners' descriptors, and those left sit where the
+        picture is strongest). Fewer inliers failing both images' rules are left out: on brain-mri such
+        matches of 41-45 inliers joined neighbouring slices of one scan that agree at 0.6 in every cell."""
         (size_a, pa, _), (size_b, pb, _) = fa, fb
         m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=self.ransac_px,
                                               maxIters=500)
@@ -517,12 +521,13 @@ class LocalFeatureVerifier:
         box_b, box_a = _mapped_box(m, size_a, size_b), _mapped_box(cv2.invertAffineTransform(m), size_b, size_a)
         if box_a is None or box_b is None or max(_fraction(box_a, size_a), _fraction(box_b, size_b)) < self.min_contained:
             return 0, m, 0
+        count = int(inl.sum())
         if min(self._spread(src[inl], box_a), self._spread(dst[inl], box_b)) < self.min_spread:
-            return 0, m, 0
+            return 0, m, (count if count >= CONFIRM_BELOW else 0)
         covers = self._covers(src[inl], _inside(pa, box_a)), self._covers(dst[inl], _inside(pb, box_b))
         if not all(covers):
-            return 0, m, (int(inl.sum()) if any(covers) else 0)
-        return int(inl.sum()), m, 0
+            return 0, m, (count if any(covers) or count >= CONFIRM_BELOW else 0)
+        return count, m, 0
 
     def _zoomed(self, a: "_Seen", source_a: Source, b: "_Seen", source_b: Source, m: np.ndarray) -> int:
         """Inliers of a against the part of b it lands on, that part cut from b at full resolution
@@ -615,9 +620,10 @@ class LocalFeatureVerifier:
     def _whole(self, a: "_Seen", source_a: Source, fb: Features, source_b: Source,
                mirrored: bool) -> tuple[int, np.ndarray | None]:
         """(`_match`'s count of a against b whole (`fb`: b's features, mirrored or not), its transform),
-        with two kinds of match confirmed pixel by pixel (`_agrees`: the images, aligned by the match, agree
+        with three kinds of match confirmed pixel by pixel (`_agrees`: the images, aligned by the match, agree
         in every part textured in both) and counted only then: one whose inliers pass every rule but cover
-        one image only (`_covers`), and one under `CONFIRM_BELOW` inliers.
+        one image only (`_covers`), one of at least `CONFIRM_BELOW` inliers gathered in part of both images
+        (`_fit`: a ghosted copy), and one under `CONFIRM_BELOW` inliers.
 
         Why: blur, grain, a tone curve or lost resolution leave a copy's corners only where the picture
         is strongest, so its matches may fill half of the original (148-197 inliers on one half of a
@@ -625,8 +631,8 @@ class LocalFeatureVerifier:
         pictures, which the cover rule is there to stop, matches on its strip or its letters and leaves
         the rest of the pictures to disagree (the same stamp on two brain slices: 45 inliers covering
         both, a least cell of 0.12)."""
-        best, m, one_sided = self._match(a.features, fb)
-        count = best or one_sided
+        best, m, unruled = self._match(a.features, fb)
+        count = best or unruled
         if count < self.min_inliers or best >= CONFIRM_BELOW or m is None:
             return best, m
         return (count if self._agrees(source_a, source_b, m, mirrored) else 0), m
