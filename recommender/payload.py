@@ -83,6 +83,7 @@ VOXEL_SIZE = "voxel_size"
 PIXEL_HASH = "pixel_hash"
 PHASH = "phash"
 PHASH_MIRROR = "phash_mirror"
+PHASH_TURNS = "phash_turns"
 FRAME = "frame"
 CLUSTER_ID = "cluster_id"
 TIER = "tier"
@@ -101,7 +102,7 @@ PATIENT = "patient"
 SPLIT = "split"
 
 CLUSTER_FIELDS: tuple[str, ...] = (CLUSTER_ID, TIER, CANONICAL, NEAR_CLUSTER_ID)
-FINGERPRINT_FIELDS: tuple[str, ...] = (PIXEL_HASH, PHASH, PHASH_MIRROR)
+FINGERPRINT_FIELDS: tuple[str, ...] = (PIXEL_HASH, PHASH, PHASH_MIRROR, PHASH_TURNS)
 GROUP_FIELDS: tuple[str, ...] = (SPLIT, PATIENT, VOLUME)  # carried into dedup leakage reports
 
 
@@ -144,6 +145,8 @@ FIELDS: dict[str, FieldSpec] = {s.name: s for s in (
     _f(PIXEL_HASH, "keyword", "dedup", "Hash of the decoded pixels (exact tier).", indexed=True),
     _f(PHASH, "keyword", "dedup", "64-bit perceptual hash, hex (copy tier)."),
     _f(PHASH_MIRROR, "keyword", "dedup", "pHash of the mirrored image, hex (flipped copies)."),
+    _f(PHASH_TURNS, "keyword", "dedup", "pHashes of the image turned by 90, 180 and 270 degrees, 48 hex digits "
+       "(copies saved turned)."),
     _f(FRAME, "list", "dedup", "Where a picture lies on a flat background with text or a panel beside it (x0, y0, x1, y1 in "
        "pixels): a screen capture's picture, cut out and searched for its copies."),
     _f(CLUSTER_ID, "keyword", "dedup", "Same-picture cluster (exact or copy tier).", indexed=True),

@@ -164,3 +164,36 @@ def test_hash_index_finds_exactly_the_hashes_within_its_radius(radius):
     for q in [*base.tolist(), *rng.integers(0, 2**63, 20).tolist()]:
         want = np.flatnonzero(np.bitwise_count(hashes ^ np.uint64(q)) <= radius)
         assert np.array_equal(index.within(int(q)), want)
+
+
+def test_turned_phashes_are_those_of_the_turned_image_and_find_turned_pairs():
+    """`phash_turns` computes the pHashes of an image turned by 90, 180 and 270 degrees from its own DCT,
+    within the few bits that Pillow's two-pass resize leaves (it rounds between its passes, which a turn
+    swaps) of the turned image's own pHash; `turned_pairs` finds, through a block index, exactly the pairs a full pass over
+    every pair and every turn finds."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from recommender.dedup.hashing import HashIndex, phash_pair, phash_turns
+    from recommender.dedup.sweep import turned_pairs
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "samples").rglob("*.jpg"))[:12]
+    for p in paths:
+        img = Image.open(p).convert("RGB")
+        turned = [phash_pair(img.transpose(t))[0] for t in
+                  (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)]
+        got = phash_turns(img)
+        assert all((a ^ b).bit_count() <= 4 for a, b in zip(got, turned))
+        assert min((t ^ phash_pair(img)[0]).bit_count() for t in got) > 4  # a turn is not the picture
+    rng = np.random.default_rng(1)
+    h = rng.integers(0, 2**63, 3000, dtype=np.int64).astype(np.uint64)
+    turns = np.stack([h, *(rng.integers(0, 2**63, 3000, dtype=np.int64).astype(np.uint64) for _ in range(3))], axis=1)
+    turns[:40, 1] = h[40:80] ^ np.uint64(1)  # 40 items whose quarter turn is another item, one bit off
+    turns[80:90, 3] = h[90:100] ^ np.uint64(6)  # and 10 whose three-quarter turn is, two bits off
+    want = {(min(i, j), max(i, j)) for i in range(len(h)) for k in (1, 2, 3)
+            for j in np.flatnonzero(np.bitwise_count(h ^ turns[i, k]) <= 2).tolist() if i != j}
+    assert len(want) >= 50 and turned_pairs(h, turns, 2) == want
+    q = turns[:, 1:].ravel()
+    qi, rows = HashIndex(h, 2).pairs(q)
+    assert {(int(a), int(b)) for a, b in zip(qi, rows)} == {(a, int(b)) for a in range(len(q)) for b in HashIndex(h, 2).within(int(q[a]))}

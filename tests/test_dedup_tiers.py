@@ -376,3 +376,13 @@ def _plants_apart(family: str, corpus: str, embedder, work: Path) -> None:
                  sweep=True, log=lambda _: None, config=DedupConfig(workers=0), family=family)
     assert r["family"] == family and "sweep" not in r
     assert set(r["tiers"]["copy"]["per_transform_recall"]) == set(FAMILIES[family])
+
+
+def test_ninth_held_out_set_and_the_turned_tuning_set_are_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout8` (session 42: a lens's barrel distortion, scanner streaks, five generations of
+    re-saving, a wavy page, swapped colour channels), written before the change it judged (the turned
+    pHashes), and `--families turn` (that change's tuning side) share no edit with any other set."""
+    _plants_apart("heldout8", "brain-mri", embedder, tmp_path / "h8")
+    _plants_apart("turn", "art-louvre", embedder, tmp_path / "turn")
+    resaved = Image.open(sorted((tmp_path / "h8" / "generations").iterdir())[0])
+    assert resaved.width < 224 or resaved.height < 224  # each generation lost a pixel on one side

@@ -187,3 +187,55 @@ def test_a_grainy_copy_in_a_later_run_joins_its_slice_by_phash(tmp_path):
         grainy, original = payloads[f"grainy_{p.name}"], payloads[p.name]
         assert grainy.get("tier") == "copy" and grainy.get("cluster_id") == original.get("cluster_id") is not None
     assert all(payloads[p.name].get("cluster_id") is None for p in sorted((medical / "train" / "glioma").glob("*.jpg")))
+
+
+def test_copies_saved_turned_join_their_paintings_in_one_run_and_across_runs(tmp_path):
+    """A copy saved turned by a quarter, or transposed, is often another picture for the model (cosine
+    under every rule's floor) and its pHash is unrelated; its turned pHash (`hashing.phash_turns`) is within
+    `phash_strict` bits of its original's, which makes the pair a candidate, and ORB verifies it. In one run
+    (the batch sweep) and in a later run (the stored pHashes), and no other painting joins."""
+    import numpy as np
+
+    from recommender.dedup import DedupConfig
+    from recommender.dedup.embed import model_embedder
+    from recommender.dedup.hashing import fingerprint_image
+    from recommender.ingest import run_ingest
+
+    turns = [Image.Transpose.ROTATE_90, Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270,
+             Image.Transpose.ROTATE_90]
+    art = REPO / "samples" / "art"
+    paintings = [art / "portrait/cl010059543.jpg", art / "portrait/cl010059548.jpg",
+                 art / "naturmort/cl010052713.jpg", art / "landscape/cl010052700.jpg"]
+    others = [p for p in ART if p not in paintings][:6]
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    embed, c = model_embedder("mobilenet_v2")[0], DedupConfig()
+    unseen = 0  # pairs the model would not make candidates
+    for p, turn in zip(paintings, turns):
+        shutil.copy(p, first / p.name)
+        img = Image.open(p).convert("RGB")
+        img.transpose(turn).save(second / f"turned_{p.stem}.jpg", quality=90)
+        img.transpose(turn).save(first / f"turned_{p.stem}.jpg", quality=90)
+        turned = Image.open(second / f"turned_{p.stem}.jpg").convert("RGB")
+        e = np.asarray(embed([img, turned]), np.float32)
+        unseen += float(e[0] @ e[1]) / float(np.linalg.norm(e[0]) * np.linalg.norm(e[1])) < c.verify_cosine
+        a, b = fingerprint_image(img, "a"), fingerprint_image(turned, "b")
+        assert min((a.phash ^ b.phash).bit_count(), (a.phash ^ b.phash_mirror).bit_count()) > c.phash_strict
+        assert min((t ^ h).bit_count() for t in b.phash_turns for h in (a.phash, a.phash_mirror)) <= c.phash_strict
+    assert unseen >= 3
+    for p in others:
+        shutil.copy(p, first / p.name)
+    one_run = get_settings(home=tmp_path / "one", map_layout="off")
+    run_ingest(one_run, first)
+    later = get_settings(home=tmp_path / "later", map_layout="off")
+    (tmp_path / "base").mkdir()
+    for p in [*paintings, *others]:
+        shutil.copy(p, tmp_path / "base" / p.name)
+    run_ingest(later, tmp_path / "base")
+    run_ingest(later, second)
+    for cfg in (one_run, later):
+        payloads = {Path(p["path"]).name: p for p in _clusters(cfg).values()}
+        for p in paintings:
+            turned, original = payloads[f"turned_{p.stem}.jpg"], payloads[p.name]
+            assert turned.get("tier") == "copy" and turned.get("cluster_id") == original.get("cluster_id") is not None, p
+        assert all(payloads[p.name].get("cluster_id") is None for p in others)

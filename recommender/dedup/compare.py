@@ -18,7 +18,7 @@ from recommender import payload as P
 from recommender.decode import DecodeOptions, load_image
 
 # Fields that say nothing to a curator comparing two files (hashes, bookkeeping, cluster labels).
-_SKIP = {P.PHASH, P.PHASH_MIRROR, P.PIXEL_HASH, P.COPIES, P.RUN_ID, P.INGESTED_AT, P.MODEL, P.ITEM_KEY,
+_SKIP = {P.PHASH, P.PHASH_MIRROR, P.PHASH_TURNS, P.PIXEL_HASH, P.COPIES, P.RUN_ID, P.INGESTED_AT, P.MODEL, P.ITEM_KEY,
          *P.CLUSTER_FIELDS}
 # Shown first, in this order, when they differ: what tells two copies apart at a glance.
 _FIRST = ("file", P.WIDTH, P.HEIGHT, P.BYTES, P.FORMAT, P.PATH)

@@ -23,8 +23,9 @@ class DedupConfig:
       picture (crop, rotation, border, resize: verify.py).
     Without OpenCV (or verify=False) the rule is thresholds alone:
       d <= phash_strict or cosine >= copy_cosine or (d <= phash_loose and cosine >= copy_cosine_loose).
-    Without embeddings: d <= phash_strict. The phash distance is flip-invariant:
-    min(d(a, b), d(a, mirror(b))).
+    Without embeddings: d <= phash_strict. With flip_invariant the phash distance is invariant to
+    flips and quarter turns: min(d(a, b), d(a, mirror(b))), and the same with either turned by 90,
+    180 or 270 degrees (hashing.phash_turns).
     Small images (issue 15): when the smaller image of a verified pair has a side below
     small_side, the verifier also accepts it when the two images, aligned at the small one's
     scale, correlate >= small_min_corr (verify.aligned_correlation); pairs with one side small

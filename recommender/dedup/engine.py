@@ -32,7 +32,7 @@ from recommender.dedup.cluster import (CANONICAL_POLICY, Forbidden, allowed, bui
                                        connected_labels)
 from recommender.dedup.config import DedupConfig
 from recommender.dedup.embed import EmbedFn
-from recommender.dedup.hashing import Fingerprint, fingerprint_files, fingerprint_image, hash_array
+from recommender.dedup.hashing import Fingerprint, fingerprint_files, fingerprint_image, hash_array, hash_variants
 from recommender.dedup.methods import EmbeddingCosine, ExactHash, PerceptualHash
 from recommender.dedup.sweep import SearchFn, hamming_of, match_new
 from recommender.dedup.tiers import (candidate_cosine, decide_tiers, needs_verification, other_slices,
@@ -184,7 +184,8 @@ class DedupEngine:
         configured), cosine (None without embeddings) and whether they are two slices of one volume."""
         h = hash_array([it.phash for it in items])
         hm = hash_array([it.phash_mirror for it in items]) if self.config.flip_invariant else None
-        dist = hamming_of(h, ci, cj, hm) if len(ci) else np.zeros(0, np.int16)
+        turns = hash_variants(items) if self.config.flip_invariant else None
+        dist = hamming_of(h, ci, cj, hm, turns) if len(ci) else np.zeros(0, np.int16)
         cos = np.einsum("ij,ij->i", embeddings[ci], embeddings[cj]) if embeddings is not None and len(ci) else None
         return dist, cos, other_slices(items, ci, cj)
 
@@ -299,7 +300,8 @@ class DedupEngine:
         mirror = True
         if self.config.mirror_gate:
             ha, hb, hm = int(items[a].phash), int(items[b].phash), int(items[b].phash_mirror)
-            mirror = (ha ^ hm).bit_count() <= (ha ^ hb).bit_count()
+            mirror = (ha ^ hm).bit_count() <= (ha ^ hb).bit_count() or any(  # a copy flipped and saved turned
+                (t ^ hm).bit_count() <= self.config.phash_strict for t in items[a].phash_turns)
         return (_vkey(items[a]), src_a, _vkey(items[b]), src_b, mirror)
 
     def _verify(self, items: Sequence[Fingerprint], ci: np.ndarray, cj: np.ndarray, cos: np.ndarray,
@@ -616,7 +618,7 @@ def match_new_items(engine: DedupEngine, new_items: Sequence[Fingerprint], new_e
     exact = np.array(exacts, bool)
     h = hash_array([it.phash for it in both])
     hm = hash_array([it.phash_mirror for it in both]) if c.flip_invariant else None
-    dist = hamming_of(h, q_arr, e_arr + len(new_items), hm)
+    dist = hamming_of(h, q_arr, e_arr + len(new_items), hm, hash_variants(both) if c.flip_invariant else None)
     slices = other_slices(both, q_arr, e_arr + len(new_items))
     tiers = decide_tiers(c, dist, cos, exact=exact, verifying=verifying, other_slices=slices)
     inliers = np.full(len(qs), -1, np.int32)

@@ -439,7 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "resolution (degrade, tuning side), the sixth held-out set (heldout5: a median filter, a "
                          "motion blur, a vignette with noise, posterization, pixelation), the seventh (heldout6: Rician noise, a "
                          "bias field, a motion ghost, impulse noise, speckle, dithering), the eighth (heldout7: a "
-                         "halftone print, a quarter turn, a changed aspect ratio, interlacing, sepia, a shift), or both "
+                         "halftone print, a quarter turn, a changed aspect ratio, interlacing, sepia, a shift), a half turn and "
+                         "a transpose (turn, tuning side), the ninth (heldout8: barrel distortion, scanner streaks, "
+                         "re-saving, a wavy page, swapped channels), or both "
                          "of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder

@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from recommender import payload as P
-from recommender.dedup.hashing import Fingerprint, hash_array
-from recommender.dedup.sweep import cosine_pairs, hamming_pairs
+from recommender.dedup.hashing import Fingerprint, hash_array, hash_variants
+from recommender.dedup.sweep import cosine_pairs, hamming_of, hamming_pairs, turned_pairs
 
 
 @dataclass
@@ -66,7 +66,8 @@ class ExactHash:
 
 
 class PerceptualHash:
-    """imagehash pHash pairs within `max_distance` bits; flip-invariant by default (score = distance)."""
+    """imagehash pHash pairs within `max_distance` bits (score = distance); by default invariant to flips and
+    quarter turns (`hashing.phash_turns`), which makes a pair of an image and its copy saved turned."""
 
     def __init__(self, max_distance: int = 10, flip_invariant: bool = True, block_size: int = 2048):
         self.max_distance = max_distance
@@ -80,6 +81,15 @@ class PerceptualHash:
         h = hash_array([items[k].phash for k in ok])
         m = hash_array([items[k].phash_mirror for k in ok]) if self.flip_invariant else None
         i, j, d = hamming_pairs(h, self.max_distance, mirror=m, block_size=self.block_size)
+        if self.flip_invariant:
+            turns = hash_variants([items[k] for k in ok])
+            extra = np.array(sorted(turned_pairs(h, turns, self.max_distance, m) - set(zip(i.tolist(), j.tolist()))),
+                             np.int64).reshape(-1, 2)
+            if len(extra):
+                de = hamming_of(h, extra[:, 0], extra[:, 1], m, turns)
+                keep = de <= self.max_distance
+                i, j = np.concatenate([i, extra[keep, 0]]), np.concatenate([j, extra[keep, 1]])
+                d = np.concatenate([d, de[keep]])
         return PairSet(ok[i], ok[j], d.astype(np.float32))
 
 

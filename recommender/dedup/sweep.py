@@ -283,10 +283,41 @@ def hamming_pairs(h: np.ndarray, max_distance: int, mirror: np.ndarray | None = 
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64), np.concatenate(out_d)
 
 
-def hamming_of(h: np.ndarray, i: np.ndarray, j: np.ndarray, mirror: np.ndarray | None = None) -> np.ndarray:
-    """Hamming distances of given pairs (flip-invariant with `mirror`)."""
+def hamming_of(h: np.ndarray, i: np.ndarray, j: np.ndarray, mirror: np.ndarray | None = None,
+               turns: np.ndarray | None = None) -> np.ndarray:
+    """Hamming distances of given pairs (flip-invariant with `mirror`). With `turns` (`hashing.hash_variants`:
+    each item's pHash and its three turned pHashes) the least over either item turned as well: with the
+    mirror, that is every flip and quarter turn of one image against the other."""
     h = np.asarray(h, dtype=np.uint64)
+    m = None if mirror is None else np.asarray(mirror, np.uint64)
     d = np.bitwise_count(h[i] ^ h[j]).astype(np.int16)
-    if mirror is not None:
-        d = np.minimum(d, np.bitwise_count(h[i] ^ np.asarray(mirror, np.uint64)[j]).astype(np.int16))
+    if m is not None:
+        d = np.minimum(d, np.bitwise_count(h[i] ^ m[j]).astype(np.int16))
+    if turns is not None:
+        for a, b in ((i, j), (j, i)):
+            for k in (1, 2, 3):
+                np.minimum(d, np.bitwise_count(turns[a, k] ^ h[b]).astype(np.int16), out=d)
+                if m is not None:
+                    np.minimum(d, np.bitwise_count(turns[a, k] ^ m[b]).astype(np.int16), out=d)
     return d
+
+
+def turned_pairs(h: np.ndarray, turns: np.ndarray, max_distance: int, mirror: np.ndarray | None = None
+                 ) -> set[tuple[int, int]]:
+    """Pairs (i < j) where a turned pHash of one item (`turns[:, 1:]`) is within `max_distance` bits of the
+    other's pHash (or mirrored pHash): copies saved turned, which `hamming_pairs` cannot see. Looked up in
+    block indexes (`HashIndex`), not by a pass over every pair."""
+    from recommender.dedup.hashing import HashIndex
+
+    n = len(h)
+    if n < 2:
+        return set()
+    queries = np.asarray(turns, np.uint64)[:, 1:].ravel()
+    out: set[tuple[int, int]] = set()
+    for target in (h, mirror) if mirror is not None else (h,):
+        qi, rows = HashIndex(np.asarray(target, np.uint64), max_distance).pairs(queries)
+        i = qi // 3
+        keep = i != rows
+        a, b = np.minimum(i, rows)[keep], np.maximum(i, rows)[keep]
+        out |= set(zip(a.tolist(), b.tolist()))
+    return out

@@ -569,6 +569,68 @@ HELDOUT7: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "squash80": _squash, "scanlines": _scanlines, "sepia": _sepia, "shift_pad": _shift_pad,
 }
 
+def _barrel(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A photo through a wide lens: barrel distortion (k = 0.08 at the corners), the edges cropped to fill."""
+    a = np.asarray(img)
+    h, w = a.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = (x - w / 2) / (w / 2), (y - h / 2) / (h / 2)
+    f = (1 + 0.08 * (u * u + v * v) / 2) / 1.08  # sample farther out away from the centre, scaled to fill
+    xs = np.clip(np.round(u * f * (w / 2) + w / 2), 0, w - 1).astype(np.int64)
+    ys = np.clip(np.round(v * f * (h / 2) + h / 2), 0, h - 1).astype(np.int64)
+    return Image.fromarray(a[ys, xs])
+
+
+def _streaks(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A dirty scanner's streaks: 6 thin vertical lines, light or dark, at random columns."""
+    a = np.asarray(img).copy()
+    w = a.shape[1]
+    for _ in range(6):
+        x0 = rng.randrange(0, max(1, w - 2))
+        a[:, x0:x0 + rng.choice([1, 2])] = rng.choice([20, 235])
+    return Image.fromarray(a)
+
+
+def _generations(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Five generations of re-saving: each a JPEG at quality 60 cropped by a pixel on one side."""
+    import io
+
+    out = img.convert("RGB")
+    for _ in range(5):
+        side = rng.randrange(4)
+        w, h = out.size
+        out = out.crop((int(side == 0), int(side == 1), w - int(side == 2), h - int(side == 3)))
+        buf = io.BytesIO()
+        out.save(buf, "JPEG", quality=60)
+        out = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return out
+
+
+def _wave(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A wavy page: rows shifted by a 2 px sine of period a third of the height, columns by one of a quarter."""
+    a = np.asarray(img)
+    h, w = a.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    xs = np.clip(x + np.round(2 * np.sin(2 * np.pi * y / max(1, h / 3))), 0, w - 1).astype(np.int64)
+    ys = np.clip(y + np.round(2 * np.sin(2 * np.pi * x / max(1, w / 4))), 0, h - 1).astype(np.int64)
+    return Image.fromarray(a[ys, xs])
+
+
+# A ninth held-out set (session 42), written before the change it judges (pHashes of copies saved turned,
+# docs/dedup.md) was read on it: lens, scanner, re-saving and channel faults of kinds no other set has.
+HELDOUT8: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "barrel": _barrel, "streaks": _streaks, "generations": _generations, "wave": _wave,
+    "channel_swap": lambda im, rng: Image.merge("RGB", im.convert("RGB").split()[::-1]),
+}
+
+# A tuning-side set for copies saved turned (`hashing.phash_turns`, session 42): turned upside down, and
+# transposed (a quarter turn and a flip). The held-out quarter turn (heldout7's rotate90) is of this family,
+# so it was read before this set existed and is no fresh read of the change.
+TURN: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "turn180": lambda im, rng: im.transpose(Image.Transpose.ROTATE_180),
+    "transpose": lambda im, rng: im.transpose(Image.Transpose.TRANSPOSE),
+}
+
 # A tuning-side template (the verifier's `templates`): `--families template` plants every original on
 # one catalogue page layout, so two pages of different pictures are the negatives it is tuned on.
 TEMPLATE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"page": _page}
@@ -582,10 +644,11 @@ FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "
                                   "heldout2": list(HELDOUT2), "template": list(TEMPLATE),
                                   "heldout3": list(HELDOUT3), "heldout4": list(HELDOUT4), "viewer": list(VIEWER),
                                   "degrade": list(DEGRADE), "heldout5": list(HELDOUT5),
-                                  "heldout6": list(HELDOUT6), "heldout7": list(HELDOUT7),
+                                  "heldout6": list(HELDOUT6), "heldout7": list(HELDOUT7), "turn": list(TURN),
+                                  "heldout8": list(HELDOUT8),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
 ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER, **DEGRADE, **HELDOUT5, **HELDOUT6,
-                  **HELDOUT7}
+                  **HELDOUT7, **TURN, **HELDOUT8}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
