@@ -386,3 +386,13 @@ def test_ninth_held_out_set_and_the_turned_tuning_set_are_apart_from_every_other
     _plants_apart("turn", "art-louvre", embedder, tmp_path / "turn")
     resaved = Image.open(sorted((tmp_path / "h8" / "generations").iterdir())[0])
     assert resaved.width < 224 or resaved.height < 224  # each generation lost a pixel on one side
+
+
+def test_tenth_held_out_set_and_the_stretched_tuning_set_are_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout9` (session 42: a pixelated box, an underexposed photo, colour fringes, bilateral
+    smoothing, a measuring grid) and `--families stretch` (copies widened or narrowed, tuning side) share no
+    edit with any other set."""
+    _plants_apart("heldout9", "art-louvre", embedder, tmp_path / "h9")
+    _plants_apart("stretch", "brain-mri", embedder, tmp_path / "stretch")
+    widened = Image.open(sorted((tmp_path / "stretch" / "widen115").iterdir())[0])
+    assert widened.width == round(1.15 * widened.height)  # brain-mri's slices are square

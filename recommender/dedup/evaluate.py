@@ -441,7 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "bias field, a motion ghost, impulse noise, speckle, dithering), the eighth (heldout7: a "
                          "halftone print, a quarter turn, a changed aspect ratio, interlacing, sepia, a shift), a half turn and "
                          "a transpose (turn, tuning side), the ninth (heldout8: barrel distortion, scanner streaks, "
-                         "re-saving, a wavy page, swapped channels), or both "
+                         "re-saving, a wavy page, swapped channels), copies widened or narrowed (stretch, tuning side), the "
+                         "tenth (heldout9: a pixelated box, underexposure, colour fringes, smoothing, a grid), or both "
                          "of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder

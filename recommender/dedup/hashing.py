@@ -177,10 +177,10 @@ def _turns_of(text: str) -> tuple[int, ...]:
     return tuple(int(text[k:k + 16], 16) for k in range(0, 48, 16)) if len(text) == 48 else ()
 
 
-def hash_variants(items: Sequence[Fingerprint], turns: bool = True) -> np.ndarray:
-    """(n, 4) uint64: each item's pHash and, with `turns`, its three turned pHashes (`phash_turns`; the pHash
-    again where they are unknown), so a distance can take the least over an item's turns."""
-    rows = [(it.phash, *(it.phash_turns if turns and len(it.phash_turns) == 3 else (it.phash,) * 3)) for it in items]
+def hash_variants(items: Sequence[Fingerprint]) -> np.ndarray:
+    """(n, 4) uint64: each item's pHash and its three turned pHashes (`phash_turns`; the pHash again where
+    they are unknown), so a distance can take the least over an item's turns."""
+    rows = [(it.phash, *(it.phash_turns if len(it.phash_turns) == 3 else (it.phash,) * 3)) for it in items]
     return np.array([[v & 0xFFFFFFFFFFFFFFFF for v in r] for r in rows], dtype=np.uint64).reshape(len(rows), 4)
 
 

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from recommender.dedup.hashing import HashIndex
+
 # bf16 has an 8-bit significand: unit roundoff u = 2^-8. For unit vectors,
 # |x.y - bf16(x).bf16(y)| <= 2u + u^2, plus u for rounding the bf16 output;
 # fp32 accumulation adds < 1e-4 at d <= 4096. 0.0125 > 3u + u^2 + 1e-4.
@@ -307,8 +309,6 @@ def turned_pairs(h: np.ndarray, turns: np.ndarray, max_distance: int, mirror: np
     """Pairs (i < j) where a turned pHash of one item (`turns[:, 1:]`) is within `max_distance` bits of the
     other's pHash (or mirrored pHash): copies saved turned, which `hamming_pairs` cannot see. Looked up in
     block indexes (`HashIndex`), not by a pass over every pair."""
-    from recommender.dedup.hashing import HashIndex
-
     n = len(h)
     if n < 2:
         return set()
