@@ -71,18 +71,18 @@ class StoredHashes:
             if it.error:
                 continue
             k = rows[is_small[q]]  # a small item against every stored point, a large one against the small ones
-            turned = it.phash_turns if flip_invariant else ()
-            if strict >= 0 and not is_small[q]:
-                k = np.union1d(k, self._within(it.phash, strict, flip_invariant))
-                for t in turned:  # a copy saved turned (`hashing.phash_turns`), at the strict radius only
-                    k = np.union1d(k, self._within(t, strict, flip_invariant))
+            strict_here = strict >= 0 and not is_small[q]
+            # a copy saved turned (`hashing.phash_turns`): looked up at the strict radius only
+            turned = it.phash_turns if flip_invariant and strict_here else ()
+            if strict_here:
+                for v in (it.phash, *turned):
+                    k = np.union1d(k, self._within(v, strict, flip_invariant))
             d = np.bitwise_count(h[k] ^ np.uint64(it.phash)).astype(np.int64)
             if flip_invariant:
                 d = np.minimum(d, np.bitwise_count(m[k] ^ np.uint64(it.phash)).astype(np.int64))
-            if turned and not is_small[q]:
-                for t in turned:
-                    d_t = np.minimum(np.bitwise_count(h[k] ^ np.uint64(t)), np.bitwise_count(m[k] ^ np.uint64(t)))
-                    d = np.minimum(d, np.where(d_t <= strict, d_t, d).astype(np.int64))
+            for t in turned:
+                d_t = np.minimum(np.bitwise_count(h[k] ^ np.uint64(t)), np.bitwise_count(m[k] ^ np.uint64(t)))
+                d = np.minimum(d, np.where(d_t <= strict, d_t, d).astype(np.int64))
             hit = np.flatnonzero(d <= max_distance)
             hit = hit[np.argsort(d[hit], kind="stable")]
             picked = [(q, self.ids[k[j]], int(d[j])) for j in hit if self.ids[k[j]] not in skip and self.ids[k[j]] != it.id]

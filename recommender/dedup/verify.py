@@ -85,8 +85,9 @@ class LocalFeatureVerifier:
     covers (bounding-box area fraction) and occupy at least 3 rows and 3 columns of a 4x4
     grid of that part in both: the same caption or watermark stamped on two different pictures
     matches perfectly, but only over a strip. A whole-image match that covers one image only, that has
-    `CONFIRM_BELOW` inliers or more failing the spread or cover rules, or that has fewer than `CONFIRM_BELOW`
-    inliers, counts when the two images, aligned by it, agree pixel by pixel (`aligned_cells`). Pairs whose smaller image is below `small_side` px may pass by
+    `CONFIRM_BELOW` inliers or more failing the spread or cover rules, or that has fewer than
+    `CONFIRM_BELOW` inliers, counts when the two images, aligned by it, agree pixel by pixel
+    (`aligned_cells`). Pairs whose smaller image is below `small_side` px may pass by
     `aligned_correlation` >= `small_min_corr` instead (defaults: `DedupConfig`).
     """
 
