@@ -37,6 +37,11 @@ volume or another index) than its canonical and their decoded pixels differ.
     python benchmarks/cluster_precision.py --home H --review new.csv --prefill docs/reviews/brain-mri-failing-members.csv \
         docs/reviews/brain-mri-failing-members-session34.csv docs/reviews/brain-mri-failing-members-session36.csv
     python benchmarks/cluster_precision.py --home /tmp/mri --manifest ../shared/corpora/mri-slices/manifest.csv
+
+With --score-check the score itself is scored on pairs whose truth is known: the pairs of review CSVs, by the
+person's verdict, and with --manifest neighbouring slices of one volume (different slices, 1-3 apart):
+
+    python benchmarks/cluster_precision.py --score-check docs/reviews/*.csv --manifest ../shared/corpora/mri-slices/manifest.csv
 """
 
 from __future__ import annotations
@@ -292,9 +297,43 @@ def pair_sheet(rows: list[dict], path: Path, side: int = 160, per_row: int = 4) 
     canvas.save(path)
 
 
+def score_checked(reviews: list[Path], manifest: Path | None, min_corr: float, per_volume: int = 20,
+                  seed: int = 43) -> dict:
+    """How the score itself does on pairs whose truth is known: pairs a person judged in review CSVs (by
+    verdict), and neighbouring slices of one volume at 1, 2 and 3 slices apart (a manifest's ground truth:
+    different slices, which a copy rule must never join). Each row: pairs, how many pass --min-corr, median."""
+    options, rows = DecodeOptions(), {}
+
+    def row(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+        s = np.array([corr(a, b) for a, b in pairs if a is not None and b is not None])
+        return {"pairs": len(s), "passing": int((s >= min_corr).sum()), "median": round(float(np.median(s)), 3) if len(s) else None}
+
+    given: dict[tuple[str, ...], tuple[str, str, str]] = {}
+    for f in reviews:
+        with f.open(newline="") as fh:
+            for r in csv.DictReader(fh):
+                given[_pair(r)] = (r["canonical"], r["member"], r.get("verdict", "").strip().lower())
+    for verdict in VERDICTS:
+        pairs = [(grey(c, None, options), grey(m, None, options)) for c, m, v in given.values() if v == verdict]
+        if pairs:
+            rows[f"reviewed_{verdict}"] = row(pairs)
+    if manifest:
+        rng, volumes = random.Random(seed), defaultdict(dict)
+        for path, (volume, index) in slices_of(manifest, None).items():
+            volumes[volume][index] = path
+        for d in (1, 2, 3):
+            pairs = []
+            for sl in volumes.values():
+                near = [(i, i + d) for i in sorted(sl) if i + d in sl]
+                pairs += [(grey(sl[i], None, options), grey(sl[j], None, options))
+                          for i, j in rng.sample(near, min(per_volume, len(near)))]
+            rows[f"neighbours_{d}_apart"] = row(pairs)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--home", type=Path, required=True)
+    ap.add_argument("--home", type=Path, help="an ingested home whose clusters are scored (or --score-check)")
     ap.add_argument("--collection", default="images")
     ap.add_argument("--min-corr", type=float, default=0.9)
     ap.add_argument("--sheet", type=Path, help="write a PNG contact sheet of sampled clusters here")
@@ -306,8 +345,16 @@ def main() -> None:
                     "--min-corr); higher puts members the score passes before a person too")
     ap.add_argument("--prefill", type=Path, nargs="*", default=[], help="earlier review CSVs whose verdicts are "
                     "copied into a new --review file for the same pairs (a later file's verdict wins)")
+    ap.add_argument("--score-check", type=Path, nargs="*", metavar="REVIEW_CSV", help="score the score itself instead: "
+                    "the pairs of these review CSVs by verdict, and with --manifest neighbouring slices of one volume")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.score_check is not None:
+        rows = score_checked(args.score_check, args.manifest, args.min_corr)
+        print(json.dumps(rows) if args.json else "\n".join(f"{k}: {v}" for k, v in rows.items()))
+        return
+    if args.home is None:
+        ap.error("--home is required (or --score-check)")
     clusters = clusters_of(args.home, args.collection)
     result = check(clusters, args.min_corr)
     sizes = np.array([r["size"] for r in result.values()]) if result else np.zeros(1)

@@ -396,3 +396,15 @@ def test_tenth_held_out_set_and_the_stretched_tuning_set_are_apart_from_every_ot
     _plants_apart("stretch", "brain-mri", embedder, tmp_path / "stretch")
     widened = Image.open(sorted((tmp_path / "stretch" / "widen115").iterdir())[0])
     assert widened.width == round(1.15 * widened.height)  # brain-mri's slices are square
+
+
+def test_eleventh_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout10` (session 43: a third wider, a fifth taller, a fixed 150 x 120 box, WebP at
+    quality 20, a 12 degree turn, upside down, washed out), written before the change it judged (stretched
+    copies by an affine fit), shares no edit with any other set and plants each edit as it says."""
+    _plants_apart("heldout10", "art-louvre", embedder, tmp_path / "h10")
+    webp = sorted((tmp_path / "h10" / "webp_q20").iterdir())[0]
+    assert webp.suffix == ".webp" and Image.open(webp).format == "WEBP"
+    assert Image.open(sorted((tmp_path / "h10" / "box_thumb").iterdir())[0]).size == (150, 120)
+    widened = Image.open(sorted((tmp_path / "h10" / "anamorphic").iterdir())[0])
+    assert widened.width == round(4 / 3 * widened.height)  # art-louvre's paintings are square

@@ -216,6 +216,32 @@ def test_a_ghosted_copy_is_a_copy_by_its_pixels():
     assert found["with"] >= 41 and found["without"] <= found["with"] - 10, found
 
 
+def test_a_stretched_copy_is_a_copy_and_no_other_picture_stretched_is():
+    """A copy whose aspect ratio was changed (a thumbnail forced into a box, a 4:3 picture shown at 16:9) fits
+    no similarity transform; an affine fit that only rescales the axes does, and the aligned pixels confirm it.
+    Without that fit (a verifier whose stretched fit finds nothing) about half are missed; another picture
+    widened the same way is no copy."""
+
+    class NoStretch(LocalFeatureVerifier):
+        def _fit(self, fa, fb, src, dst, stretched=False):
+            return (0, None, 0) if stretched else super()._fit(fa, fb, src, dst)
+
+    images = sorted(p for p in SAMPLES.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    with_fit, without = LocalFeatureVerifier(), NoStretch()
+    found, others = {"with": 0, "without": 0}, 0
+    for k, p in enumerate(images):
+        img = Image.open(p).convert("RGB")
+        factor = 1.2 if k % 2 else 0.8
+        stretched = img.resize((round(img.width * factor), img.height), Image.Resampling.BICUBIC)
+        found["with"] += with_fit.inliers(str(p), img, f"{p}-wide", stretched) >= with_fit.min_inliers
+        found["without"] += without.inliers(str(p), img, f"{p}-wide", stretched) >= without.min_inliers
+        other = images[(k + 7) % len(images)]
+        others += with_fit.inliers(str(other), Image.open(other).convert("RGB"), f"{p}-wide", stretched) > 0
+    assert len(images) >= 40
+    # 46 and 21 of 50 when written
+    assert found["with"] >= 42 and found["without"] <= found["with"] - 15 and others == 0, (found, others)
+
+
 def test_a_picture_shown_in_a_frame_is_a_copy_of_it_and_of_no_other_picture():
     """A screenshot, slide or poster shows the picture at a fraction of the frame: its inliers fill the
     picture but not the frame, and at the verifier's working size the picture has a fraction of its

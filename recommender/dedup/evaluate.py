@@ -442,7 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "halftone print, a quarter turn, a changed aspect ratio, interlacing, sepia, a shift), a half turn and "
                          "a transpose (turn, tuning side), the ninth (heldout8: barrel distortion, scanner streaks, "
                          "re-saving, a wavy page, swapped channels), copies widened or narrowed (stretch, tuning side), the "
-                         "tenth (heldout9: a pixelated box, underexposure, colour fringes, smoothing, a grid), or both "
+                         "tenth (heldout9: a pixelated box, underexposure, colour fringes, smoothing, a grid), the eleventh "
+                         "(heldout10: a third wider, a fifth taller, a fixed box, WebP, a 12 degree turn, upside down, "
+                         "washed out), or both "
                          "of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder

@@ -87,7 +87,9 @@ class LocalFeatureVerifier:
     matches perfectly, but only over a strip. A whole-image match that covers one image only, that has
     `CONFIRM_BELOW` inliers or more failing the spread or cover rules, or that has fewer than
     `CONFIRM_BELOW` inliers, counts when the two images, aligned by it, agree pixel by pixel
-    (`aligned_cells`). Pairs whose smaller image is below `small_side` px may pass by
+    (`aligned_cells`). When no similarity transform passes, an affine one that only rescales the axes
+    (`_stretch_only`: a copy whose aspect ratio was changed) passing the same rules counts on the same
+    pixel check. Pairs whose smaller image is below `small_side` px may pass by
     `aligned_correlation` >= `small_min_corr` instead (defaults: `DedupConfig`).
     """
 
@@ -466,7 +468,13 @@ class LocalFeatureVerifier:
         first, second, nearest = _two_nearest(da, db)
         good = first < self.ratio * second  # Lowe's ratio test
         if good.sum() >= max(4, self.min_inliers):
-            return self._fit(fa, fb, pa[good], pb[nearest[good]])
+            src, dst = pa[good], pb[nearest[good]]
+            fit = self._fit(fa, fb, src, dst)
+            if fit[0]:
+                return fit
+            # an aspect ratio changed: a stretched fit passing every rule is confirmed pixel by pixel (`_whole`)
+            count, m, _ = self._fit(fa, fb, src, dst, stretched=True)
+            return (0, m, count) if count else fit
         if self._may_frame(fa, fb) and good.sum() >= self.min_inliers // 2:
             # too few for a copy at this scale, but maybe one image shows the other small (`_zoomed`)
             return 0, self._small_transform(pa[good], pb[nearest[good]]), 0
@@ -503,7 +511,8 @@ class LocalFeatureVerifier:
         identity, so each image covers all of the other and the strip is a small part of it."""
         return self._fit(fa, fb, src, dst)[0]
 
-    def _fit(self, fa: Features, fb: Features, src: np.ndarray, dst: np.ndarray) -> tuple[int, np.ndarray | None, int]:
+    def _fit(self, fa: Features, fb: Features, src: np.ndarray, dst: np.ndarray,
+             stretched: bool = False) -> tuple[int, np.ndarray | None, int]:
         """(`consistent`'s count, the RANSAC transform whatever the count or None when there is none, the
         inliers of a match `_whole` may still confirm pixel by pixel, else 0). Such a match lies mostly inside
         the other image but fails the spread or cover rules: either it covers one of the two images (a copy
@@ -512,9 +521,9 @@ class LocalFeatureVerifier:
         picture is strongest). Fewer inliers failing both images' rules are left out: on brain-mri such
         matches of 41-45 inliers joined neighbouring slices of one scan that agree at 0.6 in every cell."""
         (size_a, pa, _), (size_b, pb, _) = fa, fb
-        m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=self.ransac_px,
-                                              maxIters=500)
-        if mask is None or m is None:
+        fit = cv2.estimateAffine2D if stretched else cv2.estimateAffinePartial2D
+        m, mask = fit(src, dst, method=cv2.RANSAC, ransacReprojThreshold=self.ransac_px, maxIters=500)
+        if mask is None or m is None or (stretched and not _stretch_only(m)):
             return 0, None, 0
         inl = mask.ravel().astype(bool)
         if inl.sum() < 4:
@@ -811,6 +820,22 @@ def _mapped_box(m: np.ndarray, size_from: tuple[int, int], size_to: tuple[int, i
     x0, y0 = np.maximum(corners.min(axis=0), 0.0)
     x1, y1 = np.minimum(corners.max(axis=0), size_to)
     return (float(x0), float(y0), float(x1), float(y1)) if x1 > x0 and y1 > y0 else None
+
+
+ASPECT_MAX = 1.35  # a 4:3 picture stretched to fill 16:9 (1.33), the widest a viewer or an export forces
+
+
+def _stretch_only(m: np.ndarray) -> bool:
+    """Whether a 2x3 affine transform scales one axis more than the other (by 5 % to `ASPECT_MAX`) with
+    little rotation or shear: an image whose aspect ratio was changed (a thumbnail forced into a box, a 4:3
+    picture shown at 16:9), which no similarity transform fits: on the tuning side, 63 of 80 art-louvre and
+    50 of 80 brain-mri copies widened or narrowed by 12-18 % passed before, 80 and 75 with it (session 43,
+    docs/benchmarks_dedup.md "Stretched copies")."""
+    a = np.asarray(m, np.float64)[:, :2]
+    sx, sy = abs(a[0, 0]), abs(a[1, 1])
+    if min(sx, sy) <= 0 or max(abs(a[0, 1]), abs(a[1, 0])) > 0.1 * min(sx, sy) or a[0, 0] * a[1, 1] < 0:
+        return False
+    return 1.05 <= max(sx, sy) / min(sx, sy) <= ASPECT_MAX
 
 
 def _scale(m: np.ndarray) -> float:
