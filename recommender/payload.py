@@ -85,6 +85,7 @@ PHASH = "phash"
 PHASH_MIRROR = "phash_mirror"
 PHASH_TURNS = "phash_turns"
 FRAME = "frame"
+FRAME_TILT = "frame_tilt"
 CLUSTER_ID = "cluster_id"
 TIER = "tier"
 CANONICAL = "canonical"
@@ -149,6 +150,8 @@ FIELDS: dict[str, FieldSpec] = {s.name: s for s in (
        "(copies saved turned)."),
     _f(FRAME, "list", "dedup", "Where a picture lies on a flat background with text or a panel beside it (x0, y0, x1, y1 in "
        "pixels): a screen capture's picture, cut out and searched for its copies."),
+    _f(FRAME_TILT, "float", "dedup", "Degrees the picture in `frame` lies turned by on its flat background (a print "
+       "scanned askew): turned upright, cut out and searched for its copies."),
     _f(CLUSTER_ID, "keyword", "dedup", "Same-picture cluster (exact or copy tier).", indexed=True),
     _f(TIER, "keyword", "dedup", "Tier that put the item in its cluster.", indexed=True, facet=True),
     _f(CANONICAL, "bool", "dedup", "The member a same-picture cluster is shown as.", indexed=True),

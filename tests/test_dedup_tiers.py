@@ -408,3 +408,14 @@ def test_eleventh_held_out_set_is_apart_from_every_other_set(embedder, tmp_path)
     assert Image.open(sorted((tmp_path / "h10" / "box_thumb").iterdir())[0]).size == (150, 120)
     widened = Image.open(sorted((tmp_path / "h10" / "anamorphic").iterdir())[0])
     assert widened.width == round(4 / 3 * widened.height)  # art-louvre's paintings are square
+
+
+def test_twelfth_held_out_set_and_the_tilted_tuning_set_are_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout11` (session 43: askew scans on a cream bed, on a noisy table at 17 degrees and
+    small, colour at a quarter of the resolution, a caption bar), written before the change it judged (prints
+    scanned askew, cut out upright), and `--families tilt` (that change's tuning side) share no edit with any
+    other set."""
+    _plants_apart("heldout11", "brain-mri", embedder, tmp_path / "h11")
+    _plants_apart("tilt", "art-louvre", embedder, tmp_path / "tilt")
+    captioned = Image.open(sorted((tmp_path / "h11" / "caption_bar").iterdir())[0])
+    assert captioned.height == 224 + 224 // 6  # brain-mri's slices are 224 px

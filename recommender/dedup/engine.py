@@ -32,6 +32,7 @@ from recommender.dedup.cluster import (CANONICAL_POLICY, Forbidden, allowed, bui
                                        connected_labels)
 from recommender.dedup.config import DedupConfig
 from recommender.dedup.embed import EmbedFn
+from recommender.dedup.frames import upright
 from recommender.dedup.hashing import Fingerprint, fingerprint_files, fingerprint_image, hash_array, hash_variants
 from recommender.dedup.methods import EmbeddingCosine, ExactHash, PerceptualHash
 from recommender.dedup.sweep import SearchFn, hamming_of, match_new
@@ -288,7 +289,10 @@ class DedupEngine:
         if img is None:
             return None
         rx, ry = img.width / item.width, img.height / item.height  # a JPEG draft decodes smaller
-        return img.convert("RGB").crop((round(box[0] * rx), round(box[1] * ry), round(box[2] * rx), round(box[3] * ry)))
+        scaled = (box[0] * rx, box[1] * ry, box[2] * rx, box[3] * ry)
+        if item.tilt and verifier.template_of((item.width, item.height)) is None:
+            return upright(img.convert("RGB"), scaled, item.tilt)  # a print scanned askew, turned back
+        return img.convert("RGB").crop(tuple(round(v) for v in scaled))
 
     def _job(self, items: Sequence[Fingerprint], a: int, b: int, images: dict[int, Image.Image] | None) -> Job:
         """The verifier's arguments for items a and b: their images, or loaders of their files

@@ -444,7 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "re-saving, a wavy page, swapped channels), copies widened or narrowed (stretch, tuning side), the "
                          "tenth (heldout9: a pixelated box, underexposure, colour fringes, smoothing, a grid), the eleventh "
                          "(heldout10: a third wider, a fifth taller, a fixed box, WebP, a 12 degree turn, upside down, "
-                         "washed out), or both "
+                         "washed out), prints turned on a flat bed (tilt, tuning side), the twelfth (heldout11: askew scans on "
+                         "cream, on a noisy table and small, colour at a quarter resolution, a caption bar), or both "
                          "of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder

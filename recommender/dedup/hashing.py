@@ -32,7 +32,7 @@ from PIL import Image
 
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeOptions, decode_file
-from recommender.dedup.frames import picture_frame
+from recommender.dedup.frames import askew_picture, picture_frame
 
 _HASH_SIZE = 8
 _IMG_SIZE = 32
@@ -66,6 +66,7 @@ class Fingerprint:
     # searched (`DedupEngine.cut_outs`); between bars alone the model sees the picture, and no cut-out is made
     frame: tuple[int, int, int, int] | None = None
     phash_turns: tuple[int, ...] = ()  # pHashes of the image turned by 90, 180 and 270 degrees (`phash_turns`)
+    tilt: float = 0.0  # degrees `frame`'s picture lies askew by (`frames.askew_picture`); 0: upright
 
     @property
     def area(self) -> int:
@@ -137,18 +138,27 @@ def fingerprint_image(img: Image.Image, id: str, path: str = "", seq: float = 0.
     px = pixel_hash(img)
     found = picture_frame(np.asarray(grey))
     box = found.box if found is not None and found.decorated else None  # bars alone: the model sees the picture
-    frame = None if box is None else (int(box[0]), int(box[1]), int(np.ceil(box[2])), int(np.ceil(box[3])))
+    askew = askew_picture(np.asarray(grey)) if box is None else None  # a print scanned askew
+    box, tilt = askew if askew is not None else (box, 0.0)
+    frame = None if box is None else (max(0, int(box[0])), max(0, int(box[1])), min(img.width, int(np.ceil(box[2]))),
+                                      min(img.height, int(np.ceil(box[3]))))
     return Fingerprint(id, path or id, img.width, img.height, seq, sha256 or px, px, _bits(dct),
-                       _bits(dct * _MIRROR_SIGN), dict(payload or {}), frame=frame, phash_turns=_turned(dct))
+                       _bits(dct * _MIRROR_SIGN), dict(payload or {}), frame=frame, phash_turns=_turned(dct),
+                       tilt=round(tilt, 2))
 
 
-def fingerprint_payload(img: Image.Image, sha256: str) -> dict[str, Any]:
-    """Payload fields the tiers compare later: pixel hash and (mirror) pHash as hex strings."""
+def fingerprint_payload(img: Image.Image, sha256: str, size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Payload fields the tiers compare later: pixel hash and (mirror) pHash as hex strings, and where a
+    picture lies in its frame, in the pixels of `size` (the stored width and height; a JPEG draft decodes
+    `img` smaller, and the cut-out is taken at the stored size's scale)."""
     fp = fingerprint_image(img, "", sha256=sha256)
     out = {P.PIXEL_HASH: fp.pixel_hash, P.PHASH: f"{fp.phash:016x}", P.PHASH_MIRROR: f"{fp.phash_mirror:016x}",
            P.PHASH_TURNS: "".join(f"{t:016x}" for t in fp.phash_turns)}
     if fp.frame is not None:
-        out[P.FRAME] = list(fp.frame)
+        rx, ry = (size[0] / img.width, size[1] / img.height) if size and min(size) > 0 else (1.0, 1.0)
+        out[P.FRAME] = [round(fp.frame[0] * rx), round(fp.frame[1] * ry), round(fp.frame[2] * rx), round(fp.frame[3] * ry)]
+    if fp.tilt:
+        out[P.FRAME_TILT] = fp.tilt
     return out
 
 
@@ -169,6 +179,7 @@ def fingerprint_of(pid: str, payload: dict[str, Any]) -> Fingerprint:
         bytes=int(payload.get(P.BYTES, 0) or 0),
         frame=tuple(int(v) for v in payload[P.FRAME]) if len(payload.get(P.FRAME) or ()) == 4 else None,
         phash_turns=_turns_of(str(payload.get(P.PHASH_TURNS, ""))),
+        tilt=float(payload.get(P.FRAME_TILT) or 0.0),
     )
 
 
@@ -203,12 +214,18 @@ def fingerprint_file(path: str | os.PathLike, id: str | None = None, seq: float 
     out = []
     for item in items:
         stored = {**item.payload, P.PATH: name, P.ITEM_KEY: item.key, P.SHA256: item.content_hash,
-                  **fingerprint_payload(item.image, item.content_hash)}
+                  **fingerprint_payload(item.image, item.content_hash, stored_size(item.payload))}
         fp = fingerprint_of(id if len(items) == 1 else id + item.key.removeprefix(prefix), stored)
         fp.seq = seq
         fp.payload.update(payload or {})
         out.append(fp)
     return out
+
+
+def stored_size(payload: dict[str, Any]) -> tuple[int, int] | None:
+    """The width and height decode stored for an item (its file's, before any JPEG draft), if known."""
+    w, h = payload.get(P.WIDTH), payload.get(P.HEIGHT)
+    return (int(w), int(h)) if w and h else None
 
 
 def _fingerprint_job(job: tuple[str, str, float, dict[str, Any] | None, DecodeOptions | None]) -> list[Fingerprint]:

@@ -724,6 +724,56 @@ HELDOUT10: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "vflip": lambda im, rng: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM), "low_contrast": _low_contrast,
 }
 
+# A tuning-side set for prints scanned askew (`frames.askew_picture`, session 43): turned by 7 degrees on a
+# white scanner bed, and by 10 degrees the other way on grey, the canvas grown to hold the picture. The
+# held-out 12 degree turn on black (heldout10's rotate12) is of this family, so it was read before this set.
+TILT: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "tilt7_white": lambda im, rng: im.rotate(7, resample=Image.Resampling.BICUBIC, expand=True, fillcolor="white"),
+    "tilt10_grey": lambda im, rng: im.rotate(-10, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(128, 128, 128)),
+}
+
+def _askew_cream(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A print scanned askew on a cream bed: turned by 6 degrees clockwise, saved at quality 85."""
+    return img.rotate(-6, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(245, 240, 225))
+
+
+def _askew_noisy(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A photo of a print lying at 17 degrees on a white table, with the sensor's noise (sigma 4) over all."""
+    turned = img.convert("RGB").rotate(17, resample=Image.Resampling.BICUBIC, expand=True, fillcolor="white")
+    return _with_noise(np.asarray(turned, np.float32), 4.0, rng)
+
+
+def _askew_small(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A small askew scan: turned by 8 degrees on white, then shrunk to 40 %."""
+    turned = img.rotate(8, resample=Image.Resampling.BICUBIC, expand=True, fillcolor="white")
+    return turned.resize((round(turned.width * 0.4), round(turned.height * 0.4)), Image.Resampling.LANCZOS)
+
+
+def _chroma(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Colour kept at a quarter of the resolution (a video codec's chroma), saved at quality 50."""
+    y, cb, cr = img.convert("YCbCr").split()
+    small = (max(1, img.width // 4), max(1, img.height // 4))
+    cb, cr = (c.resize(small, Image.Resampling.BILINEAR).resize(img.size, Image.Resampling.BILINEAR) for c in (cb, cr))
+    return Image.merge("YCbCr", (y, cb, cr)).convert("RGB")
+
+
+def _caption_bar(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A social post: a black bar of a sixth of the height added under the picture, a white caption in it."""
+    w, h = img.size
+    out = Image.new("RGB", (w, h + h // 6), "black")
+    out.paste(img.convert("RGB"), (0, 0))
+    ImageDraw.Draw(out).text((w // 20, h + h // 24), "look at this one", fill="white", font=ImageFont.load_default())
+    return out
+
+
+# A twelfth held-out set (session 43), written before the change it judges (prints scanned askew, cut out
+# upright) was read on it: three askew scans of kinds the tuning side lacks (a cream bed, a noisy photo at 17
+# degrees, a small scan), colour at a quarter of the resolution and a caption bar.
+HELDOUT11: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "askew_cream": _askew_cream, "askew_noisy": _askew_noisy, "askew_small": _askew_small,
+    "chroma_q50": _chroma, "caption_bar": _caption_bar,
+}
+
 # A tuning-side template (the verifier's `templates`): `--families template` plants every original on
 # one catalogue page layout, so two pages of different pictures are the negatives it is tuned on.
 TEMPLATE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"page": _page}
@@ -739,10 +789,11 @@ FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "
                                   "degrade": list(DEGRADE), "heldout5": list(HELDOUT5),
                                   "heldout6": list(HELDOUT6), "heldout7": list(HELDOUT7), "turn": list(TURN),
                                   "heldout8": list(HELDOUT8), "stretch": list(STRETCH),
-                                  "heldout9": list(HELDOUT9), "heldout10": list(HELDOUT10),
+                                  "heldout9": list(HELDOUT9), "heldout10": list(HELDOUT10), "tilt": list(TILT),
+                                  "heldout11": list(HELDOUT11),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
 ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER, **DEGRADE, **HELDOUT5, **HELDOUT6,
-                  **HELDOUT7, **TURN, **HELDOUT8, **STRETCH, **HELDOUT9, **HELDOUT10}
+                  **HELDOUT7, **TURN, **HELDOUT8, **STRETCH, **HELDOUT9, **HELDOUT10, **TILT, **HELDOUT11}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
@@ -751,7 +802,8 @@ _QUALITY = {"jpeg30": 30, "thumb192_q85": 85, "thumb144_q70": 70, "thumb96_q50":
             "thumb80_q30": 30, "sharpen_q60": 60, "crop25_q50": 50,
             "viewer": 85, "webpage": 80, "tv_capture": 60, "phone": 75,
             "gallery_wall": 80, "forum_post": 85, "print_preview": 90,
-            "soften_q70": 70, "downup_q80": 80, "median5_q45": 45, "box_thumb": 70, "low_contrast": 85}
+            "soften_q70": 70, "downup_q80": 80, "median5_q45": 45, "box_thumb": 70, "low_contrast": 85,
+            "askew_cream": 85, "chroma_q50": 50}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:

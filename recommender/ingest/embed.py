@@ -25,6 +25,7 @@ import torch
 from recommender import payload as P
 from recommender.decode import DecodeError, DecodeOptions, decode_file
 from recommender.dedup import fingerprint_payload
+from recommender.dedup.hashing import stored_size
 from recommender.ingest.records import EmbeddedChunk, EmbeddedFile, EmbedSpec
 from recommender.ingest.scan import SourceFile
 from recommender.medical import DICOM_SUFFIXES, NIFTI_SUFFIXES
@@ -109,7 +110,7 @@ def _decode(f: SourceFile, emb: Embedder, opts: DecodeOptions) -> tuple[Embedded
         for item in decode_file(Path(f.path), options=opts):
             out.keys.append(item.key)
             out.hashes.append(item.content_hash)
-            out.payloads.append({**item.payload, **fingerprint_payload(item.image, item.content_hash)})
+            out.payloads.append({**item.payload, **fingerprint_payload(item.image, item.content_hash, stored_size(item.payload))})
             tensors.append(emb.prepare(item.image))  # uint8: 4x smaller than float while the batch fills
     except DecodeError as exc:
         return EmbeddedFile(f, error=exc.reason), []
