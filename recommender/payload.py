@@ -148,8 +148,9 @@ FIELDS: dict[str, FieldSpec] = {s.name: s for s in (
     _f(PHASH_MIRROR, "keyword", "dedup", "pHash of the mirrored image, hex (flipped copies)."),
     _f(PHASH_TURNS, "keyword", "dedup", "pHashes of the image turned by 90, 180 and 270 degrees, 48 hex digits "
        "(copies saved turned)."),
-    _f(FRAME, "list", "dedup", "Where a picture lies on a flat background with text or a panel beside it (x0, y0, x1, y1 in "
-       "pixels): a screen capture's picture, cut out and searched for its copies."),
+    _f(FRAME, "list", "dedup", "Where a picture lies on a flat background with text or a panel beside it, or askew "
+       "(x0, y0, x1, y1 in the file's pixels, before turning by `frame_tilt`): a screen capture's picture or a "
+       "scanned print, cut out and searched for its copies."),
     _f(FRAME_TILT, "float", "dedup", "Degrees the picture in `frame` lies turned by on its flat background (a print "
        "scanned askew): turned upright, cut out and searched for its copies."),
     _f(CLUSTER_ID, "keyword", "dedup", "Same-picture cluster (exact or copy tier).", indexed=True),

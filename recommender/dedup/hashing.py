@@ -62,8 +62,9 @@ class Fingerprint:
     volume: str = ""  # series (DICOM SeriesInstanceUID, NIfTI file) a slice belongs to ('' = not a slice)
     slice_index: int = -1
     bytes: int = 0  # size of the file: at one resolution, more bytes per pixel = less compressed
-    # a picture on a flat background with text or a panel beside it (a decorated frames.Frame): cut out and
-    # searched (`DedupEngine.cut_outs`); between bars alone the model sees the picture, and no cut-out is made
+    # a picture on a flat background with text or a panel beside it (a decorated frames.Frame), or lying askew
+    # on it (`tilt`): cut out and searched (`DedupEngine.cut_outs`); between bars alone the model sees the
+    # picture, and no cut-out is made. In the pixels of `width` x `height` (the file's, not a JPEG draft's)
     frame: tuple[int, int, int, int] | None = None
     phash_turns: tuple[int, ...] = ()  # pHashes of the image turned by 90, 180 and 270 degrees (`phash_turns`)
     tilt: float = 0.0  # degrees `frame`'s picture lies askew by (`frames.askew_picture`); 0: upright
