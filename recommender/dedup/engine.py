@@ -277,7 +277,8 @@ class DedupEngine:
     def _cut_out(self, verifier: LocalFeatureVerifier, item: Fingerprint, image: Image.Image | None) -> Image.Image | None:
         """The picture of a framed item cut out of its full-resolution RGB image (None: no frame, or the
         file no longer decodes): where its size's template leaves it, else its `frame`."""
-        if verifier.template_of((item.width, item.height)) is not None:
+        templated = verifier.template_of((item.width, item.height)) is not None
+        if templated:
             box = verifier.picture_box(_vkey(item), image if image is not None else self.source(item))
         else:
             box = item.frame
@@ -290,7 +291,7 @@ class DedupEngine:
             return None
         rx, ry = img.width / item.width, img.height / item.height  # a JPEG draft decodes smaller
         scaled = (box[0] * rx, box[1] * ry, box[2] * rx, box[3] * ry)
-        if item.tilt and verifier.template_of((item.width, item.height)) is None:
+        if item.tilt and not templated:
             return upright(img.convert("RGB"), scaled, item.tilt)  # a print scanned askew, turned back
         return img.convert("RGB").crop(tuple(round(v) for v in scaled))
 

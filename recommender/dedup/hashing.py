@@ -137,9 +137,10 @@ def fingerprint_image(img: Image.Image, id: str, path: str = "", seq: float = 0.
     grey = img.convert("L")
     dct = _low_dct(grey)
     px = pixel_hash(img)
-    found = picture_frame(np.asarray(grey))
+    g = np.asarray(grey)
+    found = picture_frame(g)
     box = found.box if found is not None and found.decorated else None  # bars alone: the model sees the picture
-    askew = askew_picture(np.asarray(grey)) if box is None else None  # a print scanned askew
+    askew = askew_picture(g) if box is None else None  # a print scanned askew
     box, tilt = askew if askew is not None else (box, 0.0)
     frame = None if box is None else (max(0, int(box[0])), max(0, int(box[1])), min(img.width, int(np.ceil(box[2]))),
                                       min(img.height, int(np.ceil(box[3]))))
