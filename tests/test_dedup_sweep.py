@@ -197,3 +197,17 @@ def test_turned_phashes_are_those_of_the_turned_image_and_find_turned_pairs():
     q = turns[:, 1:].ravel()
     qi, rows = HashIndex(h, 2).pairs(q)
     assert {(int(a), int(b)) for a, b in zip(qi, rows)} == {(a, int(b)) for a in range(len(q)) for b in HashIndex(h, 2).within(int(q[a]))}
+
+
+@pytest.mark.parametrize("block", [128, 4096])
+def test_bf16_sweep_of_look_alikes_rescored_in_fp32(block):
+    """A collection of look-alikes (MRI slices): nearly every pair is a bf16 candidate, so the candidates
+    are re-scored by the fp32 product of the tile (`sweep._rescore`) instead of row by row; the pairs and
+    their scores are the fp32 sweep's."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(64).astype(np.float32) + 0.12 * rng.standard_normal((600, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    t = float(np.quantile((x @ x.T)[np.triu_indices(600, 1)], 0.3))  # 70 % of the pairs pass
+    i, j, s = cosine_pairs(x, t, block_size=block, precision="bf16")
+    assert set(zip(i.tolist(), j.tolist())) == brute(x, t)
+    np.testing.assert_allclose(s, np.einsum("ij,ij->i", x[i], x[j]), rtol=1e-5)
