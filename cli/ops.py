@@ -1,4 +1,5 @@
-"""Operations commands: `check` (catalog vs collection) and `reembed` (model upgrade)."""
+"""Operations commands: `check` (catalog vs collection), `reembed` (model upgrade), `refingerprint` (fingerprints
+brought up to date) and `migrate` (local mode to the edge engine)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,29 @@ def reembed(
     result = run_reembed(settings(home=home, collection=collection), model, allow_missing, keep_old)
     typer.echo(json.dumps(result) if as_json else
                f"{result['collection']}: {result['from_model']} -> {result['to_model']}, {result['points']} points")
+
+
+def refingerprint(
+    everything: bool = typer.Option(False, "--all", help="Recompute every point's fingerprint, not only those "
+                                    "lacking a field (older versions stored a JPEG's frame at its draft's scale)."),
+    collection: Optional[str] = CollectionOpt,
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Bring stored fingerprints (pHashes, turned pHashes, frames) up to date from the files, without
+    re-embedding; then run `recommender dedupe` to cluster with them. Exit 1 when a file could not be read."""
+    from recommender.refingerprint import refingerprint as run
+
+    result = run(settings(home=home, collection=collection), everything)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        err.print(f"{result['collection']}: {result['checked']} of {result['points']} points checked, "
+                  f"{result['updated']} updated, {len(result['unreadable'])} unreadable in {result['seconds']} s")
+        for bad in result["unreadable"][:10]:
+            err.print(f"  {bad['path']}: {bad['reason']}")
+    if result["unreadable"]:
+        raise typer.Exit(1)
 
 
 def migrate(

@@ -7,6 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from recommender.dedup import sweep
 from recommender.dedup.sweep import cosine_pairs, hamming_pairs, match_new
 
 
@@ -200,10 +201,11 @@ def test_turned_phashes_are_those_of_the_turned_image_and_find_turned_pairs():
 
 
 @pytest.mark.parametrize("block", [128, 4096])
-def test_bf16_sweep_of_look_alikes_rescored_in_fp32(block):
+def test_bf16_sweep_of_look_alikes_rescored_in_fp32(block, monkeypatch):
     """A collection of look-alikes (MRI slices): nearly every pair is a bf16 candidate, so the candidates
-    are re-scored by the fp32 product of the tile (`sweep._rescore`) instead of row by row; the pairs and
-    their scores are the fp32 sweep's."""
+    are re-scored by the fp32 product of the tile (`sweep._rescore`, a few hit rows at a time) instead of
+    row by row; the pairs and their scores are the fp32 sweep's."""
+    monkeypatch.setattr(sweep, "RESCORE_ROWS", 70)  # several row slices per tile
     rng = np.random.default_rng(5)
     x = rng.standard_normal(64).astype(np.float32) + 0.12 * rng.standard_normal((600, 64)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)

@@ -347,3 +347,57 @@ def test_swapping_and_rotating_file_names_loses_nothing(tmp_path, chunk_items):
         finally:
             store.close()
         assert check(cfg).consistent
+
+
+def test_refingerprint_gives_old_points_the_fields_they_lack_and_touches_nothing_else(tmp_path, art_source):
+    """A collection ingested by the real pipeline, made "old": its points lose the turned pHashes, an askew
+    scan (large: decoded at a JPEG draft's scale, as ingest decodes it) its frame and tilt, one point gets a stale frame, one file is deleted. `refingerprint` writes back
+    exactly what ingest stored, leaves the stale frame of a point that lacks no field alone until `everything`,
+    names the deleted file, and changes no vector and no other field."""
+    from PIL import Image
+
+    from recommender import payload as P
+    from recommender.ingest import run_ingest
+    from recommender.refingerprint import refingerprint
+
+    src = art_source(4)
+    painting = Image.open(sorted(src.iterdir())[0]).convert("RGB").crop((100, 100, 400, 400)).resize((900, 900))
+    painting.rotate(9, expand=True, fillcolor="white", resample=Image.Resampling.BICUBIC).save(src / "scan.jpg", quality=90)
+    cfg = get_settings(home=tmp_path / "h", map_layout="off")
+    run_ingest(cfg, src)
+    store = open_store(cfg)
+    try:
+        stored = {Path(p[P.PATH]).name: (pid, p, v) for pid, p, v in store.scroll(with_vectors=True)}
+        assert stored["scan.jpg"][1].get(P.FRAME_TILT)  # the scan lies askew: a frame and its angle stored
+        keep, gone = sorted(n for n in stored if n != "scan.jpg")[:2]
+        for name, (pid, _, _) in stored.items():
+            if name != keep:
+                store.delete_payload_keys([pid], [P.PHASH_TURNS, P.FRAME, P.FRAME_TILT])
+        store.set_payload([stored[keep][0]], {P.FRAME: [1, 2, 3, 4]})
+    finally:
+        store.close()
+    (src / gone).unlink()
+
+    result = refingerprint(cfg)
+    assert result["points"] == len(stored) and result["checked"] == len(stored) - 1
+    assert result["updated"] == len(stored) - 2  # all but the stale one (not checked) and the deleted one
+    assert [(Path(u["path"]).name, u["reason"].startswith("cannot read")) for u in result["unreadable"]] == [(gone, True)]
+    store = open_store(cfg)
+    try:
+        after = {Path(p[P.PATH]).name: (p, v) for _, p, v in store.scroll(with_vectors=True)}
+    finally:
+        store.close()
+    for name, (_, payload, vector) in stored.items():
+        np.testing.assert_array_equal(after[name][1], vector)
+        if name not in (keep, gone):
+            assert after[name][0] == payload, name  # exactly what ingest wrote, the scan's frame and tilt included
+    assert P.PHASH_TURNS not in after[gone][0] and after[keep][0][P.FRAME] == [1, 2, 3, 4]
+
+    again = refingerprint(cfg, everything=True)
+    assert again["checked"] == len(stored) and again["updated"] == 1  # only the stale frame was wrong
+    store = open_store(cfg)
+    try:
+        fixed = {Path(p[P.PATH]).name: p for _, p, _ in store.scroll()}
+    finally:
+        store.close()
+    assert fixed[keep] == stored[keep][1]
