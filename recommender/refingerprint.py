@@ -48,7 +48,7 @@ def refingerprint(settings: Settings, everything: bool = False, store: VectorSto
             if everything or any(f not in payload for f in P.FINGERPRINT_FIELDS):
                 todo[str(payload.get(P.PATH, ""))].append((pid, payload))
         spec = EmbedSpec.from_settings(settings.with_overrides(model=store.model_name() or settings.model))
-        draft = embedder_for(spec).decode_size if spec.jpeg_draft else None  # ingest's decode, draft included
+        draft = embedder_for(spec).decode_size if spec.jpeg_draft and todo else None  # ingest's decode, draft included
         options = dataclasses.replace(spec.decode, draft_size=draft)
         updated, unreadable = 0, []
         with progress_bar(len(todo), enabled=settings.progress, label="refingerprint") as advance:
