@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
@@ -229,9 +231,58 @@ def load_image(path: Path | str, options: DecodeOptions | None = None, key: str 
     For callers that need pixels rather than items: dedup fingerprints and verification,
     report and dashboard thumbnails, evaluation planting. Raises DecodeError.
     """
-    items = decode_file(Path(path), options=options)
+    items = _items(Path(path), options or DecodeOptions())
     grey = options is not None and options.grey
     for item in items:
         if key is None or key == str(path) or item.key == key:
-            return item.image.convert("L") if grey and item.image.mode != "L" else item.image
+            img = item.image.convert("L") if grey and item.image.mode != "L" else item.image
+            return img.copy() if img is item.image and len(items) > 1 else img  # a kept volume's slice stays as it is
     raise DecodeError(path, f"has no item {key!r} (it decodes to {len(items)} items); re-ingest the file")
+
+
+VOLUME_CACHE_BYTES = 256 * 2**20
+"""Pixels `load_image` keeps of files that decode to several items (a NIfTI volume, a multi-frame DICOM).
+Why: the verifier, the cut-outs and the dashboard ask for one slice at a time, and each call decoded the whole
+volume again (146 slices to hand out one), so a volume's dedupe on ingest cost slices x volume decodes.
+Kept by file identity (path, size, mtime) and decode options, least recently used out first; a volume larger
+than the whole budget is decoded each time, as before."""
+
+_volumes: "OrderedDict[tuple, tuple[list[Item], int]]" = OrderedDict()
+_volumes_lock = threading.Lock()  # the cache's bookkeeping
+_volume_decode = threading.Lock()  # one volume decoded at a time: threads asking for its slices at once wait for it
+
+
+def _items(path: Path, options: DecodeOptions) -> list[Item]:
+    """`decode_file`'s items, from `_volumes` when the file is a volume decoded before and not changed since."""
+    try:
+        st = path.stat()
+    except OSError:
+        return decode_file(path, options=options)  # decode_file says why it cannot be read
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, options)
+    if not str(path).lower().endswith(medical.DICOM_SUFFIXES + medical.NIFTI_SUFFIXES):
+        return _remember(key, decode_file(path, options=options))
+    with _volume_decode:
+        return _cached(key) or _remember(key, decode_file(path, options=options))
+
+
+def _cached(key: tuple) -> list[Item] | None:
+    with _volumes_lock:
+        hit = _volumes.get(key)
+        if hit is not None:
+            _volumes.move_to_end(key)
+        return hit[0] if hit is not None else None
+
+
+def _remember(key: tuple, items: list[Item]) -> list[Item]:
+    """Keep a multi-item file's items within `VOLUME_CACHE_BYTES`, evicting the least recently used."""
+    if len(items) < 2:
+        return items
+    size = sum(len(it.image.getbands()) * it.image.width * it.image.height for it in items)
+    if size > VOLUME_CACHE_BYTES:
+        return items
+    with _volumes_lock:
+        _volumes[key] = (items, size)
+        while sum(s for _, s in _volumes.values()) > VOLUME_CACHE_BYTES:
+            _volumes.popitem(last=False)
+    return items
+

@@ -225,12 +225,14 @@ def decode_nifti(path: Path, data: bytes, opts: DecodeOptions) -> list[Item]:
         P.BYTES: len(data),
     }
     items: list[Item] = []
-    for i in range(vol.shape[axis]):
-        plane = np.take(vol, i, axis=axis)
+    planes = np.moveaxis(vol, axis, 0)  # a view: planes[i] is basic indexing (np.take along the last axis
+    for i in range(vol.shape[axis]):    # copied element by element, 44 ms a slice of a 197 x 233 x 189 volume)
+        plane = planes[i]
         if float((plane > floor).mean()) < max(opts.volume_min_foreground, 1e-9):
             continue  # empty (background-only) slice
         grey = _window_to_uint8(np.rot90(plane), lo, hi)  # rot90: radiological display orientation
-        img = Image.fromarray(np.ascontiguousarray(grey)).convert("RGB")
+        img = Image.fromarray(np.ascontiguousarray(grey))
+        img = img if opts.grey else img.convert("RGB")  # "L" of a grey RGB image is the grey image itself
         items.append(Item(key=f"{path}#{i}", path=str(path), content_hash=slice_hash(digest, i), image=img,
                           payload={**base, P.SLICE_INDEX: i, P.WIDTH: img.width, P.HEIGHT: img.height}))
     if not items:

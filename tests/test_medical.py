@@ -104,6 +104,34 @@ def test_slices_load_by_key_and_dedup_fingerprints_every_slice():
                and fp.payload["volume"] == it.payload["volume"] for fp, it in zip(fps, items))
 
 
+def test_a_volumes_slices_load_from_one_decode_until_the_file_changes(tmp_path, monkeypatch):
+    """The verifier and the dashboard load a volume's slices one at a time: the volume is decoded once
+    (`decode._items`), each slice is the one `decode_file` gives (grey and RGB), a caller changing the image
+    it got changes nothing kept, and a file rewritten since is decoded again."""
+    import recommender.decode as decode
+
+    vol = tmp_path / "t1.nii.gz"
+    shutil.copy(SAMPLE_VOLUME, vol)
+    calls = []
+    real = decode.medical.decode_nifti
+    monkeypatch.setattr(decode.medical, "decode_nifti", lambda *a: calls.append(1) or real(*a))
+    grey = DecodeOptions(grey=True)
+    items, grey_items = decode_file(vol), decode_file(vol, options=grey)
+    assert len(calls) == 2 and all(it.image.mode == "L" for it in grey_items)
+    for it, g in zip(items, grey_items):
+        assert np.array_equal(np.asarray(load_image(vol, grey, it.key)), np.asarray(it.image.convert("L")))
+        assert np.array_equal(np.asarray(load_image(vol, grey, it.key)), np.asarray(g.image))
+        shown = load_image(vol, key=it.key)
+        assert np.array_equal(np.asarray(shown), np.asarray(it.image))
+        shown.paste((255, 0, 0), (0, 0, 8, 8))  # a caller drawing on its copy
+    assert len(calls) == 4  # once per decode options, not once per slice
+    assert np.array_equal(np.asarray(load_image(vol, key=items[0].key)), np.asarray(items[0].image))
+    nib.save(nib.Nifti1Image(np.asarray(nib.load(vol).dataobj)[:, :, ::-1].copy(), np.eye(4)), vol)  # rewritten
+    changed = decode_file(vol)
+    assert np.array_equal(np.asarray(load_image(vol, key=changed[0].key)), np.asarray(changed[0].image))
+    assert len(calls) == 6
+
+
 @pytest.mark.slow
 def test_dicom_and_nifti_ingest_as_slices_through_the_flow(tmp_path):
     from flows.ingest import ingest_flow
