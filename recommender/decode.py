@@ -241,7 +241,8 @@ def load_image(path: Path | str, options: DecodeOptions | None = None, key: str 
 
 
 VOLUME_CACHE_BYTES = 256 * 2**20
-"""Pixels `load_image` keeps of files that decode to several items (a NIfTI volume, a multi-frame DICOM).
+"""Pixels `load_image` keeps of volume files (.nii, .nii.gz, .dcm) that decode to several items (a NIfTI volume,
+a multi-frame DICOM).
 Why: the verifier, the cut-outs and the dashboard ask for one slice at a time, and each call decoded the whole
 volume again (146 slices to hand out one), so a volume's dedupe on ingest cost slices x volume decodes.
 Kept by file identity (path, size, mtime) and decode options, least recently used out first; a volume larger
@@ -253,14 +254,15 @@ _volume_decode = threading.Lock()  # one volume decoded at a time: threads askin
 
 
 def _items(path: Path, options: DecodeOptions) -> list[Item]:
-    """`decode_file`'s items, from `_volumes` when the file is a volume decoded before and not changed since."""
+    """`decode_file`'s items, from `_volumes` when the file is a volume decoded before and not changed since.
+    Other files (one item each; a multi-frame DICOM not named .dcm is decoded each time) cost no stat."""
+    if not str(path).lower().endswith(medical.DICOM_SUFFIXES + medical.NIFTI_SUFFIXES):
+        return decode_file(path, options=options)
     try:
         st = path.stat()
     except OSError:
         return decode_file(path, options=options)  # decode_file says why it cannot be read
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, options)
-    if not str(path).lower().endswith(medical.DICOM_SUFFIXES + medical.NIFTI_SUFFIXES):
-        return _remember(key, decode_file(path, options=options))
     with _volume_decode:
         return _cached(key) or _remember(key, decode_file(path, options=options))
 
