@@ -419,3 +419,30 @@ def test_twelfth_held_out_set_and_the_tilted_tuning_set_are_apart_from_every_oth
     _plants_apart("tilt", "art-louvre", embedder, tmp_path / "tilt")
     captioned = Image.open(sorted((tmp_path / "h11" / "caption_bar").iterdir())[0])
     assert captioned.height == 224 + 224 // 6  # brain-mri's slices are 224 px
+
+
+def test_thirteenth_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout12` (session 45: a 56 px thumbnail at quality 15, a video player's frame grab, a tiled
+    watermark, raised contrast, a keystone from the side, a 12-bit export's display window, a shrunk
+    re-compression, a corner crop shrunk, a dusty scan), written after the rule that judged its change (the
+    spread read on the picture's keypoints), shares no edit with any other set and plants each edit as it says."""
+    _plants_apart("heldout12", "art-louvre", embedder, tmp_path / "h12")
+    thumb = Image.open(sorted((tmp_path / "h12" / "thumb56_q15").iterdir())[0])
+    assert max(thumb.size) == 56
+    grab = Image.open(sorted((tmp_path / "h12" / "player_frame").iterdir())[0])
+    assert grab.width == round(grab.height * 16 / 9)  # art-louvre's paintings are square: pillarboxed
+    shrunk = Image.open(sorted((tmp_path / "h12" / "corner_crop_resize").iterdir())[0])
+    assert shrunk.size == (round(round(500 * 0.82) * 0.8),) * 2
+
+
+def test_fourteenth_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout13` (session 45: a 100 px thumbnail at quality 20, an editor's capture with a toolbar,
+    a corner notice, lifted shadows, a keystone from above, a moire scan, a 32-colour palette PNG, a side crop
+    enlarged, a sigmoid window, a 6-bit export), written after the rule that judged its change (the spread read
+    on a small picture on a flat field), shares no edit with any other set and plants each edit as it says."""
+    _plants_apart("heldout13", "brain-mri", embedder, tmp_path / "h13")
+    palette = sorted((tmp_path / "h13" / "palette32_png").iterdir())[0]
+    assert palette.suffix == ".png" and len(Image.open(palette).convert("RGB").getcolors(256)) <= 32
+    assert max(Image.open(sorted((tmp_path / "h13" / "thumb100_q20").iterdir())[0]).size) == 100
+    six_bit = np.asarray(Image.open(sorted((tmp_path / "h13" / "requant6").iterdir())[0]))
+    assert six_bit.shape[:2] == (224, 224)

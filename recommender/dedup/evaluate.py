@@ -445,8 +445,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "tenth (heldout9: a pixelated box, underexposure, colour fringes, smoothing, a grid), the eleventh "
                          "(heldout10: a third wider, a fifth taller, a fixed box, WebP, a 12 degree turn, upside down, "
                          "washed out), prints turned on a flat bed (tilt, tuning side), the twelfth (heldout11: askew scans on "
-                         "cream, on a noisy table and small, colour at a quarter resolution, a caption bar), or both "
-                         "of the first two, reported apart")
+                         "cream, on a noisy table and small, colour at a quarter resolution, a caption bar), the thirteenth "
+                         "(heldout12: a 56 px thumbnail at quality 15, a video player's frame grab, a tiled watermark, "
+                         "raised contrast, a keystone from the side, a 12-bit export's display window, a shrunk "
+                         "re-compression, a corner crop shrunk, a dusty scan), the fourteenth (heldout13: a 100 px thumbnail "
+                         "at quality 20, an editor's capture with a toolbar, a corner notice, lifted shadows, a keystone "
+                         "from above, a moire scan, a 32-colour palette, a side crop enlarged, a sigmoid window, a 6-bit "
+                         "export), or both of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 

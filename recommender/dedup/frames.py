@@ -115,6 +115,25 @@ def _shrunk(grey: np.ndarray) -> tuple[np.ndarray, float]:
     return cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR), s  # INTER_AREA: 102 µs at 224 px, this 22 µs
 
 
+def field_box(grey: np.ndarray, tolerance: int = 10, ring_share: float = 0.5) -> Box | None:
+    """The bounding box (in `grey`'s pixels) of what lies off a flat background, read at `FRAME_SIDE` and opened
+    by a 3 px square (specks and JPEG noise go), or None when the outer ring is not flat or nothing lies off it.
+
+    Why: a slice near the end of a volume is a small head on black, and the verifier reads how far a copy's
+    matches spread on the picture, not on the black around it (`LocalFeatureVerifier._spread`)."""
+    if cv2 is None or min(grey.shape[:2]) < 16:
+        return None
+    small, _ = _shrunk(grey)
+    off_background = _off_background(small, tolerance, ring_share)
+    if off_background is None:
+        return None
+    ys, xs = np.nonzero(cv2.morphologyEx(off_background, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)))
+    if not len(ys):
+        return None
+    rx, ry = grey.shape[1] / small.shape[1], grey.shape[0] / small.shape[0]
+    return float(xs.min() * rx), float(ys.min() * ry), float((xs.max() + 1) * rx), float((ys.max() + 1) * ry)
+
+
 def content_box(grey: np.ndarray, tolerance: int = 10, ring_share: float = 0.5, min_fill: float = 0.92,
                 min_area: float = 0.08, max_area: float = MAX_AREA) -> Frame | None:
     """The picture's frame (its box in `grey`'s pixels), or None when the image shows no picture on a flat

@@ -140,11 +140,10 @@ def _gamma(img: Image.Image, rng: random.Random) -> Image.Image:
     return img.point(lambda v: round(255 * (v / 255) ** g))
 
 
-def _perspective(img: Image.Image, rng: random.Random) -> Image.Image:
-    """A small keystone: the top edge narrowed by 6 %, as a photo of a print taken from below."""
+def _warped(img: Image.Image, src: list[tuple[float, float]]) -> Image.Image:
+    """`img` warped so that its corners (top-left, top-right, bottom-right, bottom-left) show the points `src`
+    of the original: a perspective from the four correspondences."""
     w, h = img.size
-    d = 0.06 * w
-    src = [(d, 0), (w - d, 0), (w, h), (0, h)]
     dst = [(0, 0), (w, 0), (w, h), (0, h)]
     a = []
     for (x, y), (u, v) in zip(dst, src):
@@ -152,6 +151,13 @@ def _perspective(img: Image.Image, rng: random.Random) -> Image.Image:
         a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
     coeffs = np.linalg.solve(np.array(a, float), np.array([c for p in src for c in p], float))
     return img.transform(img.size, Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC)
+
+
+def _perspective(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A small keystone: the top edge narrowed by 6 %, as a photo of a print taken from below."""
+    w, h = img.size
+    d = 0.06 * w
+    return _warped(img, [(d, 0), (w - d, 0), (w, h), (0, h)])
 
 
 def _per_pixel(a: np.ndarray, gain: np.ndarray) -> np.ndarray:
@@ -774,6 +780,182 @@ HELDOUT11: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "chroma_q50": _chroma, "caption_bar": _caption_bar,
 }
 
+def _player_frame(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A frame grab of a video player: the picture pillarboxed into 16:9 black, a control bar with a progress
+    line and a time over its bottom eighth, saved at quality 75."""
+    h = img.height
+    w = max(img.width, round(h * 16 / 9))
+    out = Image.new("RGB", (w, h), "black")
+    out.paste(img.convert("RGB"), ((w - img.width) // 2, 0))
+    draw = ImageDraw.Draw(out)
+    bar = h - h // 8
+    draw.rectangle((0, bar, w, h), fill=(24, 24, 28))
+    draw.line((w // 20, bar + h // 32, w - w // 20, bar + h // 32), fill=(200, 40, 40), width=max(1, h // 100))
+    draw.text((w // 20, bar + h // 20), "01:12 / 04:30", fill=(230, 230, 230),
+              font=ImageFont.load_default(size=max(8, h // 28)))
+    return out
+
+
+def _tiled_watermark(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A small translucent word repeated over the whole picture on a staggered grid, as a stock site marks
+    its previews."""
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    size = max(8, img.width // 14)
+    font = ImageFont.load_default(size=size)
+    for row, y in enumerate(range(0, img.height, size * 3)):
+        for x in range(-size * 2 * (row % 2), img.width, size * 6):
+            draw.text((x, y), "SAMPLE", fill=(255, 255, 255, 70), font=font)
+    return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+
+
+def _contrast_boost(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Contrast raised by 40 % around the mean, then a gamma of 0.8: a print made punchier."""
+    out = ImageEnhance.Contrast(img).enhance(1.4)
+    return out.point(lambda v: round(255 * (v / 255) ** 0.8))
+
+
+def _keystone_side(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A photo taken from one side: the right edge 5 % shorter than the left, top and bottom."""
+    w, h = img.size
+    d = 0.05 * h
+    return _warped(img, [(0, 0), (w, -d), (w, h + d), (0, h)])
+
+
+def _bit12_display(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Exported at 12 bits (x 16) and shown back at 8 bits through a display window of 200-3,800: the
+    darkest levels clipped, the rest stretched a little."""
+    a = np.asarray(img, np.float32) * 16.0
+    return Image.fromarray(np.clip(np.round((a - 200.0) * 255.0 / 3600.0), 0, 255).astype(np.uint8))
+
+
+def _recompress_small(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Shrunk to 75 % and saved at quality 40, then saved at quality 40 again (its final save)."""
+    out = img.convert("RGB").resize((max(1, round(img.width * 0.75)), max(1, round(img.height * 0.75))),
+                                    Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG", quality=40)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _corner_crop_resize(img: Image.Image, rng: random.Random) -> Image.Image:
+    """An 18 % crop taken from one corner (the rest kept whole), then shrunk to 80 %."""
+    w, h = img.size
+    cw, ch = round(w * 0.18), round(h * 0.18)
+    x0, y0 = rng.choice([0, cw]), rng.choice([0, ch])
+    out = img.crop((x0, y0, x0 + w - cw, y0 + h - ch))
+    return out.resize((max(1, round(out.width * 0.8)), max(1, round(out.height * 0.8))), Image.Resampling.BICUBIC)
+
+
+def _dusty_scan(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A scan of an old print: a slight blur, paper yellowed, dust specks of 1-3 px."""
+    out = img.convert("RGB").filter(ImageFilter.GaussianBlur(0.6))
+    a = np.asarray(out, np.float32) * np.array([1.0, 0.97, 0.88], np.float32) + np.array([6, 4, 0], np.float32)
+    out = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    specks = random.Random(rng.randrange(1 << 30))
+    for _ in range(max(10, out.width * out.height // 2500)):
+        x, y, r = specks.randrange(out.width), specks.randrange(out.height), specks.choice([0, 1, 1, 2])
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=specks.choice([(30, 28, 25), (235, 232, 220)]))
+    return out
+
+
+# A thirteenth held-out set (session 45), written after the rule that judges the change it is read for (the
+# spread rule read on the picture's keypoints) and before any read: the kinds issue 15 names, at parameters no
+# earlier set used (a 56 px thumbnail at quality 15, a video player's frame grab, a tiled watermark, raised
+# contrast, a keystone from the side, a 12-bit export's display window, a shrunk re-compression, a corner crop
+# shrunk, a dusty yellowed scan).
+HELDOUT12: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "thumb56_q15": _thumb(56, Image.Resampling.HAMMING), "player_frame": _player_frame,
+    "tiled_watermark": _tiled_watermark, "contrast_boost": _contrast_boost, "keystone_side": _keystone_side,
+    "bit12_display": _bit12_display, "recompress_small": _recompress_small,
+    "corner_crop_resize": _corner_crop_resize, "dusty_scan": _dusty_scan,
+}
+
+def _toolbar_letterbox(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A capture of an image editor: the picture letterboxed into 4:3 dark grey, under a light toolbar of a
+    tenth of the height with a row of icon squares, saved at quality 80."""
+    h = img.height + img.height // 10
+    w = max(img.width, round(h * 4 / 3))
+    out = Image.new("RGB", (w, h), (45, 45, 48))
+    out.paste(img.convert("RGB"), ((w - img.width) // 2, h - img.height))
+    draw = ImageDraw.Draw(out)
+    bar = img.height // 10
+    draw.rectangle((0, 0, w, bar - 1), fill=(222, 222, 226))
+    side = max(3, bar // 2)
+    for k in range(12):
+        x = bar // 3 + k * (side + side // 2)
+        draw.rectangle((x, bar // 4, x + side, bar // 4 + side), outline=(70, 70, 80), width=1)
+    return out
+
+
+def _corner_notice(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A two-line copyright notice on a half-opaque dark box in the lower right corner."""
+    out = img.convert("RGBA")
+    layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    size = max(8, img.width // 30)
+    font = ImageFont.load_default(size=size)
+    x0, y0 = round(img.width * 0.52), round(img.height - 3.4 * size)
+    draw.rectangle((x0, y0, img.width - size // 2, img.height - size // 2), fill=(0, 0, 0, 130))
+    draw.text((x0 + size // 2, y0 + size // 3), "(c) Archive 2019", fill=(255, 255, 255, 220), font=font)
+    draw.text((x0 + size // 2, y0 + size * 1.5), "not for reuse", fill=(255, 255, 255, 220), font=font)
+    return Image.alpha_composite(out, layer).convert("RGB")
+
+
+def _gamma_lift(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Shadows lifted: a gamma of 0.7, then 10 grey levels added."""
+    return img.point(lambda v: min(255, round(255 * (v / 255) ** 0.7) + 10))
+
+
+def _keystone_bottom(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A photo of a print taken from above: the bottom edge 7 % narrower on each side."""
+    w, h = img.size
+    d = 0.07 * w
+    return _warped(img, [(0, 0), (w, 0), (w + d, h), (-d, h)])
+
+
+def _moire_scan(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A scan of a printed page: a slight blur and a moire of 6 grey levels, a 3.3 px period at 30 degrees."""
+    a = np.asarray(img.convert("RGB").filter(ImageFilter.GaussianBlur(0.5)), np.float32)
+    yy, xx = np.mgrid[0:a.shape[0], 0:a.shape[1]].astype(np.float32)
+    wave = 6.0 * np.sin(2 * np.pi * (xx * np.cos(np.pi / 6) + yy * np.sin(np.pi / 6)) / 3.3)
+    return Image.fromarray(np.clip(a + wave[..., None], 0, 255).astype(np.uint8))
+
+
+def _crop_left_enlarge(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The left 12 % cut off, the rest enlarged by 30 %."""
+    w, h = img.size
+    out = img.crop((round(w * 0.12), 0, w, h))
+    return out.resize((round(out.width * 1.3), round(out.height * 1.3)), Image.Resampling.BICUBIC)
+
+
+def _sigmoid_window(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A viewer's sigmoid VOI LUT (DICOM's SIGMOID function): grey levels mapped through a logistic curve
+    centred on the image's mean, of width its standard deviation."""
+    a = np.asarray(img, np.float32)
+    centre, width = float(a.mean()), max(float(a.std()), 1.0)
+    return Image.fromarray(np.clip(255.0 / (1.0 + np.exp(-4.0 * (a - centre) / width)), 0, 255).astype(np.uint8))
+
+
+def _requant6(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Exported at 6 bits per channel (the two low bits dropped) and saved as a JPEG at quality 85."""
+    return Image.fromarray((np.asarray(img.convert("RGB"), np.uint8) & 0xFC).astype(np.uint8))
+
+
+# A fourteenth held-out set (session 45), written after the rule that judges the change it is read for (the
+# spread read on a small picture on a flat field) and before any read: a 100 px thumbnail at quality 20, an
+# editor's capture with a toolbar, a corner copyright notice, lifted shadows, a keystone from above, a moire
+# scan, a 32-colour palette PNG, a side crop enlarged, a sigmoid display window and a 6-bit export.
+HELDOUT13: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "thumb100_q20": _thumb(100, Image.Resampling.BICUBIC), "toolbar_letterbox": _toolbar_letterbox,
+    "corner_notice": _corner_notice, "gamma_lift": _gamma_lift, "keystone_bottom": _keystone_bottom,
+    "moire_scan": _moire_scan,
+    "palette32_png": lambda im, rng: im.convert("RGB").quantize(32, method=Image.Quantize.MEDIANCUT,
+                                                               dither=Image.Dither.NONE).convert("RGB"),
+    "crop_left_enlarge": _crop_left_enlarge, "sigmoid_window": _sigmoid_window, "requant6": _requant6,
+}
+
 # A tuning-side template (the verifier's `templates`): `--families template` plants every original on
 # one catalogue page layout, so two pages of different pictures are the negatives it is tuned on.
 TEMPLATE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"page": _page}
@@ -790,10 +972,12 @@ FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "
                                   "heldout6": list(HELDOUT6), "heldout7": list(HELDOUT7), "turn": list(TURN),
                                   "heldout8": list(HELDOUT8), "stretch": list(STRETCH),
                                   "heldout9": list(HELDOUT9), "heldout10": list(HELDOUT10), "tilt": list(TILT),
-                                  "heldout11": list(HELDOUT11),
+                                  "heldout11": list(HELDOUT11), "heldout12": list(HELDOUT12),
+                                  "heldout13": list(HELDOUT13),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
 ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER, **DEGRADE, **HELDOUT5, **HELDOUT6,
-                  **HELDOUT7, **TURN, **HELDOUT8, **STRETCH, **HELDOUT9, **HELDOUT10, **TILT, **HELDOUT11}
+                  **HELDOUT7, **TURN, **HELDOUT8, **STRETCH, **HELDOUT9, **HELDOUT10, **TILT, **HELDOUT11,
+                  **HELDOUT12, **HELDOUT13}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
@@ -803,12 +987,14 @@ _QUALITY = {"jpeg30": 30, "thumb192_q85": 85, "thumb144_q70": 70, "thumb96_q50":
             "viewer": 85, "webpage": 80, "tv_capture": 60, "phone": 75,
             "gallery_wall": 80, "forum_post": 85, "print_preview": 90,
             "soften_q70": 70, "downup_q80": 80, "median5_q45": 45, "box_thumb": 70, "low_contrast": 85,
-            "askew_cream": 85, "chroma_q50": 50}
+            "askew_cream": 85, "chroma_q50": 50,
+            "thumb56_q15": 15, "player_frame": 75, "recompress_small": 40,
+            "thumb100_q20": 20, "toolbar_letterbox": 80, "requant6": 85}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:
     """File suffix and PIL save options for a transform's output."""
-    if name in ("png_resave", "palette_png", "dither16"):
+    if name in ("png_resave", "palette_png", "dither16", "palette32_png"):
         return ".png", {}
     if name == "webp_q20":
         return ".webp", {"quality": 20}

@@ -43,7 +43,7 @@ from PIL import Image
 
 from recommender.decode import DecodeError
 from recommender.dedup.config import DedupConfig
-from recommender.dedup.frames import Frame, picture_frame
+from recommender.dedup.frames import Frame, field_box, picture_frame
 from recommender.dedup.templates import SIGNIFICANT, Template, learn as learn_template, share as template_share
 from recommender.models.device import usable_cores
 
@@ -82,9 +82,10 @@ class LocalFeatureVerifier:
     least recently used out first) on a grey copy resized so its longer side is `max_side`.
     Inliers only count when one image lies mostly (`min_contained`) inside the other under the
     transform, and they spread over at least `min_spread` of the part of each image the other
-    covers (bounding-box area fraction) and occupy at least 3 rows and 3 columns of a 4x4
-    grid of that part in both: the same caption or watermark stamped on two different pictures
-    matches perfectly, but only over a strip. A whole-image match that covers one image only, that has
+    covers (bounding-box area fraction; of twice the picture there when that is smaller, a picture
+    on a flat background: `frames.field_box`) and occupy at least 3 rows and 3 columns of a 4x4 grid of
+    the box of the keypoints there in both: the same caption or watermark stamped on two different
+    pictures matches perfectly, but only over a strip. A whole-image match that covers one image only, that has
     `CONFIRM_BELOW` inliers or more failing the spread or cover rules, or that has fewer than
     `CONFIRM_BELOW` inliers, counts when the two images, aligned by it, agree pixel by pixel
     (`aligned_cells`). When no similarity transform passes, an affine one that only rescales the axes
@@ -161,7 +162,7 @@ class LocalFeatureVerifier:
         kp, des = self._keypoints(prepared, template, working)
         frame = picture_frame(working) if self.frames and template is None else None
         return _Seen((_wh(prepared), _points(kp), des), img.size, small, keypoints=_keypoint_table(kp),
-                     template=template, frame=frame)
+                     template=template, frame=frame, field=field_box(working))
 
     def _entry(self, key: Any, source: Source) -> "_Seen":
         """The image's cached `_Seen`, computed when missing, evicted, or seen before its size's template
@@ -445,21 +446,29 @@ class LocalFeatureVerifier:
         return _wh(flipped), _points(kp), des
 
     @staticmethod
-    def _spread(pts: np.ndarray, box: Box) -> float:
-        """Bounding-box area of `pts` as a fraction of `box`'s area."""
+    def _spread(pts: np.ndarray, box: Box, field: Box | None = None) -> float:
+        """Bounding-box area of `pts` as a fraction of `box`'s area, or of twice the area of the picture within
+        it (`field`: what lies off a flat background, `frames.field_box`) when that is smaller: a picture under
+        half of the part is read on itself, where its copy's inliers can only lie (`_fit`)."""
         span = pts.max(axis=0) - pts.min(axis=0)
-        return float(span[0] * span[1]) / max(_area(box), 1e-6)
+        area = _area(box)
+        picture = _intersection(field, box) if field is not None else None
+        if picture is not None:
+            area = min(area, 2.0 * _area(picture))
+        return float(span[0] * span[1]) / max(area, 1e-6)
 
     def _inliers(self, fa: Features, fb: Features) -> int:
         """Spread inliers of one orientation (`_match`)."""
         return self._match(fa, fb)[0]
 
-    def _match(self, fa: Features, fb: Features) -> tuple[int, np.ndarray | None, int]:
+    def _match(self, fa: Features, fb: Features,
+               fields: tuple[Box | None, Box | None] = (None, None)) -> tuple[int, np.ndarray | None, int]:
         """(spread inliers of one orientation, the RANSAC transform a -> b or None, `_fit`'s count to
         confirm); (0, None, 0) when
         fewer than `min_inliers` matches pass the ratio test (RANSAC skipped: no subset of them could
         make a copy, and 98 % of look-alike brain-mri pairs end here, with a median of 23 matches), or
-        (0, transform, 0) when at least half that many pass and they show one image small in the other."""
+        (0, transform, 0) when at least half that many pass and they show one image small in the other.
+        `fields`: each image's picture on a flat background, in the pixels ORB saw (`_spread`)."""
         (_, pa, da), (_, pb, db) = fa, fb
         if da is None or db is None or len(da) < 3 or len(db) < 3:
             return 0, None, 0
@@ -469,11 +478,11 @@ class LocalFeatureVerifier:
         good = first < self.ratio * second  # Lowe's ratio test
         if good.sum() >= max(4, self.min_inliers):
             src, dst = pa[good], pb[nearest[good]]
-            fit = self._fit(fa, fb, src, dst)
+            fit = self._fit(fa, fb, src, dst, fields=fields)
             if fit[0]:
                 return fit
             # an aspect ratio changed: a stretched fit passing every rule is confirmed pixel by pixel (`_whole`)
-            count, m, _ = self._fit(fa, fb, src, dst, stretched=True)
+            count, m, _ = self._fit(fa, fb, src, dst, stretched=True, fields=fields)
             return (0, m, count) if count else fit
         if self._may_frame(fa, fb) and good.sum() >= self.min_inliers // 2:
             # too few for a copy at this scale, but maybe one image shows the other small (`_zoomed`)
@@ -503,16 +512,25 @@ class LocalFeatureVerifier:
     def consistent(self, fa: Features, fb: Features, src: np.ndarray, dst: np.ndarray) -> int:
         """Inliers of matched points `src` (of a) -> `dst` (of b) under one RANSAC similarity transform,
         0 unless one image lies mostly inside the other (`min_contained`) and the inliers spread over
-        `min_spread` of the part of each image the other one covers and cover that part (`_covers`).
+        `min_spread` of the part of each image the other one covers and cover the picture there, the
+        bounding box of its keypoints (`_covers`).
 
         Why the covered part and not the whole image: a screenshot or a poster shows the picture in a
         frame, so the picture's inliers fill the picture but only a fraction of the frame. A caption
         stamped on two different pictures still fails: the transform between the two strips is the
-        identity, so each image covers all of the other and the strip is a small part of it."""
+        identity, so each image covers all of the other and the strip is a small part of it.
+
+        `_fit` with each image's picture on a flat background (`fields`, `_spread`) reads the spread on twice
+        the picture when that is under the part: a slice near the end of a volume shows a small head on black
+        (15-18 % of the image), where no keypoint lies, so its copies' inliers filled the head and still failed
+        a spread read on the whole image (mri-slices' end slices: 0 inliers turned, stretched, re-encoded;
+        100-230 read on the head; session 45). A picture covering half of the part or more is read on the part,
+        as before: neighbouring brain-mri slices, a head filling 85 % of the image, passed at 45 inliers when
+        read on the box of their keypoints (ORB's strongest corners gather on the orbits)."""
         return self._fit(fa, fb, src, dst)[0]
 
-    def _fit(self, fa: Features, fb: Features, src: np.ndarray, dst: np.ndarray,
-             stretched: bool = False) -> tuple[int, np.ndarray | None, int]:
+    def _fit(self, fa: Features, fb: Features, src: np.ndarray, dst: np.ndarray, stretched: bool = False,
+             fields: tuple[Box | None, Box | None] = (None, None)) -> tuple[int, np.ndarray | None, int]:
         """(`consistent`'s count, the RANSAC transform whatever the count or None when there is none, the
         inliers of a match `_whole` may still confirm pixel by pixel, else 0). Such a match lies mostly inside
         the other image but fails the spread or cover rules: either it covers one of the two images (a copy
@@ -532,9 +550,10 @@ class LocalFeatureVerifier:
         if box_a is None or box_b is None or max(_fraction(box_a, size_a), _fraction(box_b, size_b)) < self.min_contained:
             return 0, m, 0
         count = int(inl.sum())
-        if min(self._spread(src[inl], box_a), self._spread(dst[inl], box_b)) < self.min_spread:
+        part_a, part_b = _inside(pa, box_a), _inside(pb, box_b)
+        if min(self._spread(src[inl], box_a, fields[0]), self._spread(dst[inl], box_b, fields[1])) < self.min_spread:
             return 0, m, (count if count >= CONFIRM_BELOW else 0)
-        covers = self._covers(src[inl], _inside(pa, box_a)), self._covers(dst[inl], _inside(pb, box_b))
+        covers = self._covers(src[inl], part_a), self._covers(dst[inl], part_b)
         if not all(covers):
             return 0, m, (count if any(covers) or count >= CONFIRM_BELOW else 0)
         return count, m, 0
@@ -613,14 +632,15 @@ class LocalFeatureVerifier:
         if any(s.frame is not None and s.frame.decorated for s in (seen_a, seen_b)):
             best = self._framed(key_a, seen_a, source_a, key_b, seen_b, source_b)
         else:
-            best, m = self._whole(seen_a, source_a, seen_b.features, source_b, mirrored=False)
+            best, m = self._whole(seen_a, source_a, seen_b.features, source_b, mirrored=False, field_b=seen_b.field)
             if best < self.min_inliers and m is not None and self._may_frame(seen_a.features, seen_b.features):
                 best = max(best, self._zoomed(seen_a, source_a, seen_b, source_b, m))
             if best < self.min_inliers and (seen_a.framed or seen_b.framed):
                 best = max(best, self._framed(key_a, seen_a, source_a, key_b, seen_b, source_b))
         if self.mirror and mirror and best < self.min_inliers:
-            best = max(best, self._whole(seen_a, source_a, self.mirrored_features(key_b, source_b), source_b,
-                                         mirrored=True)[0])
+            mirrored = self.mirrored_features(key_b, source_b)
+            best = max(best, self._whole(seen_a, source_a, mirrored, source_b, mirrored=True,
+                                         field_b=_mirrored_box(seen_b.field, mirrored[0][0]))[0])
         if best < self.min_inliers and self._is_small(seen_a, seen_b):
             best = max(best, self.min_inliers if self._small_score(seen_a, seen_b) >= self.small_min_corr else 0)
         with self._lock:
@@ -628,7 +648,7 @@ class LocalFeatureVerifier:
         return best
 
     def _whole(self, a: "_Seen", source_a: Source, fb: Features, source_b: Source,
-               mirrored: bool) -> tuple[int, np.ndarray | None]:
+               mirrored: bool, field_b: Box | None = None) -> tuple[int, np.ndarray | None]:
         """(`_match`'s count of a against b whole (`fb`: b's features, mirrored or not), its transform),
         with three kinds of match confirmed pixel by pixel (`_agrees`: the images, aligned by the match, agree
         in every part textured in both) and counted only then: one whose inliers pass every rule but cover
@@ -641,7 +661,7 @@ class LocalFeatureVerifier:
         pictures, which the cover rule is there to stop, matches on its strip or its letters and leaves
         the rest of the pictures to disagree (the same stamp on two brain slices: 45 inliers covering
         both, a least cell of 0.12)."""
-        best, m, unruled = self._match(a.features, fb)
+        best, m, unruled = self._match(a.features, fb, (a.field, field_b))
         count = best or unruled
         if count < self.min_inliers or best >= CONFIRM_BELOW or m is None:
             return best, m
@@ -714,6 +734,9 @@ class _Seen:
     """Features of the picture cut out of the frame (`LocalFeatureVerifier._cut_picture`), once a pair has needed them."""
     frame: Frame | None = None
     """Where a picture lies on a flat background (`frames.picture_frame`, working pixels; sizes without a template)."""
+    field: Box | None = None
+    """What lies off a flat background (`frames.field_box`, working pixels): where the spread rule reads a small
+    picture (`LocalFeatureVerifier._spread`)."""
 
     @property
     def framed(self) -> bool:
@@ -849,6 +872,16 @@ def _area(box: Box) -> float:
 
 def _fraction(box: Box, size: tuple[int, int]) -> float:
     return _area(box) / max(size[0] * size[1], 1)
+
+
+def _intersection(a: Box, b: Box) -> Box | None:
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _mirrored_box(box: Box | None, width: int) -> Box | None:
+    """`box` in the mirror image of an image `width` px wide."""
+    return None if box is None else (width - box[2], box[1], width - box[0], box[3])
 
 
 def _inside(pts: np.ndarray, box: Box) -> np.ndarray:
