@@ -76,16 +76,38 @@ def picture_frame(grey: np.ndarray) -> Frame | None:
     Inset: at `FRAME_SIDE` the box's edge may fall a pixel outside the picture, and a strip of flat
     background kept beside it cost one tuning capture all its ORB matches (0 with 2 working px of it
     kept, 58 with none)."""
+    return picture_and_field(grey)[0]
+
+
+def field_box(grey: np.ndarray) -> Box | None:
+    """The bounding box (in `grey`'s pixels) of what lies off a flat background, read at `FRAME_SIDE` and opened
+    by a 3 px square (specks and JPEG noise go), or None when the outer ring is not flat or nothing lies off it.
+
+    Why: a slice near the end of a volume is a small head on black, and the verifier reads how far a copy's
+    matches spread on the picture, not on the black around it (`LocalFeatureVerifier._spread`)."""
+    return picture_and_field(grey, frame=False)[1]
+
+
+def picture_and_field(grey: np.ndarray, frame: bool = True) -> tuple[Frame | None, Box | None]:
+    """(`picture_frame`, `field_box`) of `grey` from one shrink and one background pass (the verifier asks
+    for both of every image it sees); the frame is not looked for unless `frame`."""
     if cv2 is None or min(grey.shape[:2]) < 16:
-        return None
+        return None, None
     small, _ = _shrunk(grey)
-    found = content_box(small)
-    if found is None:
-        return None
-    box = found.box
+    masks = _masks(small, 10, 0.5)
+    if masks is None:
+        return None, None
+    off_background, rest = masks
     rx, ry = grey.shape[1] / small.shape[1], grey.shape[0] / small.shape[0]
-    dx, dy = INSET * (box[2] - box[0]) * rx, INSET * (box[3] - box[1]) * ry
-    return Frame((box[0] * rx + dx, box[1] * ry + dy, box[2] * rx - dx, box[3] * ry - dy), found.decorated)
+    found = _frame_in(off_background, rest) if frame else None
+    if found is not None:
+        box = found.box
+        dx, dy = INSET * (box[2] - box[0]) * rx, INSET * (box[3] - box[1]) * ry
+        found = Frame((box[0] * rx + dx, box[1] * ry + dy, box[2] * rx - dx, box[3] * ry - dy), found.decorated)
+    ys, xs = np.nonzero(rest)
+    field = None if not len(ys) else (float(xs.min() * rx), float(ys.min() * ry), float((xs.max() + 1) * rx),
+                                      float((ys.max() + 1) * ry))
+    return found, field
 
 
 def _off_background(grey: np.ndarray, tolerance: int, ring_share: float) -> np.ndarray | None:
@@ -106,6 +128,14 @@ def _off_background(grey: np.ndarray, tolerance: int, ring_share: float) -> np.n
     return (parts[1:-1, 1:-1] != parts[0, 0]).astype(np.uint8)
 
 
+def _masks(grey: np.ndarray, tolerance: int, ring_share: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(`_off_background`, the same opened by a 3 px square: text and thin rules gone), or None."""
+    off_background = _off_background(grey, tolerance, ring_share)
+    if off_background is None:
+        return None
+    return off_background, cv2.morphologyEx(off_background, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+
+
 def _shrunk(grey: np.ndarray) -> tuple[np.ndarray, float]:
     """`grey` with its longer side at most `FRAME_SIDE`, and the scale applied."""
     s = min(1.0, FRAME_SIDE / max(grey.shape[:2]))
@@ -115,34 +145,18 @@ def _shrunk(grey: np.ndarray) -> tuple[np.ndarray, float]:
     return cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR), s  # INTER_AREA: 102 µs at 224 px, this 22 µs
 
 
-def field_box(grey: np.ndarray, tolerance: int = 10, ring_share: float = 0.5) -> Box | None:
-    """The bounding box (in `grey`'s pixels) of what lies off a flat background, read at `FRAME_SIDE` and opened
-    by a 3 px square (specks and JPEG noise go), or None when the outer ring is not flat or nothing lies off it.
-
-    Why: a slice near the end of a volume is a small head on black, and the verifier reads how far a copy's
-    matches spread on the picture, not on the black around it (`LocalFeatureVerifier._spread`)."""
-    if cv2 is None or min(grey.shape[:2]) < 16:
-        return None
-    small, _ = _shrunk(grey)
-    off_background = _off_background(small, tolerance, ring_share)
-    if off_background is None:
-        return None
-    ys, xs = np.nonzero(cv2.morphologyEx(off_background, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)))
-    if not len(ys):
-        return None
-    rx, ry = grey.shape[1] / small.shape[1], grey.shape[0] / small.shape[0]
-    return float(xs.min() * rx), float(ys.min() * ry), float((xs.max() + 1) * rx), float((ys.max() + 1) * ry)
-
-
 def content_box(grey: np.ndarray, tolerance: int = 10, ring_share: float = 0.5, min_fill: float = 0.92,
                 min_area: float = 0.08, max_area: float = MAX_AREA) -> Frame | None:
     """The picture's frame (its box in `grey`'s pixels), or None when the image shows no picture on a flat
     background (module docstring)."""
-    h, w = grey.shape[:2]
-    off_background = _off_background(grey, tolerance, ring_share)
-    if off_background is None:
-        return None
-    rest = cv2.morphologyEx(off_background, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    masks = _masks(grey, tolerance, ring_share)
+    return None if masks is None else _frame_in(*masks, min_fill, min_area, max_area)
+
+
+def _frame_in(off_background: np.ndarray, rest: np.ndarray, min_fill: float = 0.92, min_area: float = 0.08,
+              max_area: float = MAX_AREA) -> Frame | None:
+    """`content_box` from the image's masks (`_masks`); `off_background` is written over."""
+    h, w = rest.shape[:2]
     _, _, stats, _ = cv2.connectedComponentsWithStats(rest, connectivity=4)
     boxes = [(int(x), int(y), int(bw), int(bh)) for x, y, bw, bh, area in stats[1:]
              if area >= min_fill * bw * bh and min_area * w * h <= bw * bh <= max_area * w * h

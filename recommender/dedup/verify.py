@@ -43,7 +43,7 @@ from PIL import Image
 
 from recommender.decode import DecodeError
 from recommender.dedup.config import DedupConfig
-from recommender.dedup.frames import Frame, field_box, picture_frame
+from recommender.dedup.frames import Frame, picture_and_field
 from recommender.dedup.templates import SIGNIFICANT, Template, learn as learn_template, share as template_share
 from recommender.models.device import usable_cores
 
@@ -160,9 +160,9 @@ class LocalFeatureVerifier:
             return _Seen(_NO_FEATURES, img.size, small, template=template)
         prepared = cv2.equalizeHist(working)
         kp, des = self._keypoints(prepared, template, working)
-        frame = picture_frame(working) if self.frames and template is None else None
+        frame, field = picture_and_field(working, frame=self.frames and template is None)
         return _Seen((_wh(prepared), _points(kp), des), img.size, small, keypoints=_keypoint_table(kp),
-                     template=template, frame=frame, field=field_box(working))
+                     template=template, frame=frame, field=field)
 
     def _entry(self, key: Any, source: Source) -> "_Seen":
         """The image's cached `_Seen`, computed when missing, evicted, or seen before its size's template
@@ -550,10 +550,9 @@ class LocalFeatureVerifier:
         if box_a is None or box_b is None or max(_fraction(box_a, size_a), _fraction(box_b, size_b)) < self.min_contained:
             return 0, m, 0
         count = int(inl.sum())
-        part_a, part_b = _inside(pa, box_a), _inside(pb, box_b)
         if min(self._spread(src[inl], box_a, fields[0]), self._spread(dst[inl], box_b, fields[1])) < self.min_spread:
             return 0, m, (count if count >= CONFIRM_BELOW else 0)
-        covers = self._covers(src[inl], part_a), self._covers(dst[inl], part_b)
+        covers = self._covers(src[inl], _inside(pa, box_a)), self._covers(dst[inl], _inside(pb, box_b))
         if not all(covers):
             return 0, m, (count if any(covers) or count >= CONFIRM_BELOW else 0)
         return count, m, 0
