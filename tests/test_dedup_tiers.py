@@ -446,3 +446,18 @@ def test_fourteenth_held_out_set_is_apart_from_every_other_set(embedder, tmp_pat
     assert max(Image.open(sorted((tmp_path / "h13" / "thumb100_q20").iterdir())[0]).size) == 100
     six_bit = np.asarray(Image.open(sorted((tmp_path / "h13" / "requant6").iterdir())[0]))
     assert six_bit.shape[:2] == (224, 224)
+
+
+def test_fifteenth_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout14` (session 46: a 72 px nearest-neighbour thumbnail at quality 30, a gallery page's
+    capture, a diagonal proof mark, photon noise, an editor's levels, one corner pulled in, a window on the bright
+    half, a rescaled PNG export, a save-shrink-save-enlarge cycle, bands cut off top and bottom), written after the
+    rule that judged its change (a smoothed second look at pairs the pHash vouches for), shares no edit with any
+    other set and plants each edit as it says."""
+    _plants_apart("heldout14", "brain-mri", embedder, tmp_path / "h14")
+    first = {name: sorted((tmp_path / "h14" / name).iterdir())[0] for name in ("thumb72_q30", "rescale_png",
+                                                                               "crop_bands", "sidebar_capture")}
+    assert max(Image.open(first["thumb72_q30"]).size) == 72
+    assert first["rescale_png"].suffix == ".png" and np.asarray(Image.open(first["rescale_png"])).min() >= 20
+    assert Image.open(first["crop_bands"]).size == (224, 184)
+    assert Image.open(first["sidebar_capture"]).size == (448, 268)

@@ -41,6 +41,10 @@ class DedupConfig:
     verify_cosine: float = 0.80
     min_inliers: int = 40
     max_verify_per_item: int = 12
+    # a pair the pHash vouches for (within phash_strict) that ORB rejects is compared again on both images
+    # smoothed by a Gaussian of this many px (`LocalFeatureVerifier._smooth_pair`: grain, noise or blur on a
+    # smooth picture); 0 = never
+    smooth_sigma: float = 1.2
     # try a pair mirrored only when the mirrored pHash is the closer: on the tuning families (benchmarks/
     # verify_budget.py) 19 % (art-louvre) and 22 % (brain-mri) fewer ORB attempts, the same copies found
     mirror_gate: bool = True

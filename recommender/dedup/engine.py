@@ -172,7 +172,7 @@ class DedupEngine:
             self.verifier = LocalFeatureVerifier(mirror=c.flip_invariant, min_inliers=c.min_inliers,
                                                  small_side=c.small_side, small_min_corr=c.small_min_corr,
                                                  keypoint_grid=c.keypoint_grid, template_members=c.template_members,
-                                                 frames=c.frames)
+                                                 frames=c.frames, smooth_sigma=c.smooth_sigma)
         return self.verifier
 
     def source(self, item: Fingerprint) -> Source:
@@ -303,11 +303,13 @@ class DedupEngine:
         src_a = images[a] if images is not None else self.source(items[a])
         src_b = images[b] if images is not None else self.source(items[b])
         mirror = True
+        ha, hb = int(items[a].phash), int(items[b].phash)
         if self.config.mirror_gate:
-            ha, hb, hm = int(items[a].phash), int(items[b].phash), int(items[b].phash_mirror)
+            hm = int(items[b].phash_mirror)
             mirror = (ha ^ hm).bit_count() <= (ha ^ hb).bit_count() or any(  # a copy flipped and saved turned
                 (t ^ hm).bit_count() <= self.config.phash_strict for t in items[a].phash_turns)
-        return (_vkey(items[a]), src_a, _vkey(items[b]), src_b, mirror)
+        smooth = (ha ^ hb).bit_count() <= self.config.phash_strict  # the pHash vouches: worth a smoothed look
+        return (_vkey(items[a]), src_a, _vkey(items[b]), src_b, mirror, smooth)
 
     def _verify(self, items: Sequence[Fingerprint], ci: np.ndarray, cj: np.ndarray, cos: np.ndarray,
                 dist: np.ndarray, tiers: np.ndarray, images: dict[int, Image.Image] | None,

@@ -956,6 +956,93 @@ HELDOUT13: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "crop_left_enlarge": _crop_left_enlarge, "sigmoid_window": _sigmoid_window, "requant6": _requant6,
 }
 
+def _sidebar_capture(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A capture of a gallery page: the picture at its own size on the left of a near-white page, a column of
+    grey text lines to its right and a thin rule above, saved at quality 85."""
+    w, h = img.width * 2, img.height + img.height // 5
+    out = Image.new("RGB", (w, h), (250, 250, 248))
+    out.paste(img.convert("RGB"), (img.width // 12, img.height // 8))
+    draw = ImageDraw.Draw(out)
+    draw.line((0, img.height // 16, w, img.height // 16), fill=(200, 200, 200), width=max(1, h // 200))
+    size = max(8, img.height // 24)
+    font = ImageFont.load_default(size=size)
+    x = img.width + img.width // 6
+    for k, line in enumerate(["Untitled study", "oil on panel", "inv. 1187", "gallery 4, room 12", "on view"]):
+        draw.text((x, img.height // 6 + k * size * 2), line, fill=(90, 90, 90), font=font)
+    return out
+
+
+def _diagonal_text(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A translucent word written corner to corner across the picture (a proof mark), on a turned layer."""
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    size = max(12, img.width // 7)
+    ImageDraw.Draw(layer).text((img.width // 8, img.height // 2 - size // 2), "PROOF COPY", fill=(255, 255, 255, 90),
+                               font=ImageFont.load_default(size=size))
+    layer = layer.rotate(35, resample=Image.Resampling.BICUBIC)
+    return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+
+
+def _shot_noise(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Photon (Poisson) noise at 40 counts for full white: noise that grows with the signal, unlike grain."""
+    a = np.asarray(img, np.float32) / 255.0 * 40.0
+    noisy = np.random.default_rng(rng.randrange(1 << 30)).poisson(a) * (255.0 / 40.0)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def _levels(img: Image.Image, rng: random.Random) -> Image.Image:
+    """An editor's levels: black point 25, white point 215, midtone gamma 1.1."""
+    return img.point(lambda v: round(255 * min(1.0, max(0.0, (v - 25) / 190)) ** 1.1))
+
+
+def _perspective_corner(img: Image.Image, rng: random.Random) -> Image.Image:
+    """One corner pulled in: the top-right corner of the print 6 % in from each side."""
+    w, h = img.size
+    return _warped(img, [(0, 0), (w - 0.06 * w, 0.06 * h), (w, h), (0, h)])
+
+
+def _window_upper(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A linear window over the bright half: from the 25th to the 99th percentile of the pixels above the
+    median, what lies below clipped to black (a viewer's window set on the tissue, not the background)."""
+    a = np.asarray(img, np.float32)
+    bright = a[a > np.median(a)] if (a > np.median(a)).any() else a.ravel()
+    lo, hi = np.percentile(bright, [25, 99])
+    return Image.fromarray(np.clip((a - lo) * 255.0 / max(hi - lo, 1.0), 0, 255).astype(np.uint8))
+
+
+def _rescale_png(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A stored value rescaled by a slope and an intercept (0.85 x + 20, as a DICOM export's rescale) and saved
+    as PNG."""
+    return img.point(lambda v: min(255, round(0.85 * v + 20)))
+
+
+def _resave_cycle(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Saved at quality 55, shrunk to 90 %, saved at 55 again, enlarged back to its size (its final save at 70)."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=55)
+    out = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    out = out.resize((max(1, round(img.width * 0.9)), max(1, round(img.height * 0.9))), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG", quality=55)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize(img.size, Image.Resampling.BICUBIC)
+
+
+def _crop_bands(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A band of 9 % cut off the top and the bottom (a wide crop), not resized."""
+    return img.crop((0, round(img.height * 0.09), img.width, img.height - round(img.height * 0.09)))
+
+
+# A fifteenth held-out set (session 46), written after the rule that judges the change it is read for (a
+# smoothed second look at pairs the pHash vouches for) and before any read: kinds issue 15 names at forms no
+# earlier set used (a 72 px nearest-neighbour thumbnail at quality 30, a gallery page's capture, a diagonal proof
+# mark, photon noise, an editor's levels, one corner pulled in, a window on the bright half, a rescaled PNG
+# export, a save-shrink-save-enlarge cycle, bands cut off top and bottom).
+HELDOUT14: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "thumb72_q30": _thumb(72, Image.Resampling.NEAREST), "sidebar_capture": _sidebar_capture,
+    "diagonal_text": _diagonal_text, "shot_noise": _shot_noise, "levels": _levels,
+    "perspective_corner": _perspective_corner, "window_upper": _window_upper, "rescale_png": _rescale_png,
+    "resave_cycle": _resave_cycle, "crop_bands": _crop_bands,
+}
+
 # A tuning-side template (the verifier's `templates`): `--families template` plants every original on
 # one catalogue page layout, so two pages of different pictures are the negatives it is tuned on.
 TEMPLATE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"page": _page}
@@ -973,11 +1060,11 @@ FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "
                                   "heldout8": list(HELDOUT8), "stretch": list(STRETCH),
                                   "heldout9": list(HELDOUT9), "heldout10": list(HELDOUT10), "tilt": list(TILT),
                                   "heldout11": list(HELDOUT11), "heldout12": list(HELDOUT12),
-                                  "heldout13": list(HELDOUT13),
+                                  "heldout13": list(HELDOUT13), "heldout14": list(HELDOUT14),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
 ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER, **DEGRADE, **HELDOUT5, **HELDOUT6,
                   **HELDOUT7, **TURN, **HELDOUT8, **STRETCH, **HELDOUT9, **HELDOUT10, **TILT, **HELDOUT11,
-                  **HELDOUT12, **HELDOUT13}
+                  **HELDOUT12, **HELDOUT13, **HELDOUT14}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
@@ -989,12 +1076,13 @@ _QUALITY = {"jpeg30": 30, "thumb192_q85": 85, "thumb144_q70": 70, "thumb96_q50":
             "soften_q70": 70, "downup_q80": 80, "median5_q45": 45, "box_thumb": 70, "low_contrast": 85,
             "askew_cream": 85, "chroma_q50": 50,
             "thumb56_q15": 15, "player_frame": 75, "recompress_small": 40,
-            "thumb100_q20": 20, "toolbar_letterbox": 80, "requant6": 85}
+            "thumb100_q20": 20, "toolbar_letterbox": 80, "requant6": 85,
+            "thumb72_q30": 30, "sidebar_capture": 85, "resave_cycle": 70}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:
     """File suffix and PIL save options for a transform's output."""
-    if name in ("png_resave", "palette_png", "dither16", "palette32_png"):
+    if name in ("png_resave", "palette_png", "dither16", "palette32_png", "rescale_png"):
         return ".png", {}
     if name == "webp_q20":
         return ".webp", {"quality": 20}

@@ -58,7 +58,7 @@ except ImportError:  # optional dependency
 Source = Union[Image.Image, Callable[[], Image.Image]]
 """An image, or a loader called only when its features are not cached yet (may raise DecodeError)."""
 
-Job = tuple[Any, Source, Any, Source, bool]
+Job = tuple[Any, Source, Any, Source, bool, bool]
 """One pair to verify: (key a, source a, key b, source b, try the mirror), the arguments of `inliers`."""
 
 
@@ -100,7 +100,7 @@ class LocalFeatureVerifier:
                  small_side: int | None = None, small_min_corr: float | None = None, small_work_side: int = 48,
                  keypoint_grid: int = 1, keypoint_pool: int = 3, cell_share: float = 2.0, keypoint_cell: int = 32,
                  template_members: int | None = None, template_sample: int = 32, template_share: float = 0.25,
-                 frames: bool | None = None,
+                 frames: bool | None = None, smooth_sigma: float | None = None,
                  cache_mb: float = 256, cached_pairs: int = 200_000):
         if cv2 is None:
             raise ImportError("LocalFeatureVerifier needs opencv-python-headless")
@@ -130,6 +130,7 @@ class LocalFeatureVerifier:
         self.template_share = template_share
         self._templates: dict[tuple[int, int], Template | None] = {}
         self.frames = defaults.frames if frames is None else frames  # `recommender.dedup.frames`
+        self.smooth_sigma = defaults.smooth_sigma if smooth_sigma is None else smooth_sigma  # `_smoothed`; 0 = never
         self._local = threading.local()  # an ORB detector and a matcher per thread (`inliers_many`)
         # verification is most of dedupe-on-ingest's time on look-alike collections (brain-mri); OpenCV
         # releases the GIL, so pairs are verified on every core the process may use
@@ -422,12 +423,17 @@ class LocalFeatureVerifier:
         """(size, points, descriptors) of the mirrored image, computed on first use (the image is
         loaded again and described at its own keypoints mirrored, `_mirrored`). Why lazily: with the
         mirror gate, some images never try the mirror (11 % fewer on 2,775 brain-mri slices)."""
+        return self._variant("mirrored", key, source, self._mirrored)
+
+    def _variant(self, name: str, key: Any, source: Source, compute: Callable[["_Seen", Source], Features]) -> Features:
+        """The image's features of one kind (`name`, a field of `_Seen`: "mirrored", "smoothed"), computed by
+        `compute` when a pair first needs them and kept with the image's other features."""
         seen = self._entry(key, source)
 
-        def keep(mirrored: Features) -> None:
-            seen.mirrored = mirrored
+        def keep(features: Features) -> None:
+            setattr(seen, name, features)
             self._put(key, seen)
-        return self._once(("mirrored", key), lambda: seen.mirrored, lambda: self._mirrored(seen, source), keep)
+        return self._once((name, key), lambda: getattr(seen, name), lambda: compute(seen, source), keep)
 
     def _mirrored(self, seen: "_Seen", source: Source) -> Features:
         """ORB of the mirrored image, described at the image's own keypoints mirrored (`_mirror_keypoints`).
@@ -444,6 +450,33 @@ class LocalFeatureVerifier:
         kp, des = self.orb.compute(flipped, _mirror_keypoints(seen.keypoints, seen.features[1], flipped.shape[1],
                                                               self.orb.getScaleFactor()))
         return _wh(flipped), _points(kp), des
+
+    def smoothed_features(self, key: Any, source: Source) -> Features:
+        """(size, points, descriptors) of the image smoothed before ORB (`_smoothed`), computed on first use."""
+        return self._variant("smoothed", key, source, self._smoothed)
+
+    def _smoothed(self, seen: "_Seen", source: Source) -> Features:
+        """ORB of the working grey smoothed by a Gaussian of `smooth_sigma` px, then equalised."""
+        img = self._load(source)
+        g = self._working(np.asarray(img.convert("L"))) if img is not None else None
+        if g is None or _wh(g) != seen.features[0]:
+            return _NO_FEATURES  # gone, too small, or changed since it was first seen
+        g = cv2.equalizeHist(cv2.GaussianBlur(g, (0, 0), self.smooth_sigma))
+        return (_wh(g), *self._detect(g))
+
+    def _smooth_pair(self, key_a: Any, a: "_Seen", source_a: Source, key_b: Any, b: "_Seen", source_b: Source) -> int:
+        """`_whole`'s count of the two images compared on their smoothed features (`_smoothed`), unmirrored;
+        0 for an image compared by its picture only (a decorated frame, a template's size).
+
+        Why: grain, noise or a blur on a smooth picture (a slice resampled from a coarser scan) moves ORB's
+        corners: FAST finds the grain, and a blurred copy keeps only the strongest corners. Smoothed, both
+        images show the corners of the picture itself. Only pairs the pHash vouches for take this path
+        (`smooth`, from the engine): their pHash is that of one picture, so the cost stays with them."""
+        if any(s.template is not None or (s.frame is not None and s.frame.decorated) for s in (a, b)):
+            return 0
+        fa, fb = self.smoothed_features(key_a, source_a), self.smoothed_features(key_b, source_b)
+        view = _Seen(fa, a.size, None, field=a.field)
+        return self._whole(view, source_a, fb, source_b, mirrored=False, field_b=b.field)[0]
 
     @staticmethod
     def _spread(pts: np.ndarray, box: Box, field: Box | None = None) -> float:
@@ -605,7 +638,8 @@ class LocalFeatureVerifier:
         full = counts >= per_cell
         return int(full.any(axis=1).sum()) >= need and int(full.any(axis=0).sum()) >= need
 
-    def inliers(self, key_a: Any, source_a: Source, key_b: Any, source_b: Source, mirror: bool = True) -> int:
+    def inliers(self, key_a: Any, source_a: Source, key_b: Any, source_b: Source, mirror: bool = True,
+                smooth: bool = False) -> int:
         """Spatially spread inlier count of a vs b (and a vs mirrored b if `self.mirror` and `mirror`);
         cached per pair. A caller that knows which orientation fits (the pHashes) passes `mirror=False`
         when the mirrored one does not, to skip that attempt.
@@ -622,7 +656,7 @@ class LocalFeatureVerifier:
         the same scale whatever the page's size, and whole pages of two different brain slices passed on
         it (98 false links in 100 tuning article pages; a template is learned only within one size). A
         picture between flat bars (a letterboxed painting) is still compared whole as well."""
-        key = (key_a, key_b, mirror)
+        key = (key_a, key_b, mirror, smooth)
         with self._lock:
             cached = self._pairs.get(key)
         if cached is not None:
@@ -640,6 +674,8 @@ class LocalFeatureVerifier:
             mirrored = self.mirrored_features(key_b, source_b)
             best = max(best, self._whole(seen_a, source_a, mirrored, source_b, mirrored=True,
                                          field_b=_mirrored_box(seen_b.field, mirrored[0][0]))[0])
+        if smooth and best < self.min_inliers and self.smooth_sigma > 0:
+            best = max(best, self._smooth_pair(key_a, seen_a, source_a, key_b, seen_b, source_b))
         if best < self.min_inliers and self._is_small(seen_a, seen_b):
             best = max(best, self.min_inliers if self._small_score(seen_a, seen_b) >= self.small_min_corr else 0)
         with self._lock:
@@ -736,6 +772,8 @@ class _Seen:
     field: Box | None = None
     """What lies off a flat background (`frames.field_box`, working pixels): where the spread rule reads a small
     picture (`LocalFeatureVerifier._spread`)."""
+    smoothed: Features | None = None
+    """Features of the image smoothed before ORB (`LocalFeatureVerifier._smoothed`), once a pair has needed them."""
 
     @property
     def framed(self) -> bool:
@@ -744,7 +782,8 @@ class _Seen:
 
     def nbytes(self) -> int:
         """Bytes held (the cache's budget is in bytes)."""
-        parts = [self.features, self.mirrored or _NO_FEATURES, self.picture or _NO_FEATURES]
+        parts = [self.features, self.mirrored or _NO_FEATURES, self.picture or _NO_FEATURES,
+                 self.smoothed or _NO_FEATURES]
         held = sum(f[1].nbytes + (f[2].nbytes if f[2] is not None else 0) for f in parts)
         held += self.keypoints.nbytes if self.keypoints is not None else 0
         return 256 + held + (self.grey.nbytes if self.grey is not None else 0)
