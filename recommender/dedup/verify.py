@@ -59,7 +59,8 @@ Source = Union[Image.Image, Callable[[], Image.Image]]
 """An image, or a loader called only when its features are not cached yet (may raise DecodeError)."""
 
 Job = tuple[Any, Source, Any, Source, bool, bool]
-"""One pair to verify: (key a, source a, key b, source b, try the mirror), the arguments of `inliers`."""
+"""One pair to verify: (key a, source a, key b, source b, try the mirror, try the smoothed look), the arguments of
+`inliers`."""
 
 
 Features = tuple[tuple[int, int], np.ndarray, Any]
@@ -90,8 +91,9 @@ class LocalFeatureVerifier:
     `CONFIRM_BELOW` inliers, counts when the two images, aligned by it, agree pixel by pixel
     (`aligned_cells`). When no similarity transform passes, an affine one that only rescales the axes
     (`_stretch_only`: a copy whose aspect ratio was changed) passing the same rules counts on the same
-    pixel check. Pairs whose smaller image is below `small_side` px may pass by
-    `aligned_correlation` >= `small_min_corr` instead (defaults: `DedupConfig`).
+    pixel check. A pair the caller marks `smooth` (its pHashes vouch that it is one picture) that falls short
+    is compared again on both images smoothed by `smooth_sigma` px (`_smooth_pair`). Pairs whose smaller image is
+    below `small_side` px may pass by `aligned_correlation` >= `small_min_corr` instead (defaults: `DedupConfig`).
     """
 
     def __init__(self, max_side: int = 256, n_features: int = 300, ratio: float = 0.8,
@@ -642,7 +644,8 @@ class LocalFeatureVerifier:
                 smooth: bool = False) -> int:
         """Spatially spread inlier count of a vs b (and a vs mirrored b if `self.mirror` and `mirror`);
         cached per pair. A caller that knows which orientation fits (the pHashes) passes `mirror=False`
-        when the mirrored one does not, to skip that attempt.
+        when the mirrored one does not, to skip that attempt, and `smooth=True` when the pHashes vouch that the
+        two are one picture: ORB falling short then looks again at both images smoothed (`_smooth_pair`).
 
         When ORB falls short and the smaller image has a side below `small_side`, the aligned
         pixel check decides instead: passing it reports `min_inliers` (the least count the tier
