@@ -172,8 +172,6 @@ def test_a_small_head_on_a_black_field_verifies_against_its_copies_and_not_other
     """A slice near the end of a volume shows a small head on black, where ORB finds no keypoint: its
     copies' inliers fill the head, and the spread rule reads them on the head's keypoints, not on the whole
     image (on the whole image 5 of these 24 copies passed). Other heads laid out the same way still fail."""
-    import io
-
     slices = sorted((SAMPLES / "medical").rglob("*.jpg"))[:8]
 
     def small_on_black(path: Path) -> Image.Image:
@@ -183,15 +181,10 @@ def test_a_small_head_on_a_black_field_verifies_against_its_copies_and_not_other
         out.paste(img, ((256 - img.width) // 2, (256 - img.height) // 3))
         return out
 
-    def saved(img: Image.Image, quality: int) -> Image.Image:
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=quality)
-        return Image.open(io.BytesIO(buf.getvalue())).convert("L")
-
     v = LocalFeatureVerifier()
     heads = [small_on_black(p) for p in slices]
-    counts = [v.inliers((k, "original"), head, (k, edit), saved(ALL_TRANSFORMS[edit](head.convert("RGB"),
-                                                                                     random.Random(k)), quality))
+    counts = [v.inliers((k, "original"), head, (k, edit),
+                        _jpeg(ALL_TRANSFORMS[edit](head.convert("RGB"), random.Random(k)), quality, "L"))
               for k, head in enumerate(heads) for edit, quality in (("turn180", 90), ("rotate5", 90), ("jpeg30", 30))]
     assert sum(c >= v.min_inliers for c in counts) >= 18, counts
     assert all(v.inliers((k, "original"), heads[k], (m, "original"), heads[m]) < v.min_inliers
@@ -214,24 +207,18 @@ def test_a_grainy_or_softened_copy_of_a_smooth_slice_verifies_on_the_smoothed_lo
     blur: FAST finds the grain once the histogram is equalised. A pair the pHash vouches for (`smooth`) is looked
     at again on both images smoothed, which finds more of these copies; pairs of different slices that fail
     plainly fail smoothed too, and without `smooth` (or with `smooth_sigma` 0) nothing changes."""
-    import io
-
     from PIL import ImageFilter
 
     def atlas_like(path: Path) -> Image.Image:
         a = np.asarray(Image.open(path).convert("L").filter(ImageFilter.GaussianBlur(2.0)), np.float32)
         return Image.fromarray(np.clip(40 + 0.35 * a, 0, 255).astype(np.uint8))
 
-    def saved(img: Image.Image, quality: int) -> Image.Image:
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=quality)
-        return Image.open(io.BytesIO(buf.getvalue())).convert("L")
-
     slices = sorted((SAMPLES / "medical").rglob("*.jpg"))
     heads = [atlas_like(p) for p in slices]
     v, off = LocalFeatureVerifier(), LocalFeatureVerifier(smooth_sigma=0)
     for edit, quality, gain in (("grain", 90, 3), ("soften_q70", 70, 2)):
-        copies = [saved(ALL_TRANSFORMS[edit](h.convert("RGB"), random.Random(k)), quality) for k, h in enumerate(heads)]
+        copies = [_jpeg(ALL_TRANSFORMS[edit](h.convert("RGB"), random.Random(k)), quality, "L")
+                  for k, h in enumerate(heads)]
         plain = [v.inliers((k, "o"), h, (k, edit), c) for k, (h, c) in enumerate(zip(heads, copies))]
         smoothed = [v.inliers((k, "o"), h, (k, edit), c, True, True) for k, (h, c) in enumerate(zip(heads, copies))]
         assert [off.inliers((k, "o"), h, (k, edit), c, True, True) for k, (h, c) in enumerate(zip(heads, copies))] == plain
@@ -406,12 +393,12 @@ def test_the_keypoint_grid_is_a_setting_off_by_default(tmp_path):
         get_settings(home=tmp_path, dedup_keypoint_grid=4)
 
 
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+def _jpeg(img: Image.Image, quality: int, mode: str = "RGB") -> Image.Image:
     import io
 
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return Image.open(io.BytesIO(buf.getvalue())).convert(mode)
 
 
 def test_pictures_in_one_template_are_not_copies_but_a_reencoded_slide_is():

@@ -303,12 +303,13 @@ class DedupEngine:
         src_a = images[a] if images is not None else self.source(items[a])
         src_b = images[b] if images is not None else self.source(items[b])
         mirror = True
-        ha, hb = int(items[a].phash), int(items[b].phash)
+        ha = int(items[a].phash)
+        distance = (ha ^ int(items[b].phash)).bit_count()
         if self.config.mirror_gate:
             hm = int(items[b].phash_mirror)
-            mirror = (ha ^ hm).bit_count() <= (ha ^ hb).bit_count() or any(  # a copy flipped and saved turned
+            mirror = (ha ^ hm).bit_count() <= distance or any(  # a copy flipped and saved turned
                 (t ^ hm).bit_count() <= self.config.phash_strict for t in items[a].phash_turns)
-        smooth = (ha ^ hb).bit_count() <= self.config.phash_strict  # the pHash vouches: worth a smoothed look
+        smooth = distance <= self.config.phash_strict  # the pHash vouches: worth a smoothed look
         return (_vkey(items[a]), src_a, _vkey(items[b]), src_b, mirror, smooth)
 
     def _verify(self, items: Sequence[Fingerprint], ci: np.ndarray, cj: np.ndarray, cos: np.ndarray,

@@ -451,7 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "re-compression, a corner crop shrunk, a dusty scan), the fourteenth (heldout13: a 100 px thumbnail "
                          "at quality 20, an editor's capture with a toolbar, a corner notice, lifted shadows, a keystone "
                          "from above, a moire scan, a 32-colour palette, a side crop enlarged, a sigmoid window, a 6-bit "
-                         "export), or both of the first two, reported apart")
+                         "export), the fifteenth (heldout14: a 72 px nearest-neighbour thumbnail at quality 30, a gallery "
+                         "page's capture, a diagonal proof mark, photon noise, an editor's levels, a corner pulled in, a "
+                         "window over the bright half, a rescaled PNG, a save-shrink-save-enlarge cycle, bands cut off top "
+                         "and bottom), or both of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 

@@ -598,16 +598,20 @@ def _streaks(img: Image.Image, rng: random.Random) -> Image.Image:
     return Image.fromarray(a)
 
 
+def _resaved(img: Image.Image, quality: int) -> Image.Image:
+    """`img` saved as a JPEG at `quality` and decoded again (RGB): one generation of re-saving inside an edit."""
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
 def _generations(img: Image.Image, rng: random.Random) -> Image.Image:
     """Five generations of re-saving: each a JPEG at quality 60 cropped by a pixel on one side."""
     out = img.convert("RGB")
     for _ in range(5):
         side = rng.randrange(4)
         w, h = out.size
-        out = out.crop((int(side == 0), int(side == 1), w - int(side == 2), h - int(side == 3)))
-        buf = io.BytesIO()
-        out.save(buf, "JPEG", quality=60)
-        out = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        out = _resaved(out.crop((int(side == 0), int(side == 1), w - int(side == 2), h - int(side == 3))), 60)
     return out
 
 
@@ -831,11 +835,8 @@ def _bit12_display(img: Image.Image, rng: random.Random) -> Image.Image:
 
 def _recompress_small(img: Image.Image, rng: random.Random) -> Image.Image:
     """Shrunk to 75 % and saved at quality 40, then saved at quality 40 again (its final save)."""
-    out = img.convert("RGB").resize((max(1, round(img.width * 0.75)), max(1, round(img.height * 0.75))),
-                                    Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    out.save(buf, format="JPEG", quality=40)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return _resaved(img.convert("RGB").resize((max(1, round(img.width * 0.75)), max(1, round(img.height * 0.75))),
+                                              Image.Resampling.BILINEAR), 40)
 
 
 def _corner_crop_resize(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -1004,7 +1005,8 @@ def _window_upper(img: Image.Image, rng: random.Random) -> Image.Image:
     """A linear window over the bright half: from the 25th to the 99th percentile of the pixels above the
     median, what lies below clipped to black (a viewer's window set on the tissue, not the background)."""
     a = np.asarray(img, np.float32)
-    bright = a[a > np.median(a)] if (a > np.median(a)).any() else a.ravel()
+    above = a > np.median(a)
+    bright = a[above] if above.any() else a.ravel()
     lo, hi = np.percentile(bright, [25, 99])
     return Image.fromarray(np.clip((a - lo) * 255.0 / max(hi - lo, 1.0), 0, 255).astype(np.uint8))
 
@@ -1017,13 +1019,9 @@ def _rescale_png(img: Image.Image, rng: random.Random) -> Image.Image:
 
 def _resave_cycle(img: Image.Image, rng: random.Random) -> Image.Image:
     """Saved at quality 55, shrunk to 90 %, saved at 55 again, enlarged back to its size (its final save at 70)."""
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=55)
-    out = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    out = _resaved(img.convert("RGB"), 55)
     out = out.resize((max(1, round(img.width * 0.9)), max(1, round(img.height * 0.9))), Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    out.save(buf, format="JPEG", quality=55)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize(img.size, Image.Resampling.BICUBIC)
+    return _resaved(out, 55).resize(img.size, Image.Resampling.BICUBIC)
 
 
 def _crop_bands(img: Image.Image, rng: random.Random) -> Image.Image:
