@@ -461,3 +461,21 @@ def test_fifteenth_held_out_set_is_apart_from_every_other_set(embedder, tmp_path
     assert first["rescale_png"].suffix == ".png" and np.asarray(Image.open(first["rescale_png"])).min() >= 20
     assert Image.open(first["crop_bands"]).size == (224, 184)
     assert Image.open(first["sidebar_capture"]).size == (448, 268)
+
+
+def test_sixteenth_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout15` (session 47: a print 15 degrees askew on a dark bed, one 4 degrees askew with a
+    shadow, an editor's straighten-and-crop, an 88 px bicubic thumbnail at quality 35, CLAHE, JPEG at quality 8,
+    pincushion distortion, a matted print, a split-tone grade, a central zoom), written after the rule that judged
+    its change (an askew picture compared again turned upright and cut out), shares no edit with any other set
+    and plants each edit as it says."""
+    _plants_apart("heldout15", "art-louvre", embedder, tmp_path / "h15")
+    first = {name: Image.open(sorted((tmp_path / "h15" / name).iterdir())[0]).convert("RGB")
+             for name in ("thumb88_q35", "askew_dark", "askew_shadow", "matted", "straighten_crop")}
+    assert max(first["thumb88_q35"].size) == 88
+    dark, shadow = first["askew_dark"], first["askew_shadow"]
+    assert abs(dark.width - 500 * (np.cos(np.deg2rad(15)) + np.sin(np.deg2rad(15)))) <= 2  # the canvas holds the turn
+    assert max(abs(v - 40) for v in dark.getpixel((1, 1))) <= 6  # the dark bed in the corner (JPEG q80)
+    assert shadow.size == (600, 600) and max(abs(v - 210) for v in shadow.getpixel((1, 1))) <= 6
+    assert first["matted"].size == (620, 620)  # a mat of 60 px each side of a 500 px painting
+    assert first["straighten_crop"].size == (500, 500)

@@ -454,7 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "export), the fifteenth (heldout14: a 72 px nearest-neighbour thumbnail at quality 30, a gallery "
                          "page's capture, a diagonal proof mark, photon noise, an editor's levels, a corner pulled in, a "
                          "window over the bright half, a rescaled PNG, a save-shrink-save-enlarge cycle, bands cut off top "
-                         "and bottom), or both of the first two, reported apart")
+                         "and bottom), the sixteenth (heldout15: a print 15 degrees askew on a dark bed, one 4 degrees "
+                         "askew with a shadow, an editor's straighten-and-crop, an 88 px bicubic thumbnail at quality 35, "
+                         "CLAHE, JPEG at quality 8, pincushion distortion, a matted print, a split-tone grade, a central "
+                         "zoom), or both of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 

@@ -88,15 +88,17 @@ def field_box(grey: np.ndarray) -> Box | None:
     return picture_and_field(grey, frame=False)[1]
 
 
-def picture_and_field(grey: np.ndarray, frame: bool = True) -> tuple[Frame | None, Box | None]:
-    """(`picture_frame`, `field_box`) of `grey` from one shrink and one background pass (the verifier asks
-    for both of every image it sees); the frame is not looked for unless `frame`."""
+def picture_and_field(grey: np.ndarray, frame: bool = True, askew: bool = False
+                      ) -> tuple[Frame | None, Box | None, tuple[Box, float] | None]:
+    """(`picture_frame`, `field_box`, `askew_picture`) of `grey` from one shrink and one background pass (the
+    verifier asks for all three of every image it sees); the frame is not looked for unless `frame`, the askew
+    picture unless `askew` and no frame was found (an upright picture is not askew)."""
     if cv2 is None or min(grey.shape[:2]) < 16:
-        return None, None
-    small, _ = _shrunk(grey)
+        return None, None, None
+    small, s = _shrunk(grey)
     masks = _masks(small, 10, 0.5)
     if masks is None:
-        return None, None
+        return None, None, None
     off_background, rest = masks
     rx, ry = grey.shape[1] / small.shape[1], grey.shape[0] / small.shape[0]
     found = _frame_in(off_background, rest) if frame else None
@@ -107,7 +109,7 @@ def picture_and_field(grey: np.ndarray, frame: bool = True) -> tuple[Frame | Non
     ys, xs = np.nonzero(rest)
     field = None if not len(ys) else (float(xs.min() * rx), float(ys.min() * ry), float((xs.max() + 1) * rx),
                                       float((ys.max() + 1) * ry))
-    return found, field
+    return found, field, (_askew_in(rest, s) if askew and found is None else None)
 
 
 def _off_background(grey: np.ndarray, tolerance: int, ring_share: float) -> np.ndarray | None:
@@ -189,11 +191,14 @@ def askew_picture(grey: np.ndarray, tolerance: int = 10, ring_share: float = 0.5
     if cv2 is None or min(grey.shape[:2]) < 16:
         return None
     small, s = _shrunk(grey)
-    h, w = small.shape[:2]
-    off = _off_background(small, tolerance, ring_share)
-    if off is None:
-        return None
-    off = cv2.morphologyEx(off, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    masks = _masks(small, tolerance, ring_share)
+    return None if masks is None else _askew_in(masks[1], s, min_fill, min_area)
+
+
+def _askew_in(off: np.ndarray, s: float, min_fill: float = 0.92, min_area: float = 0.25) -> tuple[Box, float] | None:
+    """`askew_picture` from the opened mask of what lies off the background (`_masks`) of the image shrunk by
+    `s`; `off` is read, not written."""
+    h, w = off.shape[:2]
     contours, _ = cv2.findContours(off, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None

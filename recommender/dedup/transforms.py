@@ -1041,6 +1041,100 @@ HELDOUT14: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "resave_cycle": _resave_cycle, "crop_bands": _crop_bands,
 }
 
+
+def _askew_dark(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A print turned by 15 degrees clockwise on a dark grey bed (40), saved at quality 80."""
+    return img.convert("RGB").rotate(-15, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(40, 40, 40))
+
+
+def _askew_shadow(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A print lying 4 degrees askew on a light grey table (a margin of a tenth), with a soft shadow to its lower
+    right."""
+    w, h = img.size
+    m = max(4, round(0.1 * max(w, h)))
+    bed = Image.new("RGB", (w + 2 * m, h + 2 * m), (210, 210, 210))
+    shade = Image.new("L", bed.size, 0)
+    ImageDraw.Draw(shade).rectangle((m + m // 4, m + m // 4, m + w + m // 4, m + h + m // 4), fill=110)
+    shade = shade.filter(ImageFilter.GaussianBlur(max(1, m // 5)))
+    bed.paste((150, 150, 150), (0, 0), shade)
+    bed.paste(img.convert("RGB"), (m, m))
+    return bed.rotate(4, resample=Image.Resampling.BICUBIC, fillcolor=(210, 210, 210))
+
+
+def _straighten_crop(img: Image.Image, rng: random.Random) -> Image.Image:
+    """An editor's straighten tool: turned by 9 degrees, cropped to the largest upright rectangle of the
+    picture's aspect inside it, enlarged back to the original size."""
+    w, h = img.size
+    t = np.deg2rad(9)
+    k = 1 / (np.cos(t) + np.sin(t) * max(w / h, h / w))  # share of each side the inner rectangle keeps
+    turned = img.rotate(9, resample=Image.Resampling.BICUBIC)
+    cw, ch = w * k, h * k
+    box = (round((w - cw) / 2), round((h - ch) / 2), round((w + cw) / 2), round((h + ch) / 2))
+    return turned.crop(box).resize((w, h), Image.Resampling.BICUBIC)
+
+
+def _clahe(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Contrast-limited adaptive histogram equalisation (clip 3, 8 x 8 tiles) of the lightness, as medical
+    preprocessing pipelines apply it."""
+    import cv2
+
+    clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8))
+    if img.mode == "L":
+        return Image.fromarray(clahe.apply(np.asarray(img)))
+    lab = cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2LAB)
+    lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+    return Image.fromarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
+
+
+def _pincushion(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A long lens's pincushion distortion (k = 0.07 at the corners): the edges pulled outwards."""
+    a = np.asarray(img)
+    h, w = a.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = (x - w / 2) / (w / 2), (y - h / 2) / (h / 2)
+    f = 1 - 0.07 * (u * u + v * v) / 2  # sample nearer the centre away from it
+    xs = np.clip(np.round(u * f * (w / 2) + w / 2), 0, w - 1).astype(np.int64)
+    ys = np.clip(np.round(v * f * (h / 2) + h / 2), 0, h - 1).astype(np.int64)
+    return Image.fromarray(a[ys, xs])
+
+
+def _matted(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A framed print: an off-white mat of 12 % each side, a thin dark line at the mat's outer edge."""
+    w, h = img.size
+    m = max(3, round(0.12 * max(w, h)))
+    out = Image.new("RGB", (w + 2 * m, h + 2 * m), (240, 236, 228))
+    out.paste(img.convert("RGB"), (m, m))
+    e = max(1, m // 6)
+    ImageDraw.Draw(out).rectangle((e, e, out.width - 1 - e, out.height - 1 - e), outline=(60, 55, 50), width=max(1, m // 20))
+    return out
+
+
+def _split_tone(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A colour grade: shadows toward blue, highlights toward warm cream, mixed 60 % over the picture."""
+    rgb = np.asarray(img.convert("RGB"), np.float32)
+    lum = rgb.mean(axis=2, keepdims=True) / 255.0
+    graded = (1 - lum) * np.array([20, 40, 90], np.float32) + lum * np.array([255, 235, 200], np.float32)
+    return Image.fromarray(np.clip(0.4 * rgb + 0.6 * graded, 0, 255).astype(np.uint8))
+
+
+def _zoom_center70(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The central 70 % cut out and enlarged back to the original size."""
+    w, h = img.size
+    box = (round(0.15 * w), round(0.15 * h), round(0.85 * w), round(0.85 * h))
+    return img.crop(box).resize((w, h), Image.Resampling.BICUBIC)
+
+
+# A sixteenth held-out set (session 47), written after the rule that judges the change it is read for (an askew
+# picture compared again turned upright and cut out) and before any read: a print 15 degrees askew on a dark bed,
+# one 4 degrees askew with a shadow, an editor's straighten-and-crop, an 88 px bicubic thumbnail at quality 35,
+# CLAHE, JPEG at quality 8, pincushion distortion, a matted print, a split-tone grade, a central zoom.
+HELDOUT15: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "askew_dark": _askew_dark, "askew_shadow": _askew_shadow, "straighten_crop": _straighten_crop,
+    "thumb88_q35": _thumb(88, Image.Resampling.BICUBIC), "clahe": _clahe, "jpeg_q8": lambda im, rng: im.copy(),
+    "pincushion": _pincushion, "matted": _matted, "split_tone": _split_tone, "zoom_center70": _zoom_center70,
+}
+
+
 # A tuning-side template (the verifier's `templates`): `--families template` plants every original on
 # one catalogue page layout, so two pages of different pictures are the negatives it is tuned on.
 TEMPLATE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"page": _page}
@@ -1059,10 +1153,11 @@ FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "
                                   "heldout9": list(HELDOUT9), "heldout10": list(HELDOUT10), "tilt": list(TILT),
                                   "heldout11": list(HELDOUT11), "heldout12": list(HELDOUT12),
                                   "heldout13": list(HELDOUT13), "heldout14": list(HELDOUT14),
+                                  "heldout15": list(HELDOUT15),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
 ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER, **DEGRADE, **HELDOUT5, **HELDOUT6,
                   **HELDOUT7, **TURN, **HELDOUT8, **STRETCH, **HELDOUT9, **HELDOUT10, **TILT, **HELDOUT11,
-                  **HELDOUT12, **HELDOUT13, **HELDOUT14}
+                  **HELDOUT12, **HELDOUT13, **HELDOUT14, **HELDOUT15}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
@@ -1075,7 +1170,8 @@ _QUALITY = {"jpeg30": 30, "thumb192_q85": 85, "thumb144_q70": 70, "thumb96_q50":
             "askew_cream": 85, "chroma_q50": 50,
             "thumb56_q15": 15, "player_frame": 75, "recompress_small": 40,
             "thumb100_q20": 20, "toolbar_letterbox": 80, "requant6": 85,
-            "thumb72_q30": 30, "sidebar_capture": 85, "resave_cycle": 70}
+            "thumb72_q30": 30, "sidebar_capture": 85, "resave_cycle": 70,
+            "askew_dark": 80, "askew_shadow": 85, "thumb88_q35": 35, "jpeg_q8": 8, "matted": 85}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:

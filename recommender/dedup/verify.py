@@ -43,7 +43,7 @@ from PIL import Image
 
 from recommender.decode import DecodeError
 from recommender.dedup.config import DedupConfig
-from recommender.dedup.frames import Frame, picture_and_field
+from recommender.dedup.frames import Frame, picture_and_field, upright
 from recommender.dedup.templates import SIGNIFICANT, Template, learn as learn_template, share as template_share
 from recommender.models.device import usable_cores
 
@@ -92,7 +92,9 @@ class LocalFeatureVerifier:
     (`aligned_cells`). When no similarity transform passes, an affine one that only rescales the axes
     (`_stretch_only`: a copy whose aspect ratio was changed) passing the same rules counts on the same
     pixel check. A pair the caller marks `smooth` (its pHashes vouch that it is one picture) that falls short
-    is compared again on both images smoothed by `smooth_sigma` px (`_smooth_pair`). Pairs whose smaller image is
+    is compared again on both images smoothed by `smooth_sigma` px (`_smooth_pair`). An image showing a picture
+    askew on a flat background (a print turned on a scanner's bed) that falls short is compared again by that
+    picture turned upright and cut out (`_askew_pair`). Pairs whose smaller image is
     below `small_side` px may pass by `aligned_correlation` >= `small_min_corr` instead (defaults: `DedupConfig`).
     """
 
@@ -163,9 +165,10 @@ class LocalFeatureVerifier:
             return _Seen(_NO_FEATURES, img.size, small, template=template)
         prepared = cv2.equalizeHist(working)
         kp, des = self._keypoints(prepared, template, working)
-        frame, field = picture_and_field(working, frame=self.frames and template is None)
+        look = self.frames and template is None
+        frame, field, askew = picture_and_field(working, frame=look, askew=look)
         return _Seen((_wh(prepared), _points(kp), des), img.size, small, keypoints=_keypoint_table(kp),
-                     template=template, frame=frame, field=field)
+                     template=template, frame=frame, field=field, askew=askew)
 
     def _entry(self, key: Any, source: Source) -> "_Seen":
         """The image's cached `_Seen`, computed when missing, evicted, or seen before its size's template
@@ -244,8 +247,13 @@ class LocalFeatureVerifier:
         A frame's picture is also matched the other way round (the ratio test reads one direction): a
         tuning capture's picture had under 40 ratio-test matches into its painting, the painting 172
         inliers into it."""
-        cut_a = self._cut_picture(key_a, a, source_a, b)
-        cut_b = self._cut_picture(key_b, b, source_b, a)
+        return self._cuts_against(self._cut_picture(key_a, a, source_a, b), a,
+                                  self._cut_picture(key_b, b, source_b, a), b)
+
+    def _cuts_against(self, cut_a: Features | None, a: "_Seen", cut_b: Features | None, b: "_Seen") -> int:
+        """The best inliers of each picture cut out (`cut_a` of a, `cut_b` of b; None: none) against the other
+        image whole, of the other whole against it when the cut is not a template's (the ratio test reads one
+        direction), and of the two cuts against each other."""
         counts = []
         for cut, seen, whole in ((cut_a, a, b), (cut_b, b, a)):
             if cut is not None:
@@ -255,6 +263,29 @@ class LocalFeatureVerifier:
         if cut_a is not None and cut_b is not None:
             counts.append(self._inliers(cut_a, cut_b))
         return max(counts, default=0)
+
+    def _askew_pair(self, key_a: Any, a: "_Seen", source_a: Source, key_b: Any, b: "_Seen", source_b: Source) -> int:
+        """`_cuts_against` with the picture of each image that shows one lying askew (`frames.askew_picture`)
+        turned upright and cut out (`_upright`).
+
+        Why: a print turned by 10 degrees on a grey bed brings four strong corners of its own (the turned
+        edges against the bed), which take ORB's keypoints from the picture: 6 of 20 tuning-side copies
+        (`tilt10_grey`, art-louvre train paintings) matched their painting with 24-39 inliers, under the 40
+        needed, and their pictures turned upright and cut out with 74-180."""
+        cut_a = self._variant("upright", key_a, source_a, self._upright) if a.askew is not None else None
+        cut_b = self._variant("upright", key_b, source_b, self._upright) if b.askew is not None else None
+        return self._cuts_against(cut_a, a, cut_b, b)
+
+    def _upright(self, seen: "_Seen", source: Source) -> Features:
+        """ORB of the askew picture (`seen.askew`, found in the pixels ORB saw) turned upright and cut out of the
+        full-resolution image (`frames.upright`)."""
+        img = self._load(source) if seen.askew is not None and seen.size is not None else None
+        if img is None:
+            return _NO_FEATURES
+        box, angle = seen.askew
+        r = seen.size[0] / seen.features[0][0]  # full-resolution pixels per pixel ORB saw
+        g = self._prepare(np.asarray(upright(img.convert("L"), tuple(v * r for v in box), angle)))
+        return _NO_FEATURES if g is None else (_wh(g), *self._detect(g))
 
     def _cut_picture(self, key: Any, seen: "_Seen", source: Source, other: "_Seen") -> Features | None:
         """Features of the picture cut out of a framed image (`_picture`), at full resolution, detected
@@ -428,7 +459,7 @@ class LocalFeatureVerifier:
         return self._variant("mirrored", key, source, self._mirrored)
 
     def _variant(self, name: str, key: Any, source: Source, compute: Callable[["_Seen", Source], Features]) -> Features:
-        """The image's features of one kind (`name`, a field of `_Seen`: "mirrored", "smoothed"), computed by
+        """The image's features of one kind (`name`, a field of `_Seen`: "mirrored", "smoothed", "upright"), computed by
         `compute` when a pair first needs them and kept with the image's other features."""
         seen = self._entry(key, source)
 
@@ -678,6 +709,8 @@ class LocalFeatureVerifier:
                 best = max(best, self._zoomed(seen_a, source_a, seen_b, source_b, m))
             if best < self.min_inliers and (seen_a.framed or seen_b.framed):
                 best = max(best, self._framed(key_a, seen_a, source_a, key_b, seen_b, source_b))
+            if best < self.min_inliers and (seen_a.askew is not None or seen_b.askew is not None):
+                best = max(best, self._askew_pair(key_a, seen_a, source_a, key_b, seen_b, source_b))
         if self.mirror and mirror and best < self.min_inliers:
             mirrored = self.mirrored_features(key_b, source_b)
             best = max(best, self._whole(seen_a, source_a, mirrored, source_b, mirrored=True,
@@ -782,6 +815,12 @@ class _Seen:
     picture (`LocalFeatureVerifier._spread`)."""
     smoothed: Features | None = None
     """Features of the image smoothed before ORB (`LocalFeatureVerifier._smoothed`), once a pair has needed them."""
+    askew: tuple[Box, float] | None = None
+    """A picture lying askew on a flat background (`frames.askew_picture`: its upright box in working pixels,
+    the angle); sizes without a template."""
+    upright: Features | None = None
+    """Features of that picture turned upright and cut out (`LocalFeatureVerifier._upright`), once a pair has
+    needed them."""
 
     @property
     def framed(self) -> bool:
@@ -791,7 +830,7 @@ class _Seen:
     def nbytes(self) -> int:
         """Bytes held (the cache's budget is in bytes)."""
         parts = [self.features, self.mirrored or _NO_FEATURES, self.picture or _NO_FEATURES,
-                 self.smoothed or _NO_FEATURES]
+                 self.smoothed or _NO_FEATURES, self.upright or _NO_FEATURES]
         held = sum(f[1].nbytes + (f[2].nbytes if f[2] is not None else 0) for f in parts)
         held += self.keypoints.nbytes if self.keypoints is not None else 0
         return 256 + held + (self.grey.nbytes if self.grey is not None else 0)
