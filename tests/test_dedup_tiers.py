@@ -479,3 +479,20 @@ def test_sixteenth_held_out_set_is_apart_from_every_other_set(embedder, tmp_path
     assert shadow.size == (600, 600) and max(abs(v - 210) for v in shadow.getpixel((1, 1))) <= 6
     assert first["matted"].size == (620, 620)  # a mat of 60 px each side of a 500 px painting
     assert first["straighten_crop"].size == (500, 500)
+
+
+def test_seventeenth_held_out_set_is_apart_from_every_other_set(embedder, tmp_path):
+    """`--families heldout16` (session 47: a print askew under a light scanner lid, one askew on black and shrunk,
+    a phone photo of one askew on a desk, a 48 px Hamming thumbnail at quality 35, an over-sharpened export, a hue
+    turn, the top 30 % cut off, a defocus blur, rounded corners, a photocopy), written after the rule that judged
+    its change (two askew pictures compared by their pictures only), shares no edit with any other set and plants
+    each edit as it says."""
+    _plants_apart("heldout16", "brain-mri", embedder, tmp_path / "h16")
+    first = {name: Image.open(sorted((tmp_path / "h16" / name).iterdir())[0])
+             for name in ("thumb48_q35", "askew_black_small", "crop_top30", "rounded_corners", "photocopy")}
+    assert max(first["thumb48_q35"].size) == 48
+    side = 224 * (np.cos(np.deg2rad(9)) + np.sin(np.deg2rad(9))) * 0.6  # turned on a grown canvas, then shrunk
+    assert abs(first["askew_black_small"].width - side) <= 2
+    assert first["crop_top30"].size == (224, 224 - round(224 * 0.3))
+    assert first["rounded_corners"].convert("RGB").getpixel((0, 0)) == (255, 255, 255)
+    assert first["photocopy"].mode == "L"

@@ -457,7 +457,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "and bottom), the sixteenth (heldout15: a print 15 degrees askew on a dark bed, one 4 degrees "
                          "askew with a shadow, an editor's straighten-and-crop, an 88 px bicubic thumbnail at quality 35, "
                          "CLAHE, JPEG at quality 8, pincushion distortion, a matted print, a split-tone grade, a central "
-                         "zoom), or both of the first two, reported apart")
+                         "zoom), the seventeenth (heldout16: a print askew under a light scanner lid, one askew on black "
+                         "and shrunk, a phone photo of one askew on a desk, a 48 px Hamming thumbnail at quality 35, an "
+                         "over-sharpened export, a hue turn, the top 30 % cut off, a defocus blur, rounded corners, a "
+                         "photocopy), or both of the first two, reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 

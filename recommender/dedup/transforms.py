@@ -1135,6 +1135,81 @@ HELDOUT15: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
 }
 
 
+
+def _askew_lid(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A print scanned 6 degrees askew under a light grey scanner lid (225), saved at quality 85."""
+    return img.convert("RGB").rotate(6, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(225, 225, 225))
+
+
+def _askew_black_small(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A print 9 degrees askew on black, the scan shrunk to 60 %."""
+    turned = img.convert("RGB").rotate(-9, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(0, 0, 0))
+    return turned.resize((round(turned.width * 0.6), round(turned.height * 0.6)), Image.Resampling.BILINEAR)
+
+
+def _askew_photo(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A phone photo of a print lying 11 degrees askew on a mid-grey desk (100), slightly out of focus, saved at
+    quality 75."""
+    turned = img.convert("RGB").rotate(11, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(100, 100, 100))
+    return turned.filter(ImageFilter.GaussianBlur(0.8))
+
+
+def _unsharp_strong(img: Image.Image, rng: random.Random) -> Image.Image:
+    """An over-sharpened export: an unsharp mask of radius 3 at 200 %."""
+    return img.filter(ImageFilter.UnsharpMask(radius=3, percent=200, threshold=2))
+
+
+def _hue_shift(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Every hue turned by 40 degrees (a grey picture stays grey)."""
+    h, s, v = img.convert("RGB").convert("HSV").split()
+    h = h.point(lambda x: (x + 28) % 256)  # 40 of 360 degrees on PIL's 0-255 hue
+    return Image.merge("HSV", (h, s, v)).convert("RGB")
+
+
+def _crop_top30(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The top 30 % cut off, not resized."""
+    return img.crop((0, round(img.height * 0.3), img.width, img.height))
+
+
+def _defocus(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A lens out of focus: a disk blur of radius 3 px."""
+    import cv2
+
+    r = 3
+    disk = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
+    cv2.circle(disk, (r, r), r, 1.0, -1)
+    a = np.asarray(img.convert("RGB"), np.float32)
+    return Image.fromarray(np.clip(cv2.filter2D(a, -1, disk / disk.sum()), 0, 255).astype(np.uint8))
+
+
+def _rounded_corners(img: Image.Image, rng: random.Random) -> Image.Image:
+    """An app's card: corners rounded with a radius of 12 % of the longer side, white outside them."""
+    w, h = img.size
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).rounded_rectangle((0, 0, w - 1, h - 1), radius=round(0.12 * max(w, h)), fill=255)
+    out = Image.new("RGB", (w, h), "white")
+    out.paste(img.convert("RGB"), (0, 0), mask)
+    return out
+
+
+def _photocopy(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A photocopy: grey, contrast raised 1.8x, dark strokes thickened (a 3 px minimum filter)."""
+    grey = ImageEnhance.Contrast(img.convert("L")).enhance(1.8)
+    return grey.filter(ImageFilter.MinFilter(3))
+
+
+# A seventeenth held-out set (session 47), written after the rule that judges the change it is read for (two
+# askew pictures compared by their pictures only, never whole) and before any read: a print askew under a light
+# scanner lid, one askew on black and shrunk, a phone photo of one askew on a desk, a 48 px Hamming thumbnail at
+# quality 35, an over-sharpened export, a hue turn, the top 30 % cut off, a defocus blur, rounded corners, a
+# photocopy.
+HELDOUT16: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "askew_lid": _askew_lid, "askew_black_small": _askew_black_small, "askew_photo": _askew_photo,
+    "thumb48_q35": _thumb(48, Image.Resampling.HAMMING), "unsharp_strong": _unsharp_strong, "hue_shift": _hue_shift,
+    "crop_top30": _crop_top30, "defocus": _defocus, "rounded_corners": _rounded_corners, "photocopy": _photocopy,
+}
+
+
 # A tuning-side template (the verifier's `templates`): `--families template` plants every original on
 # one catalogue page layout, so two pages of different pictures are the negatives it is tuned on.
 TEMPLATE: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {"page": _page}
@@ -1153,11 +1228,11 @@ FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "
                                   "heldout9": list(HELDOUT9), "heldout10": list(HELDOUT10), "tilt": list(TILT),
                                   "heldout11": list(HELDOUT11), "heldout12": list(HELDOUT12),
                                   "heldout13": list(HELDOUT13), "heldout14": list(HELDOUT14),
-                                  "heldout15": list(HELDOUT15),
+                                  "heldout15": list(HELDOUT15), "heldout16": list(HELDOUT16),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
 ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER, **DEGRADE, **HELDOUT5, **HELDOUT6,
                   **HELDOUT7, **TURN, **HELDOUT8, **STRETCH, **HELDOUT9, **HELDOUT10, **TILT, **HELDOUT11,
-                  **HELDOUT12, **HELDOUT13, **HELDOUT14, **HELDOUT15}
+                  **HELDOUT12, **HELDOUT13, **HELDOUT14, **HELDOUT15, **HELDOUT16}
 
 EXPECTED_TIER: dict[str, Tier] = {name: (Tier.EXACT if name == "png_resave" else Tier.COPY) for name in ALL_TRANSFORMS}
 
@@ -1171,7 +1246,8 @@ _QUALITY = {"jpeg30": 30, "thumb192_q85": 85, "thumb144_q70": 70, "thumb96_q50":
             "thumb56_q15": 15, "player_frame": 75, "recompress_small": 40,
             "thumb100_q20": 20, "toolbar_letterbox": 80, "requant6": 85,
             "thumb72_q30": 30, "sidebar_capture": 85, "resave_cycle": 70,
-            "askew_dark": 80, "askew_shadow": 85, "thumb88_q35": 35, "jpeg_q8": 8, "matted": 85}
+            "askew_dark": 80, "askew_shadow": 85, "thumb88_q35": 35, "jpeg_q8": 8, "matted": 85,
+            "askew_lid": 85, "askew_photo": 75, "thumb48_q35": 35}
 
 
 def save_kwargs(name: str) -> tuple[str, dict]:
