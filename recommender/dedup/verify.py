@@ -271,7 +271,8 @@ class LocalFeatureVerifier:
         Why: a print turned by 10 degrees on a grey bed brings four strong corners of its own (the turned
         edges against the bed), which take ORB's keypoints from the picture: 6 of 20 tuning-side copies
         (`tilt10_grey`, art-louvre train paintings) matched their painting with 24-39 inliers, under the 40
-        needed, and their pictures turned upright and cut out with 74-180."""
+        needed, and their pictures turned upright and cut out with 74-180. Two askew images are compared this
+        way only (`inliers`): the bed, the turn and a shadow they share matched whole between different pictures."""
         cut_a = self._variant("upright", key_a, source_a, self._upright) if a.askew is not None else None
         cut_b = self._variant("upright", key_b, source_b, self._upright) if b.askew is not None else None
         return self._cuts_against(cut_a, a, cut_b, b)
