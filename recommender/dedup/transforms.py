@@ -576,16 +576,22 @@ HELDOUT7: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "squash80": _squash, "scanlines": _scanlines, "sepia": _sepia, "shift_pad": _shift_pad,
 }
 
-def _barrel(img: Image.Image, rng: random.Random) -> Image.Image:
-    """A photo through a wide lens: barrel distortion (k = 0.08 at the corners), the edges cropped to fill."""
+def _radial(img: Image.Image, scale: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
+    """`img` resampled (nearest pixel) so that the pixel at normalised radius r shows the one at r * scale(r^2):
+    a lens's radial distortion, r = 1 at the middle of each side."""
     a = np.asarray(img)
     h, w = a.shape[:2]
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     u, v = (x - w / 2) / (w / 2), (y - h / 2) / (h / 2)
-    f = (1 + 0.08 * (u * u + v * v) / 2) / 1.08  # sample farther out away from the centre, scaled to fill
+    f = scale(u * u + v * v)
     xs = np.clip(np.round(u * f * (w / 2) + w / 2), 0, w - 1).astype(np.int64)
     ys = np.clip(np.round(v * f * (h / 2) + h / 2), 0, h - 1).astype(np.int64)
     return Image.fromarray(a[ys, xs])
+
+
+def _barrel(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A photo through a wide lens: barrel distortion (k = 0.08 at the corners), the edges cropped to fill."""
+    return _radial(img, lambda r2: (1 + 0.08 * r2 / 2) / 1.08)  # sample farther out away from the centre, scaled to fill
 
 
 def _streaks(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -742,6 +748,12 @@ TILT: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "tilt10_grey": lambda im, rng: im.rotate(-10, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(128, 128, 128)),
 }
 
+def _on_bed(img: Image.Image, angle: float, bed: tuple[int, int, int]) -> Image.Image:
+    """`img` (as RGB) turned by `angle` degrees counter-clockwise on a flat bed of colour `bed`, the canvas grown to
+    hold it: a print scanned or photographed askew."""
+    return img.convert("RGB").rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=bed)
+
+
 def _askew_cream(img: Image.Image, rng: random.Random) -> Image.Image:
     """A print scanned askew on a cream bed: turned by 6 degrees clockwise, saved at quality 85."""
     return img.rotate(-6, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(245, 240, 225))
@@ -749,8 +761,7 @@ def _askew_cream(img: Image.Image, rng: random.Random) -> Image.Image:
 
 def _askew_noisy(img: Image.Image, rng: random.Random) -> Image.Image:
     """A photo of a print lying at 17 degrees on a white table, with the sensor's noise (sigma 4) over all."""
-    turned = img.convert("RGB").rotate(17, resample=Image.Resampling.BICUBIC, expand=True, fillcolor="white")
-    return _with_noise(np.asarray(turned, np.float32), 4.0, rng)
+    return _with_noise(np.asarray(_on_bed(img, 17, (255, 255, 255)), np.float32), 4.0, rng)
 
 
 def _askew_small(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -1044,7 +1055,7 @@ HELDOUT14: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
 
 def _askew_dark(img: Image.Image, rng: random.Random) -> Image.Image:
     """A print turned by 15 degrees clockwise on a dark grey bed (40), saved at quality 80."""
-    return img.convert("RGB").rotate(-15, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(40, 40, 40))
+    return _on_bed(img, -15, (40, 40, 40))
 
 
 def _askew_shadow(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -1088,14 +1099,7 @@ def _clahe(img: Image.Image, rng: random.Random) -> Image.Image:
 
 def _pincushion(img: Image.Image, rng: random.Random) -> Image.Image:
     """A long lens's pincushion distortion (k = 0.07 at the corners): the edges pulled outwards."""
-    a = np.asarray(img)
-    h, w = a.shape[:2]
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    u, v = (x - w / 2) / (w / 2), (y - h / 2) / (h / 2)
-    f = 1 - 0.07 * (u * u + v * v) / 2  # sample nearer the centre away from it
-    xs = np.clip(np.round(u * f * (w / 2) + w / 2), 0, w - 1).astype(np.int64)
-    ys = np.clip(np.round(v * f * (h / 2) + h / 2), 0, h - 1).astype(np.int64)
-    return Image.fromarray(a[ys, xs])
+    return _radial(img, lambda r2: 1 - 0.07 * r2 / 2)  # sample nearer the centre away from it
 
 
 def _matted(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -1135,23 +1139,21 @@ HELDOUT15: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
 }
 
 
-
 def _askew_lid(img: Image.Image, rng: random.Random) -> Image.Image:
     """A print scanned 6 degrees askew under a light grey scanner lid (225), saved at quality 85."""
-    return img.convert("RGB").rotate(6, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(225, 225, 225))
+    return _on_bed(img, 6, (225, 225, 225))
 
 
 def _askew_black_small(img: Image.Image, rng: random.Random) -> Image.Image:
     """A print 9 degrees askew on black, the scan shrunk to 60 %."""
-    turned = img.convert("RGB").rotate(-9, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(0, 0, 0))
+    turned = _on_bed(img, -9, (0, 0, 0))
     return turned.resize((round(turned.width * 0.6), round(turned.height * 0.6)), Image.Resampling.BILINEAR)
 
 
 def _askew_photo(img: Image.Image, rng: random.Random) -> Image.Image:
     """A phone photo of a print lying 11 degrees askew on a mid-grey desk (100), slightly out of focus, saved at
     quality 75."""
-    turned = img.convert("RGB").rotate(11, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(100, 100, 100))
-    return turned.filter(ImageFilter.GaussianBlur(0.8))
+    return _on_bed(img, 11, (100, 100, 100)).filter(ImageFilter.GaussianBlur(0.8))
 
 
 def _unsharp_strong(img: Image.Image, rng: random.Random) -> Image.Image:

@@ -285,8 +285,7 @@ class LocalFeatureVerifier:
             return _NO_FEATURES
         box, angle = seen.askew
         r = seen.size[0] / seen.features[0][0]  # full-resolution pixels per pixel ORB saw
-        g = self._prepare(np.asarray(upright(img.convert("L"), tuple(v * r for v in box), angle)))
-        return _NO_FEATURES if g is None else (_wh(g), *self._detect(g))
+        return self._described(np.asarray(upright(img.convert("L"), tuple(v * r for v in box), angle)))
 
     def _cut_picture(self, key: Any, seen: "_Seen", source: Source, other: "_Seen") -> Features | None:
         """Features of the picture cut out of a framed image (`_picture`), at full resolution, detected
@@ -654,7 +653,12 @@ class LocalFeatureVerifier:
         pad = margin * max(box[2] - box[0], box[3] - box[1])
         cut = img.crop((max(0, round((box[0] - pad) * r)), max(0, round((box[1] - pad) * r)),
                         min(img.width, round((box[2] + pad) * r)), min(img.height, round((box[3] + pad) * r))))
-        g = self._prepare(np.asarray(cut.convert("L")))
+        return self._described(np.asarray(cut.convert("L")))
+
+    def _described(self, grey: np.ndarray) -> Features:
+        """ORB features of a grey picture cut out of an image (`_prepare`d: shrunk and equalised), or none when
+        it is too small."""
+        g = self._prepare(grey)
         return _NO_FEATURES if g is None else (_wh(g), *self._detect(g))
 
     @staticmethod
