@@ -26,3 +26,41 @@ def test_every_command_option_and_argument_has_help():
 def test_the_check_finds_an_undocumented_option():
     bare = click.Command("bare", help="A command.", params=[click.Option(["--size"])])
     assert _undocumented(bare, ["x"]) == ["x size"]
+
+
+def _commands(command, path: list[str]):
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, [*path, name])
+    else:
+        yield path
+
+
+def test_every_command_prints_its_help():
+    """Help text is formatted only when asked for: a stray `%` in an argparse help string crashed
+    `evaluate-dedup`'s own `--help` (session 48), so every command is asked."""
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    paths = list(_commands(typer.main.get_command(app), []))
+    assert ["evaluate-dedup"] in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output, path
+
+
+def test_the_dedup_evaluation_lists_every_planted_set_with_what_it_holds(capsys):
+    import pytest
+
+    from recommender.dedup.evaluate import main
+    from recommender.dedup.transforms import FAMILIES, FAMILY_NOTES
+
+    assert set(FAMILY_NOTES) == set(FAMILIES)
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for name in FAMILIES:
+        assert f"\n  {name} " in out, name
+    assert "the top 30 percent cut off" in out

@@ -30,6 +30,7 @@ import json
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,7 +43,7 @@ from recommender.decode import DecodeOptions
 from recommender.dedup import (TIER_RANK, TIERS, DedupConfig, DedupEngine, EmbedFn, Fingerprint, PerceptualHash,
                                connected_labels)
 from recommender.dedup.plant import Planted, list_images, plant, sample_files
-from recommender.dedup.transforms import ALL_TRANSFORMS, EXPECTED_TIER, FAMILIES
+from recommender.dedup.transforms import ALL_TRANSFORMS, EXPECTED_TIER, FAMILIES, FAMILY_NOTES
 from recommender import payload as P
 from recommender.payload import SAME_PICTURE_TIERS, Tier
 
@@ -409,8 +410,19 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _families_epilog() -> str:
+    """The planted sets `--families` takes, one per line with what it holds (`transforms.FAMILY_NOTES`)."""
+    width = max(map(len, FAMILIES))
+    lines = []
+    for name in FAMILIES:
+        wrapped = textwrap.wrap(FAMILY_NOTES[name], 100 - width)
+        lines += [f"  {name if k == 0 else '':<{width}}  {text}" for k, text in enumerate(wrapped)]
+    return "planted sets (--families):\n" + "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=_families_epilog(),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", type=Path, help="folder of real images")
     ap.add_argument("--originals", type=int, default=200)
     ap.add_argument("--distractors", type=int, default=300)
@@ -430,37 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="find pictures on a flat background (screen captures, web pages) and match them cut out: "
                          "DedupConfig.frames")
     ap.add_argument("--families", choices=[*FAMILIES, "both"], default="tuning",
-                    help="planted edits: the tuning set, the held-out set (never tuned on), the framed held-out set "
-                         "(poster, slide), the third held-out set (session 36), the tuning edits with a stamp (overlay), "
-                         "every original on one catalogue page layout (template, tuning side), the fourth held-out set "
-                         "(heldout3: pictures in a web page, a TV frame grab, a phone screenshot), the fifth (heldout4: a "
-                         "gallery wall, a forum post, a print preview), every original in "
-                         "a viewer's screen capture (viewer, tuning side), blur, grain, a tone curve and lost "
-                         "resolution (degrade, tuning side), the sixth held-out set (heldout5: a median filter, a "
-                         "motion blur, a vignette with noise, posterization, pixelation), the seventh (heldout6: Rician noise, a "
-                         "bias field, a motion ghost, impulse noise, speckle, dithering), the eighth (heldout7: a "
-                         "halftone print, a quarter turn, a changed aspect ratio, interlacing, sepia, a shift), a half turn and "
-                         "a transpose (turn, tuning side), the ninth (heldout8: barrel distortion, scanner streaks, "
-                         "re-saving, a wavy page, swapped channels), copies widened or narrowed (stretch, tuning side), the "
-                         "tenth (heldout9: a pixelated box, underexposure, colour fringes, smoothing, a grid), the eleventh "
-                         "(heldout10: a third wider, a fifth taller, a fixed box, WebP, a 12 degree turn, upside down, "
-                         "washed out), prints turned on a flat bed (tilt, tuning side), the twelfth (heldout11: askew scans on "
-                         "cream, on a noisy table and small, colour at a quarter resolution, a caption bar), the thirteenth "
-                         "(heldout12: a 56 px thumbnail at quality 15, a video player's frame grab, a tiled watermark, "
-                         "raised contrast, a keystone from the side, a 12-bit export's display window, a shrunk "
-                         "re-compression, a corner crop shrunk, a dusty scan), the fourteenth (heldout13: a 100 px thumbnail "
-                         "at quality 20, an editor's capture with a toolbar, a corner notice, lifted shadows, a keystone "
-                         "from above, a moire scan, a 32-colour palette, a side crop enlarged, a sigmoid window, a 6-bit "
-                         "export), the fifteenth (heldout14: a 72 px nearest-neighbour thumbnail at quality 30, a gallery "
-                         "page's capture, a diagonal proof mark, photon noise, an editor's levels, a corner pulled in, a "
-                         "window over the bright half, a rescaled PNG, a save-shrink-save-enlarge cycle, bands cut off top "
-                         "and bottom), the sixteenth (heldout15: a print 15 degrees askew on a dark bed, one 4 degrees "
-                         "askew with a shadow, an editor's straighten-and-crop, an 88 px bicubic thumbnail at quality 35, "
-                         "CLAHE, JPEG at quality 8, pincushion distortion, a matted print, a split-tone grade, a central "
-                         "zoom), the seventeenth (heldout16: a print askew under a light scanner lid, one askew on black "
-                         "and shrunk, a phone photo of one askew on a desk, a 48 px Hamming thumbnail at quality 35, an "
-                         "over-sharpened export, a hue turn, the top 30 % cut off, a defocus blur, rounded corners, a "
-                         "photocopy), or both of the first two, reported apart")
+                    help="planted edits: one set by name (listed below), or both (tuning and heldout), reported apart")
     args = ap.parse_args(argv)
     from recommender.dedup.embed import model_embedder
 

@@ -1232,6 +1232,46 @@ FAMILIES: dict[str, list[str]] = {"tuning": _TUNING, "heldout": list(HELDOUT), "
                                   "heldout13": list(HELDOUT13), "heldout14": list(HELDOUT14),
                                   "heldout15": list(HELDOUT15), "heldout16": list(HELDOUT16),
                                   "overlay": _TUNING[: _TUNING.index("text") + 1] + ["stamp"] + _TUNING[_TUNING.index("text") + 1:]}
+FAMILY_NOTES: dict[str, str] = {
+    "tuning": "the tuning edits, the only ones thresholds are chosen on",
+    "heldout": "the first held-out set (never tuned on)",
+    "framed": "framed held-out set: a poster, a slide",
+    "heldout2": "the third held-out set (session 36)",
+    "template": "tuning side: every original on one catalogue page layout",
+    "heldout3": "the fourth held-out set: pictures in a web page, a TV frame grab, a phone screenshot",
+    "heldout4": "the fifth: a gallery wall, a forum post, a print preview",
+    "viewer": "tuning side: every original in a viewer's screen capture",
+    "degrade": "tuning side: blur, grain, a tone curve, lost resolution",
+    "heldout5": "the sixth: a median filter, a motion blur, a vignette with noise, posterization, pixelation",
+    "heldout6": "the seventh: Rician noise, a bias field, a motion ghost, impulse noise, speckle, dithering",
+    "heldout7": "the eighth: a halftone print, a quarter turn, a changed aspect ratio, interlacing, sepia, a shift",
+    "turn": "tuning side: a half turn and a transpose",
+    "heldout8": "the ninth: barrel distortion, scanner streaks, re-saving, a wavy page, swapped channels",
+    "stretch": "tuning side: copies widened or narrowed",
+    "heldout9": "the tenth: a pixelated box, underexposure, colour fringes, smoothing, a grid",
+    "heldout10": "the eleventh: a third wider, a fifth taller, a fixed box, WebP, a 12 degree turn, upside down, "
+                 "washed out",
+    "tilt": "tuning side: prints turned on a flat bed",
+    "heldout11": "the twelfth: askew scans on cream, on a noisy table and small, colour at a quarter resolution, "
+                 "a caption bar",
+    "heldout12": "the thirteenth: a 56 px thumbnail at quality 15, a video player's frame grab, a tiled watermark, "
+                 "raised contrast, a keystone from the side, a 12-bit export's display window, a shrunk "
+                 "re-compression, a corner crop shrunk, a dusty scan",
+    "heldout13": "the fourteenth: a 100 px thumbnail at quality 20, an editor's capture with a toolbar, a corner "
+                 "notice, lifted shadows, a keystone from above, a moire scan, a 32-colour palette, a side crop "
+                 "enlarged, a sigmoid window, a 6-bit export",
+    "heldout14": "the fifteenth: a 72 px nearest-neighbour thumbnail at quality 30, a gallery page's capture, a "
+                 "diagonal proof mark, photon noise, an editor's levels, a corner pulled in, a window over the "
+                 "bright half, a rescaled PNG, a save-shrink-save-enlarge cycle, bands cut off top and bottom",
+    "heldout15": "the sixteenth: a print 15 degrees askew on a dark bed, one 4 degrees askew with a shadow, an "
+                 "editor's straighten-and-crop, an 88 px bicubic thumbnail at quality 35, CLAHE, JPEG at quality 8, "
+                 "pincushion distortion, a matted print, a split-tone grade, a central zoom",
+    "heldout16": "the seventeenth: a print askew under a light scanner lid, one askew on black and shrunk, a phone "
+                 "photo of one askew on a desk, a 48 px Hamming thumbnail at quality 35, an over-sharpened export, "
+                 "a hue turn, the top 30 percent cut off, a defocus blur, rounded corners, a photocopy",
+    "overlay": "tuning side: the tuning edits with a stamp after the text overlay (the keypoint grid's set)",
+}
+"""What each planted set holds and which side of the protocol it is on (`evaluate --help` lists them)."""
 ALL_TRANSFORMS = {**TRANSFORMS, **HELDOUT, **FRAMED, **HELDOUT2, **OVERLAY, **TEMPLATE, **HELDOUT3, **HELDOUT4, **VIEWER, **DEGRADE, **HELDOUT5, **HELDOUT6,
                   **HELDOUT7, **TURN, **HELDOUT8, **STRETCH, **HELDOUT9, **HELDOUT10, **TILT, **HELDOUT11,
                   **HELDOUT12, **HELDOUT13, **HELDOUT14, **HELDOUT15, **HELDOUT16}
