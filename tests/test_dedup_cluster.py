@@ -143,3 +143,26 @@ def test_star_tiers_come_from_the_canonical_pair():
     rows = {r.id: r for r in df.itertuples()}
     assert rows["b"].tier == "exact" and rows["c"].tier == "copy"
     assert rows["a"].tier == "copy" and rows["a"].cluster_size == 3   # the canonical carries the weakest tier
+
+
+def test_a_cluster_never_holds_two_slices_of_one_volume():
+    """A PNG export of slice 34 matches slices 33, 34 and 35 of its NIfTI volume (neighbouring slices at 1 mm
+    pass as copies of another file's slice; its metadata names another volume than the NIfTI file): the
+    cluster keeps the export and one slice of the volume, the exact one first, and the neighbours stay out."""
+    png = fp("png", 181, 217)
+    png.volume, png.slice_index = "colin27_ch2", 34
+    nifti = [fp(f"nii{k}", 181, 217) for k in (33, 34, 35)]
+    for f, k in zip(nifti, (33, 34, 35)):
+        f.volume, f.slice_index = "colin27_ch2.nii.gz", k
+    items = [png, *nifti]
+
+    def always(pairs):
+        return ["copy"] * len(pairs)
+
+    df = build_pictures(items, np.array([0, 0, 0]), np.array([1, 2, 3]), ["copy", "exact", "copy"], always)
+    assert _stars(df) == {"png": {"png", "nii34"}}
+    # the volume's own slices are kept apart even when the evidence function calls them copies
+    assert build_pictures(items, np.array([1, 2]), np.array([2, 3]), ["copy", "copy"], always).empty
+    # two images that are no slices are clustered as before
+    plain = [fp("a", 20, 20), fp("b"), fp("c")]
+    assert _stars(build_pictures(plain, np.array([0, 0]), np.array([1, 2]), ["copy", "copy"])) == {"a": {"a", "b", "c"}}

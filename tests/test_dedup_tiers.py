@@ -496,3 +496,26 @@ def test_seventeenth_held_out_set_is_apart_from_every_other_set(embedder, tmp_pa
     assert first["crop_top30"].size == (224, 224 - round(224 * 0.3))
     assert first["rounded_corners"].convert("RGB").getpixel((0, 0)) == (255, 255, 255)
     assert first["photocopy"].mode == "L"
+
+
+def test_eighteenth_and_nineteenth_held_out_sets_and_the_side_cut_tuning_set_are_apart(embedder, tmp_path):
+    """`--families heldout17` and `heldout18` (session 48: cuts off one, two or four sides, some shrunk,
+    enlarged, mirrored, turned or padded back, a tilt-shift blur), each written after the rule it judged (a pair
+    verified when either image has it among its best candidates, from a cosine of 0.70; not kept), and
+    `--families sidecut` (that rule's tuning side) share no edit with any other set and plant each edit as
+    they say."""
+    _plants_apart("heldout17", "brain-mri", embedder, tmp_path / "h17")
+    _plants_apart("heldout18", "art-louvre", embedder, tmp_path / "h18")
+    _plants_apart("sidecut", "brain-mri", embedder, tmp_path / "side")
+    first = {name: Image.open(sorted((tmp_path / folder / name).iterdir())[0])
+             for folder, names in (("h17", ("cut_top45", "centre_strip", "cut_letterboxed", "cut_shrunk")),
+                                   ("side", ("side35",)))
+             for name in names}
+    assert first["cut_top45"].size == (224, 224 - round(224 * 0.45))
+    assert first["centre_strip"].size == (224 - 2 * round(224 * 0.25), 224)
+    assert first["cut_shrunk"].size == (round((224 - round(224 * 0.3)) * 0.6), round((224 - round(224 * 0.2)) * 0.6))
+    letterboxed = first["cut_letterboxed"].convert("L")
+    assert letterboxed.size == (224, 224) and max(letterboxed.crop((0, 0, 20, 224)).getdata()) < 16  # black padding
+    assert first["side35"].size == (224 - round(224 * 0.35), 224)
+    padded = Image.open(sorted((tmp_path / "h18" / "cut_padded").iterdir())[0]).convert("L")
+    assert padded.getpixel((0, 0)) > 240  # white where the top-left 30 % was

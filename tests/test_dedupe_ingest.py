@@ -239,3 +239,43 @@ def test_copies_saved_turned_join_their_paintings_in_one_run_and_across_runs(tmp
             turned, original = payloads[f"turned_{p.stem}.jpg"], payloads[p.name]
             assert turned.get("tier") == "copy" and turned.get("cluster_id") == original.get("cluster_id") is not None, p
         assert all(payloads[p.name].get("cluster_id") is None for p in others)
+
+
+def test_png_exports_beside_their_volume_never_put_two_slices_of_it_in_one_cluster(tmp_path):
+    """A NIfTI volume and PNG exports of seven of its slices, the PNGs' volume and slice index given in a
+    metadata table under another name than the file's: each PNG is the same picture as its own slice, and
+    neighbouring slices pass as its copies too, but no cluster may hold two slices of one volume (issue 15)."""
+    from recommender import payload as P
+    from recommender.decode import decode_file
+    from recommender.ingest import run_ingest
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    volume = REPO / "samples" / "volumes" / "itk_kmeans_t1.nii.gz"
+    shutil.copy(volume, folder / volume.name)
+    items = decode_file(volume)
+    mid = len(items) // 2
+    rows = []
+    for it in items[mid - 3: mid + 4]:
+        index = int(it.payload[P.SLICE_INDEX])
+        it.image.save(folder / f"export_z{index:03d}.png")
+        rows.append({"path": f"export_z{index:03d}.png", "volume": "itk_kmeans_t1", "slice_index": index})
+    pd.DataFrame(rows).to_csv(folder / "slices.csv", index=False)  # the scanner passes tables over
+    cfg = get_settings(home=tmp_path / "home", map_layout="off")
+    run_ingest(cfg, folder, metadata=folder / "slices.csv")
+    store = open_store(cfg)
+    try:
+        points = [p for _, p, _ in store.scroll()]
+    finally:
+        store.close()
+    clusters: dict[str, list[dict]] = {}
+    for p in points:
+        if p.get(P.CLUSTER_ID):
+            clusters.setdefault(p[P.CLUSTER_ID], []).append(p)
+    exports = [c for c in clusters.values() if any(p["path"].endswith(".png") for p in c)]
+    assert len(exports) >= 5  # most exports found their slice in the volume
+    for members in clusters.values():
+        slices: dict[str, set[int]] = {}
+        for p in members:
+            slices.setdefault(str(p.get(P.SERIES) or p.get(P.VOLUME)), set()).add(int(p[P.SLICE_INDEX]))
+        assert all(len(s) == 1 for s in slices.values()), members
